@@ -1,0 +1,35 @@
+# tcpstate: `make help` lists the targets.
+GO       ?= go
+BIN      ?= bin/tcpstate
+FUZZTIME ?= 20s
+
+.PHONY: help build generate check-generate test test-unit fuzz bench lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+build: ## build bin/tcpstate (needs Go only: the BPF objects are committed)
+	$(GO) build -o $(BIN) ./cmd/tcpstate
+
+generate: ## recompile bpf/*.bpf.c into tracer/*_bpfel.{go,o} (needs clang, llvm, libbpf-dev)
+	$(GO) generate ./...
+
+check-generate: generate ## fail if the committed BPF objects do not match their source
+	@git diff --exit-code -- tracer/ || { echo "committed BPF objects differ from bpf/ source: run 'make generate' and commit" >&2; exit 1; }
+	@test -z "$$(git status --porcelain -- tracer/)" || { git status --porcelain -- tracer/; echo "untracked generated files: run 'make generate' and commit" >&2; exit 1; }
+
+test: ## all tests; the privileged ones run the test binaries as root through sudo
+	$(GO) test -exec sudo -count=1 ./...
+
+test-unit: ## only what needs no root (privileged tests skip)
+	$(GO) test -count=1 ./...
+
+fuzz: ## a short run of every fuzz target
+	$(GO) test -run=NONE -fuzz=FuzzParseRecordAndCheck -fuzztime=$(FUZZTIME) ./model
+
+lint: ## gofmt and go vet
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+
+clean: ## remove build output
+	rm -rf bin

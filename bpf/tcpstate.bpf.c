@@ -1,0 +1,563 @@
+//go:build ignore
+// SPDX-License-Identifier: (MIT OR GPL-2.0)
+//
+// tcpstate's kernel side: one program on the inet_sock_set_state tracepoint
+// streams TCP state transitions into a ring buffer, names the process that
+// owns each socket, and applies the user's filters here, so unwanted events
+// never cross to user space. Two small programs on the accept syscalls' exits
+// name the owner of accepted sockets. See ../shared/KERNEL-NOTES.md for the
+// kernel behaviour this file depends on.
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+
+char __license[] SEC("license") = "Dual MIT/GPL";
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define PF_KTHREAD 0x00200000
+#define TASK_COMM_LEN 16
+
+/* Events a socket may hold back while its filter match is undecided. */
+#define MAX_HELD 4
+
+/* struct event flags; mirrored in model/event.go (Flag*). */
+#define EVF_OWNER_KNOWN 0x1
+#define EVF_OWNER_INHERITED 0x2
+#define EVF_DURATION_KNOWN 0x4
+#define EVF_HELD 0x8
+
+/* struct tcpstate_sock.owner */
+#define OWNER_NONE 0
+#define OWNER_INHERITED 1 /* the listener's owner, until accept() names one */
+#define OWNER_FINAL 2     /* seen acting on the socket in process context */
+
+/* Filter decisions. */
+#define DECIDE_NO 0
+#define DECIDE_YES 1
+#define DECIDE_LATER 2
+
+/* port_filter values: which port a filtered port number is wanted on. */
+#define PORT_EITHER 0x1
+#define PORT_LOCAL 0x2
+#define PORT_REMOTE 0x4
+
+/* Indexes of the counters map; mirrored in tracer/tracer.go. */
+enum counter {
+	CNT_RINGBUF_FULL = 0, /* events lost: ring buffer reservation failed */
+	CNT_SOCK_INSERT,      /* entries added to socks */
+	CNT_SOCK_DELETE,      /* entries removed from socks at ->CLOSE */
+	CNT_HELD_OVERFLOW,    /* events lost: a socket's held queue was full */
+	CNT_HELD_INSERT,      /* entries added to held */
+	CNT_HELD_DELETE,      /* entries removed from held (flushed or dropped) */
+	CNT_ACCEPT,           /* accepted sockets whose owner accept() named */
+	CNT_MAX,
+};
+
+/* One state transition, as user space receives it (tracer/decode.go). */
+struct event {
+	__u64 ts_ns;        /* bpf_ktime_get_ns() at the transition */
+	__u64 skaddr;       /* struct sock address */
+	__u64 old_state_ns; /* time in oldstate, if EVF_DURATION_KNOWN */
+	__u32 pid;          /* owner tgid (0: unknown) */
+	__u32 cpu_pid;      /* tgid on the CPU when it fired */
+	__u16 family;
+	__u16 sport; /* host byte order */
+	__u16 dport; /* host byte order */
+	__u8 oldstate;
+	__u8 newstate;
+	__u8 saddr[16]; /* IPv4 in the first 4 bytes */
+	__u8 daddr[16];
+	char comm[TASK_COMM_LEN];
+	char cpu_comm[TASK_COMM_LEN];
+	__u8 flags; /* EVF_* */
+	__u8 _pad[3];
+	__u32 netns; /* inode number of the socket's network namespace */
+};
+
+/* What the program remembers of one socket incarnation. */
+struct tcpstate_sock {
+	__u64 state_ts; /* when it entered its current state (0: unknown) */
+	__u32 pid;      /* owner tgid */
+	__u8 owner;     /* OWNER_* */
+	__u8 matched;   /* the filters matched once: sticky */
+	__u8 state;     /* the last new state seen */
+	__u8 _pad;
+	char comm[TASK_COMM_LEN];
+};
+
+struct tcpstate_held {
+	__u32 n;
+	__u32 _pad;
+	struct event ev[MAX_HELD];
+};
+
+struct tcpstate_lkey {
+	__u32 netns; /* network namespace inode number */
+	__u16 port;  /* host byte order */
+	__u16 _pad;
+};
+
+struct tcpstate_listener {
+	__u64 skaddr; /* the listening socket that registered this port */
+	__u32 pid;
+	__u32 _pad;
+	char comm[TASK_COMM_LEN];
+};
+
+/* Settings fixed by user space at load time (tracer/tracer.go). */
+const volatile __u16 filter_family = 0;  /* 0: any; AF_INET or AF_INET6 */
+const volatile __u8 filter_ports = 0;    /* PORT_* kinds in use; values in port_filter */
+const volatile __u8 filter_pids = 0;     /* owner pids in pid_filter */
+const volatile __u16 filter_states = 0;  /* bit n: events into or out of state n; 0: all */
+const volatile __u64 wakeup_bytes = 0;   /* wake the reader only past this much pending data */
+
+/* The transitions, in order per socket. Written by every program, read by
+ * tracer.Tracer.Run. Submitted without wakeup (see emit()). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 21); /* resized by user space */
+} events SEC(".maps");
+
+/* Per-socket memory, keyed by skaddr. handle_set_state inserts an entry at
+ * a socket's first event (or the accept programs, for a socket they see
+ * first), updates it at every event, and deletes it at ->CLOSE, so a reused
+ * skaddr never inherits an old owner or duration. LRU: sockets whose ->CLOSE
+ * we never see (lost event) age out; user space counts those evictions as
+ * inserts - deletes - live entries. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536); /* resized by user space */
+	__type(key, __u64);
+	__type(value, struct tcpstate_sock);
+} socks SEC(".maps");
+
+/* Events held back while a socket's filter match is undecided (its port or
+ * owner not yet known), keyed by skaddr. hold() inserts, flush_held() emits
+ * and deletes them once the socket matches, drop_held() deletes them when it
+ * does not, and handle_set_state deletes them at ->CLOSE. Sized to 1 entry by
+ * user space when no filter can be undecided. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u64);
+	__type(value, struct tcpstate_held);
+} held SEC(".maps");
+
+/* A zeroed struct tcpstate_held to insert from (too large for the BPF stack). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tcpstate_held);
+} held_zero SEC(".maps");
+
+/* The owner of each listening port, per network namespace: a child socket is
+ * born in softirq (inet_csk_clone_lock) with no pointer back to its listener,
+ * but with the listener's local port. handle_set_state inserts at
+ * CLOSE->LISTEN and deletes at LISTEN->CLOSE (only its own registration). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct tcpstate_lkey);
+	__type(value, struct tcpstate_listener);
+} listeners SEC(".maps");
+
+/* Filter sets, filled by user space before attach; read-only here. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1); /* resized by user space */
+	__type(key, __u16);
+	__type(value, __u8); /* PORT_* */
+} port_filter SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1); /* resized by user space */
+	__type(key, __u32);
+	__type(value, __u8);
+} pid_filter SEC(".maps");
+
+/* Counters (enum counter), per CPU; user space sums them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+/* bpf2go -type event needs the struct referenced. */
+const struct event *unused_event __attribute__((unused));
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
+	if (v)
+		*v += 1;
+}
+
+/* Send one event. No wakeup per event: the wakeup is the expensive part of a
+ * ring buffer submit (it raises an irq_work self-interrupt, and softirq work
+ * that runs nested inside it makes the kernel skip our program for those
+ * events: recursion misses). The reader polls with a short deadline instead
+ * and is woken only when the ring fills past wakeup_bytes. */
+static __always_inline void emit(struct event *e)
+{
+	if (filter_states &&
+	    !(((1 << e->oldstate) | (1 << e->newstate)) & filter_states))
+		return;
+	__u64 flags = BPF_RB_NO_WAKEUP;
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
+		flags = BPF_RB_FORCE_WAKEUP;
+	if (bpf_ringbuf_output(&events, e, sizeof(*e), flags))
+		count(CNT_RINGBUF_FULL);
+}
+
+static __always_inline void drop_held(__u64 *key)
+{
+	if (bpf_map_delete_elem(&held, key) == 0)
+		count(CNT_HELD_DELETE);
+}
+
+static __always_inline void flush_held(__u64 *key)
+{
+	struct tcpstate_held *h = bpf_map_lookup_elem(&held, key);
+	if (!h)
+		return;
+	__u32 n = h->n;
+	for (__u32 i = 0; i < MAX_HELD; i++) {
+		if (i >= n)
+			break;
+		emit(&h->ev[i]);
+	}
+	drop_held(key);
+}
+
+static __always_inline void hold(__u64 *key, struct event *e)
+{
+	struct tcpstate_held *h = bpf_map_lookup_elem(&held, key);
+	if (!h) {
+		__u32 zero = 0;
+		struct tcpstate_held *z = bpf_map_lookup_elem(&held_zero, &zero);
+		if (!z)
+			return;
+		if (bpf_map_update_elem(&held, key, z, BPF_NOEXIST) == 0)
+			count(CNT_HELD_INSERT);
+		h = bpf_map_lookup_elem(&held, key);
+		if (!h) {
+			count(CNT_HELD_OVERFLOW);
+			return;
+		}
+	}
+	__u32 n = h->n;
+	if (n >= MAX_HELD) {
+		count(CNT_HELD_OVERFLOW);
+		return;
+	}
+	e->flags |= EVF_HELD;
+	__builtin_memcpy(&h->ev[n & (MAX_HELD - 1)], e, sizeof(*e));
+	h->n = n + 1;
+}
+
+/* One kind of port filter against one port: DECIDE_LATER while the port is
+ * not known yet. */
+static __always_inline int port_is(__u16 port, bool known, __u8 kinds)
+{
+	if (!known)
+		return DECIDE_LATER;
+	__u8 *v = bpf_map_lookup_elem(&port_filter, &port);
+	return v && (*v & kinds) ? DECIDE_YES : DECIDE_NO;
+}
+
+static __always_inline int combine(int a, int b)
+{
+	if (a == DECIDE_NO || b == DECIDE_NO)
+		return DECIDE_NO;
+	if (a == DECIDE_LATER || b == DECIDE_LATER)
+		return DECIDE_LATER;
+	return DECIDE_YES;
+}
+
+/* Do the filters want this socket? Different filters AND, the values of one
+ * filter OR. A field not known yet makes the answer DECIDE_LATER, unless
+ * `last` (the socket is closing), when what is known is final: an inherited
+ * owner counts, an unknown port does not match. */
+static __always_inline int decide(struct tcpstate_sock *si, __u16 sport, bool sport_known,
+				  __u16 dport, bool dport_known, bool last)
+{
+	int d = DECIDE_YES;
+
+	if (filter_ports & PORT_EITHER) {
+		int l = port_is(sport, sport_known, PORT_EITHER);
+		int r = port_is(dport, dport_known, PORT_EITHER);
+		if (l == DECIDE_YES || r == DECIDE_YES)
+			d = DECIDE_YES;
+		else if (l == DECIDE_LATER || r == DECIDE_LATER)
+			d = DECIDE_LATER;
+		else
+			d = DECIDE_NO;
+	}
+	if (filter_ports & PORT_LOCAL)
+		d = combine(d, port_is(sport, sport_known, PORT_LOCAL));
+	if (filter_ports & PORT_REMOTE)
+		d = combine(d, port_is(dport, dport_known, PORT_REMOTE));
+	if (filter_pids) {
+		int p = DECIDE_LATER;
+		if (si->owner == OWNER_FINAL || (last && si->owner == OWNER_INHERITED)) {
+			__u32 pid = si->pid;
+			p = bpf_map_lookup_elem(&pid_filter, &pid) ? DECIDE_YES : DECIDE_NO;
+		}
+		d = combine(d, p);
+	}
+	if (last && d == DECIDE_LATER)
+		d = DECIDE_NO;
+	return d;
+}
+
+/* Transitions that only happen in a system call on the socket, so the task
+ * on the CPU is (one of) its owner(s): connect() (tcp_v4_connect,
+ * tcp_v6_connect), listen() (inet_csk_listen_start), close()/shutdown()
+ * (tcp_close_state, including its self transitions), close() of a listener.
+ * Everything else may run in softirq, where the CPU's task is whoever was
+ * interrupted. */
+static __always_inline bool owner_acts(int old, int new)
+{
+	switch (new) {
+	case TCP_SYN_SENT:
+	case TCP_LISTEN:
+		return old == TCP_CLOSE;
+	case TCP_FIN_WAIT1:
+		return old == TCP_ESTABLISHED || old == TCP_SYN_RECV || old == TCP_FIN_WAIT1;
+	case TCP_LAST_ACK:
+		return old == TCP_CLOSE_WAIT || old == TCP_LAST_ACK;
+	case TCP_FIN_WAIT2:
+	case TCP_CLOSING:
+		return old == new;
+	case TCP_CLOSE:
+		return old == TCP_LISTEN;
+	}
+	return false;
+}
+
+static __always_inline __u32 sock_netns(const struct sock *sk)
+{
+	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+}
+
+/* tp_btf rather than the classic tracepoint: it hands us the struct sock
+ * itself (the owner map and CO-RE reads need it), it needs only CAP_BPF +
+ * CAP_PERFMON and no tracefs, and its recursion guard is per program
+ * (prog->active) instead of the per-CPU bpf_prog_active that every classic
+ * tracepoint and kprobe program shares, so it misses fewer nested events.
+ * Without BTF neither CO-RE nor tp_btf works, so there is no fallback to
+ * choose: user space reports the missing BTF instead. */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const int newstate)
+{
+	/* The tracepoint also fires for MPTCP (262) and SCTP (132) sockets. */
+	if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	if (filter_family && family != filter_family)
+		return 0;
+
+	__u64 now = bpf_ktime_get_ns();
+	__u64 key = (__u64)sk;
+	bool last = newstate == TCP_CLOSE;
+	bool child = oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV;
+	bool birth = child || (oldstate == TCP_CLOSE &&
+			       (newstate == TCP_SYN_SENT || newstate == TCP_LISTEN));
+
+	struct event e = {};
+	e.ts_ns = now;
+	e.skaddr = key;
+	e.oldstate = oldstate;
+	e.newstate = newstate;
+	e.family = family;
+	e.netns = sock_netns(sk);
+	/* Ports from inet_sport/skc_dport, as the tracepoint itself does:
+	 * skc_num is already 0 at FIN_WAIT2->CLOSE and LAST_ACK->CLOSE. */
+	const struct inet_sock *inet = (const struct inet_sock *)sk;
+	e.sport = bpf_ntohs(BPF_CORE_READ(inet, inet_sport));
+	e.dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (family == AF_INET) {
+		BPF_CORE_READ_INTO(&e.saddr, inet, inet_saddr);
+		BPF_CORE_READ_INTO(&e.daddr, sk, __sk_common.skc_daddr);
+	} else {
+		BPF_CORE_READ_INTO(&e.saddr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO(&e.daddr, sk, __sk_common.skc_v6_daddr);
+	}
+	e.cpu_pid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(&e.cpu_comm, sizeof(e.cpu_comm));
+
+	/* A birth starts a new incarnation even if an entry survived (its
+	 * ->CLOSE was lost): never carry an old owner or duration over. */
+	struct tcpstate_sock fresh = {};
+	struct tcpstate_sock *si = bpf_map_lookup_elem(&socks, &key);
+	if (si && birth) {
+		*si = fresh;
+		drop_held(&key);
+	}
+	if (!si && !last) {
+		if (bpf_map_update_elem(&socks, &key, &fresh, BPF_NOEXIST) == 0)
+			count(CNT_SOCK_INSERT);
+		si = bpf_map_lookup_elem(&socks, &key);
+	}
+	if (!si)
+		si = &fresh; /* ->CLOSE of a socket we never saw, or the map refused it */
+
+	if (si->state_ts && !birth) {
+		e.old_state_ns = now - si->state_ts;
+		e.flags |= EVF_DURATION_KNOWN;
+	}
+
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (owner_acts(oldstate, newstate) && !(task->flags & PF_KTHREAD)) {
+		si->pid = e.cpu_pid;
+		__builtin_memcpy(si->comm, e.cpu_comm, sizeof(si->comm));
+		si->owner = OWNER_FINAL;
+	} else if (child) {
+		/* Born in softirq inside inet_csk_clone_lock(): inherit the
+		 * listener's owner until accept() names the real one. */
+		struct tcpstate_lkey lk = { .netns = e.netns, .port = e.sport };
+		struct tcpstate_listener *l = bpf_map_lookup_elem(&listeners, &lk);
+		if (l) {
+			si->pid = l->pid;
+			__builtin_memcpy(si->comm, l->comm, sizeof(si->comm));
+			si->owner = OWNER_INHERITED;
+		}
+	}
+	if (newstate == TCP_LISTEN && e.sport) {
+		/* listen() after bind(): the port is known. After an autobind
+		 * the port is still 0 here (inet_csk_listen_start sets the state
+		 * before get_port), so that listener's children get no owner
+		 * until accept(). */
+		struct tcpstate_lkey lk = { .netns = e.netns, .port = e.sport };
+		struct tcpstate_listener l = { .skaddr = key, .pid = si->pid };
+		__builtin_memcpy(l.comm, si->comm, sizeof(l.comm));
+		bpf_map_update_elem(&listeners, &lk, &l, BPF_ANY);
+	} else if (oldstate == TCP_LISTEN && last) {
+		struct tcpstate_lkey lk = { .netns = e.netns, .port = e.sport };
+		struct tcpstate_listener *l = bpf_map_lookup_elem(&listeners, &lk);
+		if (l && l->skaddr == key)
+			bpf_map_delete_elem(&listeners, &lk);
+	}
+	if (si->owner != OWNER_NONE) {
+		e.pid = si->pid;
+		__builtin_memcpy(e.comm, si->comm, sizeof(e.comm));
+		e.flags |= EVF_OWNER_KNOWN;
+		if (si->owner == OWNER_INHERITED)
+			e.flags |= EVF_OWNER_INHERITED;
+	}
+	si->state_ts = now;
+	si->state = newstate;
+
+	if (!filter_ports && !filter_pids) {
+		emit(&e);
+	} else if (si->matched) {
+		emit(&e);
+	} else {
+		/* Fields the kernel has not set yet: CLOSE->SYN_SENT fires
+		 * before connect() picks the source port (sport is 0 or stale
+		 * after connect(AF_UNSPEC)); CLOSE->LISTEN after an autobind
+		 * has sport 0; a child's LISTEN->SYN_RECV fires before its peer
+		 * is set. A listener has no peer at all: its remote side is
+		 * known to match no remote port. */
+		bool sport_known = e.sport && !(oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT);
+		bool listening = newstate == TCP_LISTEN || (oldstate == TCP_LISTEN && !child);
+		bool dport_known = listening || (e.dport && !child);
+		int d = decide(si, e.sport, sport_known, e.dport, dport_known, last);
+		if (d == DECIDE_YES) {
+			si->matched = 1;
+			flush_held(&key);
+			emit(&e);
+		} else if (d == DECIDE_LATER) {
+			hold(&key, &e);
+		} else {
+			drop_held(&key);
+		}
+	}
+
+	if (last) {
+		if (bpf_map_delete_elem(&socks, &key) == 0)
+			count(CNT_SOCK_DELETE);
+		drop_held(&key);
+	}
+	return 0;
+}
+
+/* accept() and accept4() return the new socket's fd: the task is now the
+ * socket's owner. Walk current->files to the struct sock (the child was
+ * born in softirq and may already have made several transitions). */
+static __always_inline int on_accept(long ret)
+{
+	if (ret < 0)
+		return 0;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || ret >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = NULL;
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[ret]) || !f)
+		return 0;
+	struct socket *sock = BPF_CORE_READ(f, private_data);
+	if (!sock)
+		return 0;
+	struct sock *sk = BPF_CORE_READ(sock, sk);
+	if (!sk || BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (filter_family && family != filter_family)
+		return 0;
+
+	__u64 key = (__u64)sk;
+	struct tcpstate_sock *si = bpf_map_lookup_elem(&socks, &key);
+	if (!si) {
+		/* Born before we started: remember the owner for its later events. */
+		struct tcpstate_sock fresh = {};
+		if (bpf_map_update_elem(&socks, &key, &fresh, BPF_NOEXIST) == 0)
+			count(CNT_SOCK_INSERT);
+		si = bpf_map_lookup_elem(&socks, &key);
+		if (!si)
+			return 0;
+	}
+	si->pid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(&si->comm, sizeof(si->comm));
+	si->owner = OWNER_FINAL;
+	count(CNT_ACCEPT);
+
+	/* The owner was what the held events waited for: decide now rather
+	 * than at the socket's next transition, which may be much later. */
+	if ((filter_ports || filter_pids) && !si->matched) {
+		const struct inet_sock *inet = (const struct inet_sock *)sk;
+		__u16 sport = bpf_ntohs(BPF_CORE_READ(inet, inet_sport));
+		__u16 dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+		int d = decide(si, sport, sport != 0, dport, dport != 0, false);
+		if (d == DECIDE_YES) {
+			si->matched = 1;
+			flush_held(&key);
+		} else if (d == DECIDE_NO) {
+			drop_held(&key);
+		}
+	}
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int handle_accept4_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_accept(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int handle_accept_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_accept(ctx->ret);
+}

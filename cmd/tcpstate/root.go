@@ -1,0 +1,25 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+)
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "tcpstate",
+		Short: "Trace kernel TCP state transitions with eBPF and check them against the TCP state machine",
+		Long: `tcpstate follows every TCP state change the Linux kernel makes (the
+sock:inet_sock_set_state tracepoint), names the process that owns each socket,
+and checks each transition against a TCP state model.
+
+Exit status: 0 success; 1 the run failed (privileges, kernel support, I/O);
+2 bad flags, arguments or input; 3 --fail-on saw an anomaly.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		return &usageError{err}
+	})
+	root.AddCommand(newTraceCmd())
+	return root
+}

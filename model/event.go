@@ -1,0 +1,122 @@
+package model
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Family is an address family as the kernel numbers it.
+type Family uint16
+
+// The two families tcpstate reports.
+const (
+	AFInet  Family = 2
+	AFInet6 Family = 10
+)
+
+// String returns "ipv4", "ipv6" or "af(n)"; these are the JSON record's values.
+func (f Family) String() string {
+	switch f {
+	case AFInet:
+		return "ipv4"
+	case AFInet6:
+		return "ipv6"
+	}
+	return "af(" + itoa(uint64(f)) + ")"
+}
+
+// Comm is a task name as the kernel stores it: up to 16 bytes, NUL padded.
+// A fixed array keeps the event free of heap allocations.
+type Comm [16]byte
+
+// String returns the name up to its first NUL.
+func (c Comm) String() string {
+	for i, b := range c {
+		if b == 0 {
+			return string(c[:i])
+		}
+	}
+	return string(c[:])
+}
+
+// Bytes returns the name up to its first NUL without copying.
+func (c *Comm) Bytes() []byte {
+	for i, b := range c {
+		if b == 0 {
+			return c[:i]
+		}
+	}
+	return c[:]
+}
+
+// CommFrom makes a Comm from a string, cut to 16 bytes.
+func CommFrom(s string) Comm {
+	var c Comm
+	copy(c[:], s)
+	return c
+}
+
+// Event flags, as the BPF program sets them (bpf/tcpstate.bpf.c, EVF_*).
+const (
+	// FlagOwnerKnown: Pid/Comm name the socket's owner.
+	FlagOwnerKnown uint8 = 1 << 0
+	// FlagOwnerInherited: the owner is the listener's, not yet confirmed by accept().
+	FlagOwnerInherited uint8 = 1 << 1
+	// FlagDurationKnown: OldStateNs is the measured time in the old state.
+	FlagDurationKnown uint8 = 1 << 2
+	// FlagHeld: the event was held back in the kernel until its socket
+	// matched the filters, and delivered late (its TsNs is still the original).
+	FlagHeld uint8 = 1 << 3
+)
+
+// Event is one TCP state transition: the single record that trace, check,
+// stats and every later command share. Its JSON form (record.go) is a public
+// format: fields are added, never renamed.
+type Event struct {
+	// TsNs is the kernel's CLOCK_MONOTONIC time of the transition.
+	TsNs uint64
+	// Time is the wall-clock time of the transition (TsNs moved to the realtime clock).
+	Time time.Time
+	// Skaddr is the kernel address of the struct sock. It is reused after the
+	// socket is freed; one incarnation ends at ->CLOSE.
+	Skaddr uint64
+	// Pid and Comm are the socket's owner (see the FlagOwner* flags); 0 when unknown.
+	Pid  uint32
+	Comm Comm
+	// CPUPid and CPUComm are the task on the CPU when the transition fired; in
+	// softirq this is whoever was interrupted.
+	CPUPid  uint32
+	CPUComm Comm
+	Family  Family
+	Saddr   netip.Addr
+	Daddr   netip.Addr
+	Sport   uint16
+	Dport   uint16
+	Old     State
+	New     State
+	// OldStateNs is the time spent in Old, valid when FlagDurationKnown is set.
+	OldStateNs uint64
+	Flags      uint8
+	// Netns is the inode number of the socket's network namespace (as in
+	// /proc/PID/ns/net); 0 when not recorded.
+	Netns uint32
+}
+
+// OwnerKnown reports whether Pid/Comm name an owner.
+func (e *Event) OwnerKnown() bool { return e.Flags&FlagOwnerKnown != 0 }
+
+// DurationKnown reports whether OldStateNs was measured.
+func (e *Event) DurationKnown() bool { return e.Flags&FlagDurationKnown != 0 }
+
+func itoa(v uint64) string {
+	var b [20]byte
+	i := len(b)
+	for {
+		i--
+		b[i] = byte('0' + v%10)
+		v /= 10
+		if v == 0 {
+			return string(b[i:])
+		}
+	}
+}

@@ -1,0 +1,263 @@
+package model
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// The JSON record: one object per line, written by `trace -o json` and read
+// back by `check`. It is a public format: keys are added, never renamed.
+//
+//	time          RFC 3339 wall-clock time with nanoseconds
+//	ts_ns         kernel CLOCK_MONOTONIC nanoseconds
+//	skaddr        kernel socket address, "0x..." hex string
+//	pid, comm     the socket's owner (0 and "" when unknown)
+//	owner         "known", "inherited" (the listener's, before accept) or "unknown"
+//	cpu_pid, cpu_comm  the task on the CPU when the transition fired
+//	family        "ipv4" or "ipv6"
+//	saddr, sport  local address and port
+//	daddr, dport  remote address and port
+//	old, new      kernel state names without TCP_ (ESTABLISHED, SYN_SENT, ...)
+//	old_state_ns  nanoseconds spent in old, null when not measured
+//	netns         inode number of the socket's network namespace (omitted when 0)
+//	held          true when the kernel held the event until its socket matched the filters (omitted otherwise)
+//	verdict       "ok", "illegal", "gap" or "unknown" when checked (omitted otherwise)
+//	reason        why an anomaly was flagged (omitted when empty)
+
+// AppendJSON appends e (and v, if checked) as one JSON object and a newline.
+// It allocates nothing when buf has room.
+func AppendJSON(buf []byte, e *Event, v *Verdict) []byte {
+	buf = append(buf, `{"time":"`...)
+	buf = e.Time.AppendFormat(buf, time.RFC3339Nano)
+	buf = append(buf, `","ts_ns":`...)
+	buf = strconv.AppendUint(buf, e.TsNs, 10)
+	buf = append(buf, `,"skaddr":"0x`...)
+	buf = strconv.AppendUint(buf, e.Skaddr, 16)
+	buf = append(buf, `","pid":`...)
+	buf = strconv.AppendUint(buf, uint64(e.Pid), 10)
+	buf = append(buf, `,"comm":`...)
+	buf = appendJSONString(buf, e.Comm.Bytes())
+	buf = append(buf, `,"owner":"`...)
+	buf = append(buf, e.ownerWord()...)
+	buf = append(buf, `","cpu_pid":`...)
+	buf = strconv.AppendUint(buf, uint64(e.CPUPid), 10)
+	buf = append(buf, `,"cpu_comm":`...)
+	buf = appendJSONString(buf, e.CPUComm.Bytes())
+	buf = append(buf, `,"family":"`...)
+	switch e.Family {
+	case AFInet:
+		buf = append(buf, "ipv4"...)
+	case AFInet6:
+		buf = append(buf, "ipv6"...)
+	default:
+		buf = append(buf, e.Family.String()...)
+	}
+	buf = append(buf, `","saddr":"`...)
+	buf = e.Saddr.AppendTo(buf)
+	buf = append(buf, `","sport":`...)
+	buf = strconv.AppendUint(buf, uint64(e.Sport), 10)
+	buf = append(buf, `,"daddr":"`...)
+	buf = e.Daddr.AppendTo(buf)
+	buf = append(buf, `","dport":`...)
+	buf = strconv.AppendUint(buf, uint64(e.Dport), 10)
+	buf = append(buf, `,"old":"`...)
+	buf = append(buf, e.Old.String()...)
+	buf = append(buf, `","new":"`...)
+	buf = append(buf, e.New.String()...)
+	buf = append(buf, `","old_state_ns":`...)
+	if e.DurationKnown() {
+		buf = strconv.AppendUint(buf, e.OldStateNs, 10)
+	} else {
+		buf = append(buf, "null"...)
+	}
+	if e.Netns != 0 {
+		buf = append(buf, `,"netns":`...)
+		buf = strconv.AppendUint(buf, uint64(e.Netns), 10)
+	}
+	if e.Flags&FlagHeld != 0 {
+		buf = append(buf, `,"held":true`...)
+	}
+	if v != nil && v.Kind != VerdictNone {
+		buf = append(buf, `,"verdict":"`...)
+		buf = append(buf, v.Kind.String()...)
+		buf = append(buf, '"')
+		if v.Reason != "" {
+			buf = append(buf, `,"reason":`...)
+			buf = appendJSONString(buf, []byte(v.Reason))
+		}
+	}
+	return append(buf, "}\n"...)
+}
+
+func (e *Event) ownerWord() string {
+	switch {
+	case e.Flags&FlagOwnerKnown == 0:
+		return "unknown"
+	case e.Flags&FlagOwnerInherited != 0:
+		return "inherited"
+	}
+	return "known"
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString appends s as a JSON string. Task names are arbitrary bytes:
+// invalid UTF-8 becomes U+FFFD, control characters are escaped.
+func appendJSONString(buf, s []byte) []byte {
+	buf = append(buf, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\':
+				buf = append(buf, '\\', c)
+			case c < 0x20 || c == 0x7f:
+				buf = append(buf, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			default:
+				buf = append(buf, c)
+			}
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRune(s[i:])
+		if r == utf8.RuneError && n == 1 {
+			buf = append(buf, "\ufffd"...)
+		} else {
+			buf = append(buf, s[i:i+n]...)
+		}
+		i += n
+	}
+	return append(buf, '"')
+}
+
+// jsonRecord mirrors the JSON record for decoding. Pointers tell a missing key
+// from a zero value.
+type jsonRecord struct {
+	Time       *string `json:"time"`
+	TsNs       *uint64 `json:"ts_ns"`
+	Skaddr     *string `json:"skaddr"`
+	Pid        *uint32 `json:"pid"`
+	Comm       *string `json:"comm"`
+	Owner      string  `json:"owner"`
+	CPUPid     *uint32 `json:"cpu_pid"`
+	CPUComm    *string `json:"cpu_comm"`
+	Family     *string `json:"family"`
+	Saddr      *string `json:"saddr"`
+	Sport      *uint16 `json:"sport"`
+	Daddr      *string `json:"daddr"`
+	Dport      *uint16 `json:"dport"`
+	Old        *string `json:"old"`
+	New        *string `json:"new"`
+	OldStateNs *uint64 `json:"old_state_ns"`
+	Netns      uint32  `json:"netns"`
+	Held       bool    `json:"held"`
+	Verdict    string  `json:"verdict"`
+	Reason     string  `json:"reason"`
+}
+
+// ErrNotRecord is wrapped by every ParseRecord error.
+var ErrNotRecord = errors.New("not a tcpstate record")
+
+// ParseRecord decodes one line written by AppendJSON. The verdict is returned
+// as recorded (VerdictNone when the line has none); callers that check again
+// ignore it.
+func ParseRecord(line []byte) (Event, Verdict, error) {
+	var r jsonRecord
+	var e Event
+	if err := json.Unmarshal(line, &r); err != nil {
+		return e, Verdict{}, fmt.Errorf("%w: %v", ErrNotRecord, err)
+	}
+	var missing []string
+	need := func(ok bool, key string) {
+		if !ok {
+			missing = append(missing, key)
+		}
+	}
+	need(r.Time != nil, "time")
+	need(r.TsNs != nil, "ts_ns")
+	need(r.Skaddr != nil, "skaddr")
+	need(r.Pid != nil, "pid")
+	need(r.Comm != nil, "comm")
+	need(r.CPUPid != nil, "cpu_pid")
+	need(r.CPUComm != nil, "cpu_comm")
+	need(r.Family != nil, "family")
+	need(r.Saddr != nil, "saddr")
+	need(r.Sport != nil, "sport")
+	need(r.Daddr != nil, "daddr")
+	need(r.Dport != nil, "dport")
+	need(r.Old != nil, "old")
+	need(r.New != nil, "new")
+	if len(missing) > 0 {
+		return e, Verdict{}, fmt.Errorf("%w: missing %s", ErrNotRecord, strings.Join(missing, ", "))
+	}
+	var err error
+	if e.Time, err = time.Parse(time.RFC3339Nano, *r.Time); err != nil {
+		return e, Verdict{}, fmt.Errorf("%w: time: %v", ErrNotRecord, err)
+	}
+	e.TsNs = *r.TsNs
+	hex, ok := strings.CutPrefix(*r.Skaddr, "0x")
+	if !ok {
+		return e, Verdict{}, fmt.Errorf("%w: skaddr %q is not 0x-prefixed hex", ErrNotRecord, *r.Skaddr)
+	}
+	if e.Skaddr, err = strconv.ParseUint(hex, 16, 64); err != nil {
+		return e, Verdict{}, fmt.Errorf("%w: skaddr %q is not 0x-prefixed hex", ErrNotRecord, *r.Skaddr)
+	}
+	e.Pid, e.Comm = *r.Pid, CommFrom(*r.Comm)
+	e.CPUPid, e.CPUComm = *r.CPUPid, CommFrom(*r.CPUComm)
+	switch r.Owner {
+	case "known":
+		e.Flags |= FlagOwnerKnown
+	case "inherited":
+		e.Flags |= FlagOwnerKnown | FlagOwnerInherited
+	case "unknown", "":
+		if r.Owner == "" && e.Pid != 0 {
+			e.Flags |= FlagOwnerKnown
+		}
+	default:
+		return e, Verdict{}, fmt.Errorf("%w: owner %q is not known, inherited or unknown", ErrNotRecord, r.Owner)
+	}
+	switch *r.Family {
+	case "ipv4":
+		e.Family = AFInet
+	case "ipv6":
+		e.Family = AFInet6
+	default:
+		return e, Verdict{}, fmt.Errorf("%w: family %q is not ipv4 or ipv6", ErrNotRecord, *r.Family)
+	}
+	if e.Saddr, err = netip.ParseAddr(*r.Saddr); err != nil {
+		return e, Verdict{}, fmt.Errorf("%w: saddr: %v", ErrNotRecord, err)
+	}
+	if e.Daddr, err = netip.ParseAddr(*r.Daddr); err != nil {
+		return e, Verdict{}, fmt.Errorf("%w: daddr: %v", ErrNotRecord, err)
+	}
+	e.Sport, e.Dport = *r.Sport, *r.Dport
+	if e.Old, err = ParseState(*r.Old); err != nil {
+		return e, Verdict{}, fmt.Errorf("%w: old: %v", ErrNotRecord, err)
+	}
+	if e.New, err = ParseState(*r.New); err != nil {
+		return e, Verdict{}, fmt.Errorf("%w: new: %v", ErrNotRecord, err)
+	}
+	if r.OldStateNs != nil {
+		e.OldStateNs = *r.OldStateNs
+		e.Flags |= FlagDurationKnown
+	}
+	e.Netns = r.Netns
+	if r.Held {
+		e.Flags |= FlagHeld
+	}
+	var v Verdict
+	if r.Verdict != "" {
+		k, ok := ParseVerdictKind(r.Verdict)
+		if !ok {
+			return e, Verdict{}, fmt.Errorf("%w: verdict %q is not ok, illegal, gap or unknown", ErrNotRecord, r.Verdict)
+		}
+		v = Verdict{Kind: k, Reason: r.Reason}
+	}
+	return e, v, nil
+}

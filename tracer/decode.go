@@ -1,0 +1,123 @@
+package tracer
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/tcpstate/tcpstate/model"
+)
+
+// EventSize is the size of struct event in bpf/tcpstate.bpf.c.
+const EventSize = 112
+
+// Offsets of struct event's fields; TestEventLayout checks them against the
+// type bpf2go generated from the C struct.
+const (
+	offTsNs       = 0
+	offSkaddr     = 8
+	offOldStateNs = 16
+	offPid        = 24
+	offCPUPid     = 28
+	offFamily     = 32
+	offSport      = 34
+	offDport      = 36
+	offOldState   = 38
+	offNewState   = 39
+	offSaddr      = 40
+	offDaddr      = 56
+	offComm       = 72
+	offCPUComm    = 88
+	offFlags      = 104
+	offNetns      = 108
+)
+
+// Clock turns the kernel's CLOCK_MONOTONIC timestamps (bpf_ktime_get_ns) into
+// wall-clock time, with the offset between the two clocks taken once.
+type Clock struct{ offset int64 }
+
+// NewClock measures the offset between CLOCK_REALTIME and CLOCK_MONOTONIC now.
+func NewClock() Clock {
+	mono := monotonicNow()
+	return Clock{offset: time.Now().UnixNano() - mono}
+}
+
+// ClockWithOffset is for tests and replays: wall = monotonic + offset.
+func ClockWithOffset(offset int64) Clock { return Clock{offset: offset} }
+
+// Wall returns the wall-clock time of a kernel timestamp.
+func (c Clock) Wall(tsNs uint64) time.Time { return time.Unix(0, int64(tsNs)+c.offset) }
+
+// Decode fills e from one ring buffer sample. The BPF program writes every
+// integer in host byte order (the object is built for little-endian targets
+// only: bpfel), ports included (it converts them with bpf_ntohs); addresses
+// are the kernel's network-order bytes. It allocates nothing.
+func Decode(raw []byte, clock Clock, e *model.Event) error {
+	if len(raw) != EventSize {
+		return fmt.Errorf("decoding event: sample is %d bytes, want %d", len(raw), EventSize)
+	}
+	le := binary.LittleEndian
+	old, nw := model.State(raw[offOldState]), model.State(raw[offNewState])
+	if !old.Valid() || !nw.Valid() {
+		return fmt.Errorf("decoding event: invalid TCP states %d -> %d", raw[offOldState], raw[offNewState])
+	}
+	e.TsNs = le.Uint64(raw[offTsNs:])
+	e.Time = clock.Wall(e.TsNs)
+	e.Skaddr = le.Uint64(raw[offSkaddr:])
+	e.OldStateNs = le.Uint64(raw[offOldStateNs:])
+	e.Pid = le.Uint32(raw[offPid:])
+	e.CPUPid = le.Uint32(raw[offCPUPid:])
+	e.Family = model.Family(le.Uint16(raw[offFamily:]))
+	e.Sport = le.Uint16(raw[offSport:])
+	e.Dport = le.Uint16(raw[offDport:])
+	e.Old, e.New = old, nw
+	switch e.Family {
+	case model.AFInet:
+		e.Saddr = netip.AddrFrom4([4]byte(raw[offSaddr : offSaddr+4]))
+		e.Daddr = netip.AddrFrom4([4]byte(raw[offDaddr : offDaddr+4]))
+	case model.AFInet6:
+		e.Saddr = netip.AddrFrom16([16]byte(raw[offSaddr : offSaddr+16]))
+		e.Daddr = netip.AddrFrom16([16]byte(raw[offDaddr : offDaddr+16]))
+	default:
+		return fmt.Errorf("decoding event: unknown address family %d", e.Family)
+	}
+	copy(e.Comm[:], raw[offComm:offComm+16])
+	copy(e.CPUComm[:], raw[offCPUComm:offCPUComm+16])
+	e.Flags = raw[offFlags]
+	e.Netns = le.Uint32(raw[offNetns:])
+	return nil
+}
+
+// Encode is Decode's inverse, for tests and benchmarks that feed the reader
+// without a kernel.
+func Encode(e *model.Event) []byte {
+	raw := make([]byte, EventSize)
+	le := binary.LittleEndian
+	le.PutUint64(raw[offTsNs:], e.TsNs)
+	le.PutUint64(raw[offSkaddr:], e.Skaddr)
+	le.PutUint64(raw[offOldStateNs:], e.OldStateNs)
+	le.PutUint32(raw[offPid:], e.Pid)
+	le.PutUint32(raw[offCPUPid:], e.CPUPid)
+	le.PutUint16(raw[offFamily:], uint16(e.Family))
+	le.PutUint16(raw[offSport:], e.Sport)
+	le.PutUint16(raw[offDport:], e.Dport)
+	raw[offOldState] = byte(e.Old)
+	raw[offNewState] = byte(e.New)
+	if e.Family == model.AFInet {
+		a4 := e.Saddr.As4()
+		copy(raw[offSaddr:], a4[:])
+		a4 = e.Daddr.As4()
+		copy(raw[offDaddr:], a4[:])
+	} else {
+		a16 := e.Saddr.As16()
+		copy(raw[offSaddr:], a16[:])
+		a16 = e.Daddr.As16()
+		copy(raw[offDaddr:], a16[:])
+	}
+	copy(raw[offComm:offComm+16], e.Comm[:])
+	copy(raw[offCPUComm:offCPUComm+16], e.CPUComm[:])
+	raw[offFlags] = e.Flags
+	le.PutUint32(raw[offNetns:], e.Netns)
+	return raw
+}

@@ -1,0 +1,109 @@
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"golang.org/x/sys/unix"
+)
+
+const (
+	kernelBTF     = "/sys/kernel/btf/vmlinux"
+	tracefsMount  = "/sys/kernel/tracing"
+	capPerfmon    = 38
+	capBPF        = 39
+	capSysAdmin   = 21
+	tracepointBTF = "btf_trace_inet_sock_set_state"
+)
+
+// ErrPrivileges, ErrNoBTF and ErrNoTracepoint classify Open's failures
+// for callers and tests.
+var (
+	ErrPrivileges   = errors.New("missing privileges")
+	ErrNoBTF        = errors.New("kernel has no BTF")
+	ErrNoTracepoint = errors.New("kernel has no sock:inet_sock_set_state tracepoint")
+)
+
+// checkEnvironment says plainly what is missing before the loader fails
+// with a less helpful errno.
+func checkEnvironment() error {
+	if missing := missingCaps(); len(missing) > 0 {
+		return fmt.Errorf("%w: tcpstate needs CAP_BPF and CAP_PERFMON (or root) to load its eBPF programs; this process lacks %s: run it as root (sudo tcpstate ...) or grant the capabilities",
+			ErrPrivileges, strings.Join(missing, " and "))
+	}
+	if _, err := os.Stat(kernelBTF); err != nil {
+		return fmt.Errorf("%w: %s is missing; tcpstate needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (Linux 5.8 or later)",
+			ErrNoBTF, kernelBTF)
+	}
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return fmt.Errorf("%w: reading %s: %v", ErrNoBTF, kernelBTF, err)
+	}
+	var td *btf.Typedef
+	if err := spec.TypeByName(tracepointBTF, &td); err != nil {
+		return fmt.Errorf("%w (added in Linux 4.16): its BTF type %s is not in %s",
+			ErrNoTracepoint, tracepointBTF, kernelBTF)
+	}
+	return nil
+}
+
+// missingCaps names the capabilities the effective set lacks. CAP_SYS_ADMIN
+// covers both on any kernel.
+func missingCaps() []string {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return nil // let the loader report it
+	}
+	has := func(c uint) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
+	if has(capSysAdmin) {
+		return nil
+	}
+	var missing []string
+	if !has(capBPF) {
+		missing = append(missing, "CAP_BPF")
+	}
+	if !has(capPerfmon) {
+		missing = append(missing, "CAP_PERFMON")
+	}
+	return missing
+}
+
+// ensureTracefs mounts tracefs where the kernel expects it if nothing has:
+// the accept tracepoints are classic tracepoints, found through tracefs.
+func ensureTracefs() error {
+	if _, err := os.Stat(tracefsMount + "/events"); err == nil {
+		return nil
+	}
+	if _, err := os.Stat("/sys/kernel/debug/tracing/events"); err == nil {
+		return nil
+	}
+	if err := unix.Mount("tracefs", tracefsMount, "tracefs", 0, ""); err != nil {
+		return fmt.Errorf("tracefs is not mounted and mounting it on %s failed: %v", tracefsMount, err)
+	}
+	return nil
+}
+
+// loadError explains a load failure: the verifier's verdict (its whole log
+// with verbose), or missing privileges.
+func loadError(err error, verbose bool) error {
+	var ve *ebpf.VerifierError
+	if errors.As(err, &ve) {
+		if verbose {
+			return fmt.Errorf("the kernel's verifier rejected tcpstate's BPF program:\n%+v", ve)
+		}
+		return fmt.Errorf("the kernel's verifier rejected tcpstate's BPF program: %v (run with --verbose for the full verifier log)", ve)
+	}
+	return privilegeHint(fmt.Errorf("loading BPF objects: %w", err))
+}
+
+func privilegeHint(err error) error {
+	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+		return fmt.Errorf("%w: %w (tcpstate needs CAP_BPF and CAP_PERFMON, or root)", ErrPrivileges, err)
+	}
+	return err
+}
