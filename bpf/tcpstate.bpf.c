@@ -21,6 +21,9 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 #define IPPROTO_TCP 6
 #define PF_KTHREAD 0x00200000
 #define TASK_COMM_LEN 16
+#define NUM_STATES 13 /* TCP states are 1..12 */
+#define ETIMEDOUT 110
+#define ECONNREFUSED 111
 
 /* Events a socket may hold back while its filter match is undecided. */
 #define MAX_HELD 4
@@ -30,6 +33,8 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 #define EVF_OWNER_INHERITED 0x2
 #define EVF_DURATION_KNOWN 0x4
 #define EVF_HELD 0x8
+#define EVF_ILLEGAL 0x10 /* the edge is not in the model (edge_mask) */
+#define EVF_GAP 0x20     /* old state is not the last state seen */
 
 /* struct tcpstate_sock.owner */
 #define OWNER_NONE 0
@@ -55,7 +60,31 @@ enum counter {
 	CNT_HELD_INSERT,      /* entries added to held */
 	CNT_HELD_DELETE,      /* entries removed from held (flushed or dropped) */
 	CNT_ACCEPT,           /* accepted sockets whose owner accept() named */
+	CNT_PORT_OTHER,       /* transitions not counted per port: port_counts full */
+	CNT_PID_OTHER,        /* transitions not counted per owner: pid_counts full */
 	CNT_MAX,
+};
+
+/* Histograms (hists map): one row of log2(microseconds) buckets per kind. */
+#define HIST_BUCKETS 48
+#define HIST_ACTIVE_OPEN NUM_STATES      /* SYN_SENT -> ESTABLISHED */
+#define HIST_PASSIVE_OPEN (NUM_STATES + 1) /* child LISTEN -> SYN_RECV -> ESTABLISHED */
+#define HIST_LIFETIME (NUM_STATES + 2)   /* birth to ->CLOSE, listeners excluded */
+#define HIST_KINDS (NUM_STATES + 3)      /* rows 0..NUM_STATES-1: time in that state */
+
+/* How a socket's life ended (outcomes map); mirrored in tracer/aggregate.go. */
+enum outcome {
+	OUT_ACTIVE_CLOSE = 0,  /* we sent FIN first: FIN_WAIT1/2 -> CLOSE (time-wait) */
+	OUT_PASSIVE_CLOSE,     /* the peer sent FIN first: LAST_ACK -> CLOSE */
+	OUT_SIMULTANEOUS_CLOSE,/* both at once: through CLOSING */
+	OUT_RESET,             /* RST received (sk_err ECONNRESET/EPIPE) */
+	OUT_TIMEOUT,           /* retransmissions gave up (sk_err ETIMEDOUT) */
+	OUT_ABORT,             /* closed locally without FIN: SO_LINGER 0, unread data, unaccepted child */
+	OUT_CONNECT_REFUSED,   /* SYN_SENT -> CLOSE, sk_err ECONNREFUSED */
+	OUT_CONNECT_TIMEOUT,   /* SYN_SENT -> CLOSE, sk_err ETIMEDOUT */
+	OUT_CONNECT_ABORTED,   /* SYN_SENT -> CLOSE otherwise (closed while connecting) */
+	OUT_LISTENER_CLOSED,   /* LISTEN -> CLOSE */
+	OUT_MAX,
 };
 
 /* One state transition, as user space receives it (tracer/decode.go). */
@@ -74,19 +103,28 @@ struct event {
 	__u8 daddr[16];
 	char comm[TASK_COMM_LEN];
 	char cpu_comm[TASK_COMM_LEN];
-	__u8 flags; /* EVF_* */
-	__u8 _pad[3];
+	__u8 flags;      /* EVF_* */
+	__u8 last_state; /* the new state of this socket's previous event (0: none seen) */
+	__u8 _pad[2];
 	__u32 netns; /* inode number of the socket's network namespace */
 };
 
 /* What the program remembers of one socket incarnation. */
 struct tcpstate_sock {
 	__u64 state_ts; /* when it entered its current state (0: unknown) */
+	__u64 born_ts;  /* its birth (0: born before we started) */
 	__u32 pid;      /* owner tgid */
+	__u16 visited;  /* bit n: it has been in state n */
 	__u8 owner;     /* OWNER_* */
 	__u8 matched;   /* the filters matched once: sticky */
-	__u8 state;     /* the last new state seen */
+	__u8 state;     /* the last new state seen (0: none) */
 	__u8 _pad;
+	/* Addresses as of its last event, for the stuck-socket list. */
+	__u16 family;
+	__u16 sport;
+	__u16 dport;
+	__u8 saddr[16];
+	__u8 daddr[16];
 	char comm[TASK_COMM_LEN];
 };
 
@@ -116,8 +154,15 @@ const volatile __u8 filter_pids = 0;     /* owner pids in pid_filter */
 const volatile __u16 filter_states = 0;  /* bit n: events into or out of state n; 0: all */
 const volatile __u64 wakeup_bytes = 0;   /* wake the reader only past this much pending data */
 
+/* What to do with an event that passes the filters (tracer.Mode). */
+const volatile __u8 mode_stream = 1;    /* send it to the ring buffer */
+const volatile __u8 mode_anomalies = 0; /* send it only if EVF_ILLEGAL or EVF_GAP */
+const volatile __u8 mode_aggregate = 0; /* count it in the aggregation maps */
+/* The transition model (model.Model.Mask): bit n of edge_mask[old] allows old->n. */
+const volatile __u16 edge_mask[NUM_STATES] = {};
+
 /* The transitions, in order per socket. Written by every program, read by
- * tracer.Tracer.Run. Submitted without wakeup (see emit()). */
+ * tracer.Tracer.Run. Submitted without wakeup (see submit()). */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 21); /* resized by user space */
@@ -190,6 +235,53 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
+/* Aggregation (mode_aggregate), read and summed by tracer/aggregate.go. */
+
+/* Transition counts: index old * NUM_STATES + new. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, NUM_STATES * NUM_STATES);
+	__type(key, __u32);
+	__type(value, __u64);
+} matrix SEC(".maps");
+
+/* Histograms: index kind * HIST_BUCKETS + log2(microseconds). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, HIST_KINDS * HIST_BUCKETS);
+	__type(key, __u32);
+	__type(value, __u64);
+} hists SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, OUT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} outcomes SEC(".maps");
+
+struct tcpstate_count {
+	__u64 transitions;
+	__u64 opened; /* sockets born: connect(), listen(), a child */
+	char comm[TASK_COMM_LEN];
+};
+
+/* Per local port and per owner pid; bounded: what does not fit is counted in
+ * CNT_PORT_OTHER / CNT_PID_OTHER. Inserted and updated by count_by(). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, struct tcpstate_count);
+} port_counts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, struct tcpstate_count);
+} pid_counts SEC(".maps");
+
 /* bpf2go -type event needs the struct referenced. */
 const struct event *unused_event __attribute__((unused));
 
@@ -205,16 +297,118 @@ static __always_inline void count(__u32 idx)
  * that runs nested inside it makes the kernel skip our program for those
  * events: recursion misses). The reader polls with a short deadline instead
  * and is woken only when the ring fills past wakeup_bytes. */
-static __always_inline void emit(struct event *e)
+static __always_inline void submit(struct event *e)
 {
-	if (filter_states &&
-	    !(((1 << e->oldstate) | (1 << e->newstate)) & filter_states))
-		return;
 	__u64 flags = BPF_RB_NO_WAKEUP;
 	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
 		flags = BPF_RB_FORCE_WAKEUP;
 	if (bpf_ringbuf_output(&events, e, sizeof(*e), flags))
 		count(CNT_RINGBUF_FULL);
+}
+
+static __always_inline void add(void *map, __u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(map, &idx);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline __u32 log2_bucket(__u64 ns)
+{
+	__u64 us = ns / 1000;
+	__u32 b = 0;
+	for (int i = 0; i < HIST_BUCKETS - 1; i++) {
+		if (us <= 1)
+			break;
+		us >>= 1;
+		b++;
+	}
+	return b;
+}
+
+static __always_inline void hist(__u32 kind, __u64 ns)
+{
+	add(&hists, kind * HIST_BUCKETS + log2_bucket(ns));
+}
+
+static __always_inline void count_by(void *map, __u32 key, __u32 other, bool born,
+				     const char *comm)
+{
+	struct tcpstate_count *c = bpf_map_lookup_elem(map, &key);
+	if (!c) {
+		struct tcpstate_count zero = {};
+		if (comm)
+			__builtin_memcpy(zero.comm, comm, sizeof(zero.comm));
+		if (bpf_map_update_elem(map, &key, &zero, BPF_NOEXIST) && !bpf_map_lookup_elem(map, &key)) {
+			count(other);
+			return;
+		}
+		c = bpf_map_lookup_elem(map, &key);
+		if (!c)
+			return;
+	}
+	__sync_fetch_and_add(&c->transitions, 1);
+	if (born)
+		__sync_fetch_and_add(&c->opened, 1);
+}
+
+static __always_inline void aggregate(struct event *e)
+{
+	__u32 old = e->oldstate, new = e->newstate;
+	if (old >= NUM_STATES || new >= NUM_STATES)
+		return;
+	add(&matrix, old * NUM_STATES + new);
+	if (e->flags & EVF_DURATION_KNOWN) {
+		hist(old, e->old_state_ns);
+		if (old == TCP_SYN_SENT && new == TCP_ESTABLISHED)
+			hist(HIST_ACTIVE_OPEN, e->old_state_ns);
+		else if (old == TCP_SYN_RECV && new == TCP_ESTABLISHED)
+			hist(HIST_PASSIVE_OPEN, e->old_state_ns);
+	}
+	bool born = (old == TCP_CLOSE && new != TCP_LISTEN) ||
+		    (old == TCP_LISTEN && new == TCP_SYN_RECV);
+	count_by(&port_counts, e->sport, CNT_PORT_OTHER, born, NULL);
+	if (e->flags & EVF_OWNER_KNOWN)
+		count_by(&pid_counts, e->pid, CNT_PID_OTHER, born, e->comm);
+}
+
+/* An event that passed the filters: counted, sent, or both, as the mode says. */
+static __always_inline void deliver(struct event *e)
+{
+	if (filter_states &&
+	    !(((1 << e->oldstate) | (1 << e->newstate)) & filter_states))
+		return;
+	if (mode_aggregate)
+		aggregate(e);
+	if (mode_stream || (mode_anomalies && (e->flags & (EVF_ILLEGAL | EVF_GAP))))
+		submit(e);
+}
+
+/* How the socket's life ended, from its last transition, its path and the
+ * error the kernel set before tcp_done() (tcp_reset, tcp_write_err). */
+static __always_inline __u32 outcome(const struct sock *sk, int old, __u16 visited)
+{
+	int err = BPF_CORE_READ(sk, sk_err);
+	if (old == TCP_LISTEN)
+		return OUT_LISTENER_CLOSED;
+	if (old == TCP_SYN_SENT) {
+		if (err == ECONNREFUSED)
+			return OUT_CONNECT_REFUSED;
+		if (err == ETIMEDOUT)
+			return OUT_CONNECT_TIMEOUT;
+		return OUT_CONNECT_ABORTED;
+	}
+	if (visited & (1 << TCP_CLOSING))
+		return OUT_SIMULTANEOUS_CLOSE;
+	if (err == ETIMEDOUT)
+		return OUT_TIMEOUT;
+	if (err)
+		return OUT_RESET;
+	if (old == TCP_LAST_ACK)
+		return OUT_PASSIVE_CLOSE;
+	if (old == TCP_FIN_WAIT1 || old == TCP_FIN_WAIT2)
+		return OUT_ACTIVE_CLOSE;
+	return OUT_ABORT;
 }
 
 static __always_inline void drop_held(__u64 *key)
@@ -232,7 +426,7 @@ static __always_inline void flush_held(__u64 *key)
 	for (__u32 i = 0; i < MAX_HELD; i++) {
 		if (i >= n)
 			break;
-		emit(&h->ev[i]);
+		deliver(&h->ev[i]);
 	}
 	drop_held(key);
 }
@@ -400,6 +594,7 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 	 * ->CLOSE was lost): never carry an old owner or duration over. */
 	struct tcpstate_sock fresh = {};
 	struct tcpstate_sock *si = bpf_map_lookup_elem(&socks, &key);
+	__u8 prev_state = si ? si->state : 0;
 	if (si && birth) {
 		*si = fresh;
 		drop_held(&key);
@@ -416,6 +611,18 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 		e.old_state_ns = now - si->state_ts;
 		e.flags |= EVF_DURATION_KNOWN;
 	}
+	/* The model check, as model.Tracker does it: an edge outside the
+	 * model is illegal; a socket whose last state we know must continue
+	 * from it, and a birth on a known socket means its ->CLOSE was lost. */
+	e.last_state = prev_state;
+	__u32 oi = oldstate;
+	__u16 allowed = 0;
+	if (oi < NUM_STATES)
+		allowed = edge_mask[oi];
+	if (!(allowed & (1 << (newstate & 0xf))))
+		e.flags |= EVF_ILLEGAL;
+	if (prev_state && (birth || prev_state != oldstate))
+		e.flags |= EVF_GAP;
 
 	struct task_struct *task = bpf_get_current_task_btf();
 	if (owner_acts(oldstate, newstate) && !(task->flags & PF_KTHREAD)) {
@@ -457,11 +664,22 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 	}
 	si->state_ts = now;
 	si->state = newstate;
+	if (birth)
+		si->born_ts = now;
+	__u16 visited = si->visited | (1 << (newstate & 0xf));
+	si->visited = visited;
+	si->family = family;
+	si->sport = e.sport;
+	si->dport = e.dport;
+	__builtin_memcpy(si->saddr, e.saddr, sizeof(si->saddr));
+	__builtin_memcpy(si->daddr, e.daddr, sizeof(si->daddr));
+	__u64 born_ts = si->born_ts;
 
+	bool pass = true;
 	if (!filter_ports && !filter_pids) {
-		emit(&e);
+		deliver(&e);
 	} else if (si->matched) {
-		emit(&e);
+		deliver(&e);
 	} else {
 		/* Fields the kernel has not set yet: CLOSE->SYN_SENT fires
 		 * before connect() picks the source port (sport is 0 or stale
@@ -476,15 +694,22 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 		if (d == DECIDE_YES) {
 			si->matched = 1;
 			flush_held(&key);
-			emit(&e);
+			deliver(&e);
 		} else if (d == DECIDE_LATER) {
 			hold(&key, &e);
+			pass = false;
 		} else {
 			drop_held(&key);
+			pass = false;
 		}
 	}
 
 	if (last) {
+		if (mode_aggregate && pass) {
+			add(&outcomes, outcome(sk, oldstate, visited));
+			if (born_ts && oldstate != TCP_LISTEN)
+				hist(HIST_LIFETIME, now - born_ts);
+		}
 		if (bpf_map_delete_elem(&socks, &key) == 0)
 			count(CNT_SOCK_DELETE);
 		drop_held(&key);

@@ -67,6 +67,10 @@ const (
 	// FlagHeld: the event was held back in the kernel until its socket
 	// matched the filters, and delivered late (its TsNs is still the original).
 	FlagHeld uint8 = 1 << 3
+	// FlagKernelIllegal and FlagKernelGap: the BPF program's own model check
+	// (the anomalies-only path) found the edge illegal or a gap.
+	FlagKernelIllegal uint8 = 1 << 4
+	FlagKernelGap     uint8 = 1 << 5
 )
 
 // Event is one TCP state transition: the single record that trace, check,
@@ -97,6 +101,10 @@ type Event struct {
 	// OldStateNs is the time spent in Old, valid when FlagDurationKnown is set.
 	OldStateNs uint64
 	Flags      uint8
+	// LastState is the new state of the socket's previous event as the
+	// kernel remembers it (0: the kernel saw none). With only anomalies
+	// crossing to user space, it is what a gap is checked against.
+	LastState State
 	// Netns is the inode number of the socket's network namespace (as in
 	// /proc/PID/ns/net); 0 when not recorded.
 	Netns uint32

@@ -25,6 +25,7 @@ import (
 //	daddr, dport  remote address and port
 //	old, new      kernel state names without TCP_ (ESTABLISHED, SYN_SENT, ...)
 //	old_state_ns  nanoseconds spent in old, null when not measured
+//	last_state    the socket's previous new state as the kernel remembers it (omitted when none)
 //	netns         inode number of the socket's network namespace (omitted when 0)
 //	held          true when the kernel held the event until its socket matched the filters (omitted otherwise)
 //	verdict       "ok", "illegal", "gap" or "unknown" when checked (omitted otherwise)
@@ -75,6 +76,11 @@ func AppendJSON(buf []byte, e *Event, v *Verdict) []byte {
 		buf = strconv.AppendUint(buf, e.OldStateNs, 10)
 	} else {
 		buf = append(buf, "null"...)
+	}
+	if e.LastState != 0 {
+		buf = append(buf, `,"last_state":"`...)
+		buf = append(buf, e.LastState.String()...)
+		buf = append(buf, '"')
 	}
 	if e.Netns != 0 {
 		buf = append(buf, `,"netns":`...)
@@ -155,6 +161,7 @@ type jsonRecord struct {
 	Old        *string `json:"old"`
 	New        *string `json:"new"`
 	OldStateNs *uint64 `json:"old_state_ns"`
+	LastState  string  `json:"last_state"`
 	Netns      uint32  `json:"netns"`
 	Held       bool    `json:"held"`
 	Verdict    string  `json:"verdict"`
@@ -248,6 +255,11 @@ func ParseRecord(line []byte) (Event, Verdict, error) {
 		e.Flags |= FlagDurationKnown
 	}
 	e.Netns = r.Netns
+	if r.LastState != "" {
+		if e.LastState, err = ParseState(r.LastState); err != nil {
+			return e, Verdict{}, fmt.Errorf("%w: last_state: %v", ErrNotRecord, err)
+		}
+	}
 	if r.Held {
 		e.Flags |= FlagHeld
 	}

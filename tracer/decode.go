@@ -30,6 +30,7 @@ const (
 	offComm       = 72
 	offCPUComm    = 88
 	offFlags      = 104
+	offLastState  = 105
 	offNetns      = 108
 )
 
@@ -85,6 +86,7 @@ func Decode(raw []byte, clock Clock, e *model.Event) error {
 	copy(e.Comm[:], raw[offComm:offComm+16])
 	copy(e.CPUComm[:], raw[offCPUComm:offCPUComm+16])
 	e.Flags = raw[offFlags]
+	e.LastState = model.State(raw[offLastState])
 	e.Netns = le.Uint32(raw[offNetns:])
 	return nil
 }
@@ -118,6 +120,7 @@ func Encode(e *model.Event) []byte {
 	copy(raw[offComm:offComm+16], e.Comm[:])
 	copy(raw[offCPUComm:offCPUComm+16], e.CPUComm[:])
 	raw[offFlags] = e.Flags
+	raw[offLastState] = byte(e.LastState)
 	le.PutUint32(raw[offNetns:], e.Netns)
 	return raw
 }

@@ -30,8 +30,16 @@ type tcpstateEvent struct {
 	Comm       [16]int8
 	CpuComm    [16]int8
 	Flags      uint8
-	Pad        [3]uint8
+	LastState  uint8
+	Pad        [2]uint8
 	Netns      uint32
+}
+
+type tcpstateTcpstateCount struct {
+	_           structs.HostLayout
+	Transitions uint64
+	Opened      uint64
+	Comm        [16]int8
 }
 
 type tcpstateTcpstateHeld struct {
@@ -59,11 +67,18 @@ type tcpstateTcpstateLkey struct {
 type tcpstateTcpstateSock struct {
 	_       structs.HostLayout
 	StateTs uint64
+	BornTs  uint64
 	Pid     uint32
+	Visited uint16
 	Owner   uint8
 	Matched uint8
 	State   uint8
 	Pad     uint8
+	Family  uint16
+	Sport   uint16
+	Dport   uint16
+	Saddr   [16]uint8
+	Daddr   [16]uint8
 	Comm    [16]int8
 }
 
@@ -75,17 +90,26 @@ const (
 	tcpstateMapEvents             = "events"
 	tcpstateMapHeld               = "held"
 	tcpstateMapHeldZero           = "held_zero"
+	tcpstateMapHists              = "hists"
 	tcpstateMapListeners          = "listeners"
+	tcpstateMapMatrix             = "matrix"
+	tcpstateMapOutcomes           = "outcomes"
+	tcpstateMapPidCounts          = "pid_counts"
 	tcpstateMapPidFilter          = "pid_filter"
+	tcpstateMapPortCounts         = "port_counts"
 	tcpstateMapPortFilter         = "port_filter"
 	tcpstateMapSocks              = "socks"
 	tcpstateProgHandleAccept4Exit = "handle_accept4_exit"
 	tcpstateProgHandleAcceptExit  = "handle_accept_exit"
 	tcpstateProgHandleSetState    = "handle_set_state"
+	tcpstateVarEdgeMask           = "edge_mask"
 	tcpstateVarFilterFamily       = "filter_family"
 	tcpstateVarFilterPids         = "filter_pids"
 	tcpstateVarFilterPorts        = "filter_ports"
 	tcpstateVarFilterStates       = "filter_states"
+	tcpstateVarModeAggregate      = "mode_aggregate"
+	tcpstateVarModeAnomalies      = "mode_anomalies"
+	tcpstateVarModeStream         = "mode_stream"
 	tcpstateVarUnusedEvent        = "unused_event"
 	tcpstateVarWakeupBytes        = "wakeup_bytes"
 )
@@ -145,8 +169,13 @@ type tcpstateMapSpecs struct {
 	Events     *ebpf.MapSpec `ebpf:"events"`
 	Held       *ebpf.MapSpec `ebpf:"held"`
 	HeldZero   *ebpf.MapSpec `ebpf:"held_zero"`
+	Hists      *ebpf.MapSpec `ebpf:"hists"`
 	Listeners  *ebpf.MapSpec `ebpf:"listeners"`
+	Matrix     *ebpf.MapSpec `ebpf:"matrix"`
+	Outcomes   *ebpf.MapSpec `ebpf:"outcomes"`
+	PidCounts  *ebpf.MapSpec `ebpf:"pid_counts"`
 	PidFilter  *ebpf.MapSpec `ebpf:"pid_filter"`
+	PortCounts *ebpf.MapSpec `ebpf:"port_counts"`
 	PortFilter *ebpf.MapSpec `ebpf:"port_filter"`
 	Socks      *ebpf.MapSpec `ebpf:"socks"`
 }
@@ -155,12 +184,16 @@ type tcpstateMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpstateVariableSpecs struct {
-	FilterFamily *ebpf.VariableSpec `ebpf:"filter_family"`
-	FilterPids   *ebpf.VariableSpec `ebpf:"filter_pids"`
-	FilterPorts  *ebpf.VariableSpec `ebpf:"filter_ports"`
-	FilterStates *ebpf.VariableSpec `ebpf:"filter_states"`
-	UnusedEvent  *ebpf.VariableSpec `ebpf:"unused_event"`
-	WakeupBytes  *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	EdgeMask      *ebpf.VariableSpec `ebpf:"edge_mask"`
+	FilterFamily  *ebpf.VariableSpec `ebpf:"filter_family"`
+	FilterPids    *ebpf.VariableSpec `ebpf:"filter_pids"`
+	FilterPorts   *ebpf.VariableSpec `ebpf:"filter_ports"`
+	FilterStates  *ebpf.VariableSpec `ebpf:"filter_states"`
+	ModeAggregate *ebpf.VariableSpec `ebpf:"mode_aggregate"`
+	ModeAnomalies *ebpf.VariableSpec `ebpf:"mode_anomalies"`
+	ModeStream    *ebpf.VariableSpec `ebpf:"mode_stream"`
+	UnusedEvent   *ebpf.VariableSpec `ebpf:"unused_event"`
+	WakeupBytes   *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // tcpstateObjects contains all objects after they have been loaded into the kernel.
@@ -187,8 +220,13 @@ type tcpstateMaps struct {
 	Events     *ebpf.Map `ebpf:"events"`
 	Held       *ebpf.Map `ebpf:"held"`
 	HeldZero   *ebpf.Map `ebpf:"held_zero"`
+	Hists      *ebpf.Map `ebpf:"hists"`
 	Listeners  *ebpf.Map `ebpf:"listeners"`
+	Matrix     *ebpf.Map `ebpf:"matrix"`
+	Outcomes   *ebpf.Map `ebpf:"outcomes"`
+	PidCounts  *ebpf.Map `ebpf:"pid_counts"`
 	PidFilter  *ebpf.Map `ebpf:"pid_filter"`
+	PortCounts *ebpf.Map `ebpf:"port_counts"`
 	PortFilter *ebpf.Map `ebpf:"port_filter"`
 	Socks      *ebpf.Map `ebpf:"socks"`
 }
@@ -199,8 +237,13 @@ func (m *tcpstateMaps) Close() error {
 		m.Events,
 		m.Held,
 		m.HeldZero,
+		m.Hists,
 		m.Listeners,
+		m.Matrix,
+		m.Outcomes,
+		m.PidCounts,
 		m.PidFilter,
+		m.PortCounts,
 		m.PortFilter,
 		m.Socks,
 	)
@@ -210,12 +253,16 @@ func (m *tcpstateMaps) Close() error {
 //
 // It can be passed to loadTcpstateObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpstateVariables struct {
-	FilterFamily *ebpf.Variable `ebpf:"filter_family"`
-	FilterPids   *ebpf.Variable `ebpf:"filter_pids"`
-	FilterPorts  *ebpf.Variable `ebpf:"filter_ports"`
-	FilterStates *ebpf.Variable `ebpf:"filter_states"`
-	UnusedEvent  *ebpf.Variable `ebpf:"unused_event"`
-	WakeupBytes  *ebpf.Variable `ebpf:"wakeup_bytes"`
+	EdgeMask      *ebpf.Variable `ebpf:"edge_mask"`
+	FilterFamily  *ebpf.Variable `ebpf:"filter_family"`
+	FilterPids    *ebpf.Variable `ebpf:"filter_pids"`
+	FilterPorts   *ebpf.Variable `ebpf:"filter_ports"`
+	FilterStates  *ebpf.Variable `ebpf:"filter_states"`
+	ModeAggregate *ebpf.Variable `ebpf:"mode_aggregate"`
+	ModeAnomalies *ebpf.Variable `ebpf:"mode_anomalies"`
+	ModeStream    *ebpf.Variable `ebpf:"mode_stream"`
+	UnusedEvent   *ebpf.Variable `ebpf:"unused_event"`
+	WakeupBytes   *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // tcpstatePrograms contains all programs after they have been loaded into the kernel.

@@ -43,6 +43,8 @@ const (
 	cntHeldInsert
 	cntHeldDelete
 	cntAccept
+	cntPortOther
+	cntPidOther
 	cntMax
 )
 
@@ -55,6 +57,12 @@ type Options struct {
 	Pids   []uint32 // owner process (tgid)
 	Family model.Family
 	States []model.State // transitions into or out of these states
+
+	// Mode is what the kernel does with events that pass (default ModeStream).
+	Mode Mode
+	// Model is the transition model the kernel checks against in
+	// ModeAnomalies (default: linux).
+	Model *model.Model
 
 	RingSize     int           // ring buffer bytes, a power of two >= page size
 	MaxSockets   int           // entries of the per-socket map
@@ -96,6 +104,14 @@ func Open(opts Options) (t *Tracer, err error) {
 	if opts.Warn == nil {
 		opts.Warn = func(string) {}
 	}
+	if opts.Mode == 0 {
+		opts.Mode = ModeStream
+	}
+	if opts.Model == nil {
+		if opts.Model, err = model.ModelByName(model.DefaultModelName); err != nil {
+			return nil, err
+		}
+	}
 	if err := checkEnvironment(); err != nil {
 		return nil, err
 	}
@@ -108,12 +124,13 @@ func Open(opts Options) (t *Tracer, err error) {
 		return nil, err
 	}
 
-	t = &Tracer{opts: opts}
+	tr := &Tracer{opts: opts}
 	defer func() {
 		if err != nil {
-			t.Close()
+			tr.Close()
 		}
 	}()
+	t = tr
 	if err := spec.LoadAndAssign(&t.objs, nil); err != nil {
 		return nil, loadError(err, opts.Verbose)
 	}
@@ -172,7 +189,11 @@ func configure(spec *ebpf.CollectionSpec, o *Options) error {
 		"filter_states": states,
 		// Wake the reader early only when half the ring is pending; the
 		// poll interval bounds the latency otherwise.
-		"wakeup_bytes": uint64(o.RingSize / 2),
+		"wakeup_bytes":   uint64(o.RingSize / 2),
+		"mode_stream":    b2u(o.Mode&ModeStream != 0),
+		"mode_anomalies": b2u(o.Mode&ModeAnomalies != 0),
+		"mode_aggregate": b2u(o.Mode&ModeAggregate != 0),
+		"edge_mask":      o.Model.Mask(),
 	}
 	for name, v := range set {
 		vs, ok := spec.Variables[name]
@@ -184,6 +205,9 @@ func configure(spec *ebpf.CollectionSpec, o *Options) error {
 		}
 	}
 
+	if o.Mode == ModeAggregate {
+		o.RingSize = os.Getpagesize() // nothing is sent
+	}
 	spec.Maps["events"].MaxEntries = uint32(o.RingSize)
 	spec.Maps["socks"].MaxEntries = uint32(o.MaxSockets)
 	if !o.filtered() {
@@ -193,6 +217,13 @@ func configure(spec *ebpf.CollectionSpec, o *Options) error {
 	spec.Maps["port_filter"].MaxEntries = uint32(max(1, len(o.Ports)+len(o.LPorts)+len(o.RPorts)))
 	spec.Maps["pid_filter"].MaxEntries = uint32(max(1, len(o.Pids)))
 	return nil
+}
+
+func b2u(b bool) uint8 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func (t *Tracer) fillFilters() error {
@@ -354,15 +385,9 @@ func (c Counters) Lost() uint64 {
 // for the live entry counts, which Summary adds.
 func (t *Tracer) Counters() (Counters, error) {
 	var c Counters
-	var per [cntMax]uint64
-	for i := range cntMax {
-		var vals []uint64
-		if err := t.objs.Counters.Lookup(uint32(i), &vals); err != nil {
-			return c, fmt.Errorf("reading counters: %w", err)
-		}
-		for _, v := range vals {
-			per[i] += v
-		}
+	per, err := t.allCounters()
+	if err != nil {
+		return c, err
 	}
 	st, err := t.objs.HandleSetState.Stats()
 	if err != nil {
@@ -385,15 +410,9 @@ func (t *Tracer) Summary() (Counters, error) {
 	if err != nil {
 		return c, err
 	}
-	var per [cntMax]uint64
-	for _, i := range []int{cntSockDelete, cntHeldInsert, cntHeldDelete} {
-		var vals []uint64
-		if err := t.objs.Counters.Lookup(uint32(i), &vals); err != nil {
-			return c, fmt.Errorf("reading counters: %w", err)
-		}
-		for _, v := range vals {
-			per[i] += v
-		}
+	per, err := t.allCounters()
+	if err != nil {
+		return c, err
 	}
 	live, err := countEntries(t.objs.Socks)
 	if err != nil {
@@ -411,6 +430,18 @@ func (t *Tracer) Summary() (Counters, error) {
 		c.HeldEvictions = ins - del - heldLive
 	}
 	return c, nil
+}
+
+func (t *Tracer) allCounters() ([cntMax]uint64, error) {
+	var per [cntMax]uint64
+	for i := range cntMax {
+		v, err := t.sum(i)
+		if err != nil {
+			return per, err
+		}
+		per[i] = v
+	}
+	return per, nil
 }
 
 func countEntries(m *ebpf.Map) (uint64, error) {

@@ -1,0 +1,191 @@
+package model
+
+import (
+	"cmp"
+	"net/netip"
+	"slices"
+	"time"
+)
+
+// Outcome is how a socket's life ended, as the BPF program classifies it at
+// ->CLOSE from its last transition, its path and the kernel's socket error
+// (enum outcome in bpf/tcpstate.bpf.c; the numbers must match).
+type Outcome uint8
+
+// The outcomes.
+const (
+	OutcomeActiveClose       Outcome = iota // we sent FIN first: FIN_WAIT1/FIN_WAIT2 -> CLOSE
+	OutcomePassiveClose                     // the peer sent FIN first: LAST_ACK -> CLOSE
+	OutcomeSimultaneousClose                // both sent FIN at once: through CLOSING
+	OutcomeReset                            // RST received (ECONNRESET, EPIPE)
+	OutcomeTimeout                          // retransmissions gave up (ETIMEDOUT)
+	OutcomeAbort                            // closed locally without FIN: SO_LINGER 0, unread data, never accepted
+	OutcomeConnectRefused                   // connect() answered by RST (ECONNREFUSED)
+	OutcomeConnectTimeout                   // connect() got no answer (ETIMEDOUT)
+	OutcomeConnectAborted                   // closed while connecting
+	OutcomeListenerClosed                   // LISTEN -> CLOSE
+	NumOutcomes
+)
+
+var outcomeNames = [NumOutcomes]string{
+	"active_close", "passive_close", "simultaneous_close", "reset", "timeout",
+	"abort", "connect_refused", "connect_timeout", "connect_aborted", "listener_closed",
+}
+
+// String returns the outcome's name as JSON and the tables show it.
+func (o Outcome) String() string {
+	if o < NumOutcomes {
+		return outcomeNames[o]
+	}
+	return "outcome(" + itoa(uint64(o)) + ")"
+}
+
+// Histogram rows (HistKind): one per state for the time spent in it, then
+// handshakes and lifetimes. Buckets are log2 of microseconds: bucket 0 holds
+// 0-1 us, bucket b holds [2^b, 2^(b+1)) us.
+type HistKind uint8
+
+// The histogram kinds beyond the per-state rows (0..NumStates-1).
+const (
+	HistActiveOpen  HistKind = NumStates     // SYN_SENT -> ESTABLISHED
+	HistPassiveOpen HistKind = NumStates + 1 // a child's SYN_RECV -> ESTABLISHED
+	HistLifetime    HistKind = NumStates + 2 // birth to ->CLOSE, listeners excluded
+	NumHistKinds             = NumStates + 3
+	HistBuckets              = 48
+)
+
+// String names the histogram: "time in ESTABLISHED", "active open", ...
+func (k HistKind) String() string {
+	switch k {
+	case HistActiveOpen:
+		return "active open (SYN_SENT -> ESTABLISHED)"
+	case HistPassiveOpen:
+		return "passive open (SYN_RECV -> ESTABLISHED)"
+	case HistLifetime:
+		return "connection lifetime"
+	}
+	return "time in " + State(k).String()
+}
+
+// Key is HistKind's short name for JSON: a state name, "active_open",
+// "passive_open" or "lifetime".
+func (k HistKind) Key() string {
+	switch k {
+	case HistActiveOpen:
+		return "active_open"
+	case HistPassiveOpen:
+		return "passive_open"
+	case HistLifetime:
+		return "lifetime"
+	}
+	return State(k).String()
+}
+
+// Count is what the kernel counted for one local port or owner.
+type Count struct {
+	Transitions uint64 `json:"transitions"`
+	Opened      uint64 `json:"opened"` // sockets born: connect(), listen(), accepted children
+	Comm        string `json:"comm,omitempty"`
+}
+
+// Aggregate is one reading of the kernel's counters (cumulative since start).
+type Aggregate struct {
+	Matrix   [NumStates][NumStates]uint64
+	Hists    [NumHistKinds][HistBuckets]uint64
+	Outcomes [NumOutcomes]uint64
+	Ports    map[uint16]Count
+	Owners   map[uint32]Count
+	// PortOther and OwnerOther count transitions that did not fit the
+	// bounded per-port and per-owner maps.
+	PortOther, OwnerOther uint64
+}
+
+// Transitions sums the matrix.
+func (a *Aggregate) Transitions() uint64 {
+	var n uint64
+	for i := range a.Matrix {
+		for _, v := range a.Matrix[i] {
+			n += v
+		}
+	}
+	return n
+}
+
+// Sub returns a - prev: what was counted between two readings.
+func (a *Aggregate) Sub(prev *Aggregate) Aggregate {
+	d := Aggregate{
+		Ports:      map[uint16]Count{},
+		Owners:     map[uint32]Count{},
+		PortOther:  a.PortOther - prev.PortOther,
+		OwnerOther: a.OwnerOther - prev.OwnerOther,
+	}
+	for i := range a.Matrix {
+		for j := range a.Matrix[i] {
+			d.Matrix[i][j] = a.Matrix[i][j] - prev.Matrix[i][j]
+		}
+	}
+	for i := range a.Hists {
+		for j := range a.Hists[i] {
+			d.Hists[i][j] = a.Hists[i][j] - prev.Hists[i][j]
+		}
+	}
+	for i := range a.Outcomes {
+		d.Outcomes[i] = a.Outcomes[i] - prev.Outcomes[i]
+	}
+	for p, c := range a.Ports {
+		pc := prev.Ports[p]
+		if c.Transitions != pc.Transitions || c.Opened != pc.Opened {
+			d.Ports[p] = Count{Transitions: c.Transitions - pc.Transitions, Opened: c.Opened - pc.Opened, Comm: c.Comm}
+		}
+	}
+	for p, c := range a.Owners {
+		pc := prev.Owners[p]
+		if c.Transitions != pc.Transitions || c.Opened != pc.Opened {
+			d.Owners[p] = Count{Transitions: c.Transitions - pc.Transitions, Opened: c.Opened - pc.Opened, Comm: c.Comm}
+		}
+	}
+	return d
+}
+
+// SocketInfo is what the kernel remembers of one live socket.
+type SocketInfo struct {
+	Skaddr     uint64
+	State      State
+	Since      time.Duration // time in State
+	Age        time.Duration // since birth; 0 when born before tracing began
+	Pid        uint32
+	Comm       string
+	OwnerKnown bool
+	Family     Family
+	Saddr      netip.Addr
+	Sport      uint16
+	Daddr      netip.Addr
+	Dport      uint16
+}
+
+// DefaultStuckThresholds are how long a socket may stay in a state before
+// it is listed as stuck. CLOSE_WAIT is the classic leak (the application
+// never called close()); the others outlast their kernel timers only when
+// something is wrong.
+func DefaultStuckThresholds() map[State]time.Duration {
+	return map[State]time.Duration{
+		CloseWait: 60 * time.Second,
+		SynSent:   10 * time.Second, // tcp_syn_retries=6 gives up after ~127 s
+		SynRecv:   10 * time.Second,
+		FinWait2:  90 * time.Second, // tcp_fin_timeout is 60 s
+		LastAck:   30 * time.Second,
+	}
+}
+
+// Stuck returns the sockets that have stayed in a state longer than its
+// threshold, longest first.
+func Stuck(socks []SocketInfo, thresholds map[State]time.Duration) []SocketInfo {
+	var out []SocketInfo
+	for _, s := range socks {
+		if th, ok := thresholds[s.State]; ok && s.Since >= th {
+			out = append(out, s)
+		}
+	}
+	slices.SortFunc(out, func(a, b SocketInfo) int { return cmp.Compare(b.Since, a.Since) })
+	return out
+}
