@@ -549,8 +549,7 @@ static __always_inline __u32 sock_netns(const struct sock *sk)
  * tracepoint and kprobe program shares, so it misses fewer nested events.
  * Without BTF neither CO-RE nor tp_btf works, so there is no fallback to
  * choose: user space reports the missing BTF instead. */
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const int newstate)
+static __always_inline int on_set_state(const struct sock *sk, const int oldstate, const int newstate)
 {
 	/* The tracepoint also fires for MPTCP (262) and SCTP (132) sockets. */
 	if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) != IPPROTO_TCP)
@@ -715,6 +714,23 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 		drop_held(&key);
 	}
 	return 0;
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const int newstate)
+{
+	return on_set_state(sk, oldstate, newstate);
+}
+
+/* The same program as a raw tracepoint. It is loaded but not attached:
+ * raw_tp programs can be run with BPF_PROG_RUN and arguments of our choice,
+ * so tests replay transitions the kernel would never make (an illegal edge, a
+ * gap) on a real socket through the real code (tracer.Tracer.Replay). Every
+ * read of sk above is a CO-RE probe read, which works in both program types. */
+SEC("raw_tp/inet_sock_set_state")
+int BPF_PROG(replay_set_state, const struct sock *sk, const int oldstate, const int newstate)
+{
+	return on_set_state(sk, oldstate, newstate);
 }
 
 /* accept() and accept4() return the new socket's fd: the task is now the

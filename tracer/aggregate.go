@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/tcpstate/tcpstate/model"
 )
 
@@ -154,4 +156,19 @@ func cString[T int8 | uint8](b []T) string {
 		out = append(out, byte(c))
 	}
 	return string(out)
+}
+
+// Replay runs the BPF program as if the kernel had reported old->new for the
+// socket at skaddr, through the same code and maps as real events (the
+// raw_tp twin of the attached program, run with BPF_PROG_RUN). skaddr must be
+// a live TCP socket: the program reads its fields. It exists for tests of the
+// in-kernel model check, which real kernels never exercise with bad edges.
+func (t *Tracer) Replay(skaddr uint64, old, new model.State) error {
+	_, err := t.objs.ReplaySetState.Run(&ebpf.RunOptions{
+		Context: []uint64{skaddr, uint64(old), uint64(new)},
+	})
+	if err != nil {
+		return fmt.Errorf("replaying %s -> %s on 0x%x: %w", old, new, skaddr, err)
+	}
+	return nil
 }

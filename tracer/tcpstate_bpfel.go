@@ -102,6 +102,7 @@ const (
 	tcpstateProgHandleAccept4Exit = "handle_accept4_exit"
 	tcpstateProgHandleAcceptExit  = "handle_accept_exit"
 	tcpstateProgHandleSetState    = "handle_set_state"
+	tcpstateProgReplaySetState    = "replay_set_state"
 	tcpstateVarEdgeMask           = "edge_mask"
 	tcpstateVarFilterFamily       = "filter_family"
 	tcpstateVarFilterPids         = "filter_pids"
@@ -159,6 +160,7 @@ type tcpstateProgramSpecs struct {
 	HandleAccept4Exit *ebpf.ProgramSpec `ebpf:"handle_accept4_exit"`
 	HandleAcceptExit  *ebpf.ProgramSpec `ebpf:"handle_accept_exit"`
 	HandleSetState    *ebpf.ProgramSpec `ebpf:"handle_set_state"`
+	ReplaySetState    *ebpf.ProgramSpec `ebpf:"replay_set_state"`
 }
 
 // tcpstateMapSpecs contains maps before they are loaded into the kernel.
@@ -272,6 +274,7 @@ type tcpstatePrograms struct {
 	HandleAccept4Exit *ebpf.Program `ebpf:"handle_accept4_exit"`
 	HandleAcceptExit  *ebpf.Program `ebpf:"handle_accept_exit"`
 	HandleSetState    *ebpf.Program `ebpf:"handle_set_state"`
+	ReplaySetState    *ebpf.Program `ebpf:"replay_set_state"`
 }
 
 func (p *tcpstatePrograms) Close() error {
@@ -279,6 +282,7 @@ func (p *tcpstatePrograms) Close() error {
 		p.HandleAccept4Exit,
 		p.HandleAcceptExit,
 		p.HandleSetState,
+		p.ReplaySetState,
 	)
 }
 

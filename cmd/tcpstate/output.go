@@ -74,8 +74,8 @@ func (p *tablePrinter) header(buf []byte) []byte {
 	buf = append(buf, "   "...)
 	buf = pad(buf, "NEW", stateW)
 	buf = padLeft(buf, "MS", msW)
+	buf = append(buf, ' ')
 	if p.wide {
-		buf = append(buf, ' ')
 		buf = pad(buf, "SKADDR", skW)
 		buf = padLeft(buf, "CPU_PID", pidW)
 		buf = append(buf, ' ')
