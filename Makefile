@@ -3,7 +3,7 @@ GO       ?= go
 BIN      ?= bin/tcpstate
 FUZZTIME ?= 20s
 
-.PHONY: help build generate check-generate test test-unit fuzz bench lint clean
+.PHONY: help build generate vmlinux check-generate test test-unit fuzz bench lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -13,6 +13,9 @@ build: ## build bin/tcpstate (needs Go only: the BPF objects are committed)
 
 generate: ## recompile bpf/*.bpf.c into tracer/*_bpfel.{go,o} (needs clang, llvm, libbpf-dev)
 	$(GO) generate ./...
+
+vmlinux: ## regenerate bpf/vmlinux.h from the running kernel's BTF (needs bpftool)
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > bpf/vmlinux.h
 
 check-generate: generate ## fail if the committed BPF objects do not match their source
 	@git diff --exit-code -- tracer/ || { echo "committed BPF objects differ from bpf/ source: run 'make generate' and commit" >&2; exit 1; }

@@ -447,13 +447,13 @@ func (t *Tracer) allCounters() ([cntMax]uint64, error) {
 func countEntries(m *ebpf.Map) (uint64, error) {
 	var (
 		n   uint64
-		key []byte
+		key uint64 // socks and held are keyed by skaddr
+		err error
 	)
-	it := m.Iterate()
-	for it.Next(&key, nil) {
+	for err = m.NextKey(nil, &key); err == nil; err = m.NextKey(key, &key) {
 		n++
 	}
-	if err := it.Err(); err != nil {
+	if !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return 0, fmt.Errorf("counting entries of map %s: %w", m, err)
 	}
 	return n, nil

@@ -21,5 +21,6 @@ Exit status: 0 success; 1 the run failed (privileges, kernel support, I/O);
 		return &usageError{err}
 	})
 	root.AddCommand(newTraceCmd())
+	root.AddCommand(newCheckCmd())
 	return root
 }

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -18,18 +16,16 @@ import (
 )
 
 type traceOptions struct {
-	ports, lports, rports []string
-	pids                  []string
-	ipv4, ipv6            bool
-	states                []string
-	output                string
-	count                 uint64
-	duration              time.Duration
-	maxSockets            int
-	ringSize              int
-	summaryJSON           string
-	verbose               bool
-	noHeader              bool
+	filterFlags
+	check       checkOptions
+	output      string
+	count       uint64
+	duration    time.Duration
+	maxSockets  int
+	ringSize    int
+	summaryJSON string
+	verbose     bool
+	noHeader    bool
 }
 
 func newTraceCmd() *cobra.Command {
@@ -54,24 +50,32 @@ port or owner was known (CLOSE->SYN_SENT, a new child's LISTEN->SYN_RECV) are
 held in the kernel and delivered when it matches (marked "held" in JSON).
 --state selects single transitions.
 
-Lost events are never silent: the summary on stderr counts them by cause.`,
+Every transition is checked against a transition model (--model): an edge
+the model does not have is "illegal", a socket whose old state is not the
+state it was last seen in is a "gap" (the summary says whether the kernel
+reported lost events meanwhile). Anomalies end the table line with "!!"; in
+JSON every record has "verdict" and, for anomalies, "reason". With
+--anomalies the kernel itself checks each transition and sends only the
+anomalies, which user space confirms before printing: the cheap way to watch
+a busy host. --fail-on makes the exit status 3 when an anomaly was seen, so
+tcpstate can guard a test run:
+  tcpstate trace --fail-on illegal,gap --duration 60s
+
+Lost events are never silent: the summary on stderr counts them by cause.
+Exit status: 0 success; 1 the run failed; 2 bad flags; 3 --fail-on was hit.`,
 		Example: `  sudo tcpstate trace
   sudo tcpstate trace --port 443 --port 8443 -o wide
   sudo tcpstate trace --pid 1234 -o json --duration 60s > transitions.jsonl
-  sudo tcpstate trace --state CLOSE_WAIT --state LAST_ACK -4`,
+  sudo tcpstate trace --state CLOSE_WAIT --state LAST_ACK -4
+  sudo tcpstate trace --anomalies --model rfc793`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runTrace(cmd.Context(), o, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
 	f := cmd.Flags()
-	f.StringSliceVar(&o.ports, "port", nil, "only sockets with this local or remote port (repeat or comma-separate for several)")
-	f.StringSliceVar(&o.lports, "lport", nil, "only sockets with this local port")
-	f.StringSliceVar(&o.rports, "rport", nil, "only sockets with this remote port")
-	f.StringSliceVar(&o.pids, "pid", nil, "only sockets owned by this process id")
-	f.BoolVarP(&o.ipv4, "ipv4", "4", false, "only IPv4 sockets")
-	f.BoolVarP(&o.ipv6, "ipv6", "6", false, "only IPv6 sockets (IPv4-mapped addresses included)")
-	f.StringSliceVar(&o.states, "state", nil, "only transitions into or out of this state (ESTABLISHED, SYN_SENT, CLOSE_WAIT, ...)")
+	o.filterFlags.register(f)
+	addCheckFlags(f, &o.check)
 	f.StringVarP(&o.output, "output", "o", outTable, "output: table, wide (adds skaddr, on-CPU task, family, owner source) or json (one object per line)")
 	f.Uint64Var(&o.count, "count", 0, "stop after this many events (0: no limit)")
 	f.DurationVar(&o.duration, "duration", 0, "stop after this long, e.g. 30s or 5m (0: until interrupted)")
@@ -83,62 +87,13 @@ Lost events are never silent: the summary on stderr counts them by cause.`,
 	return cmd
 }
 
-// parsePorts validates port flags: numbers from 1 to 65535.
-func parsePorts(flag string, vals []string) ([]uint16, error) {
-	var out []uint16
-	for _, v := range vals {
-		n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32)
-		if err != nil || n < 1 || n > 65535 {
-			return nil, usagef("--%s %q: a port is a number from 1 to 65535", flag, v)
-		}
-		out = append(out, uint16(n))
-	}
-	return out, nil
-}
-
-func parsePids(vals []string) ([]uint32, error) {
-	var out []uint32
-	for _, v := range vals {
-		n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32)
-		if err != nil || n < 1 || n > 1<<22 {
-			return nil, usagef("--pid %q: a process id is a number from 1 to %d", v, 1<<22)
-		}
-		out = append(out, uint32(n))
-	}
-	return out, nil
-}
-
 func (o *traceOptions) tracerOptions() (tracer.Options, error) {
 	var (
 		t   tracer.Options
 		err error
 	)
-	if t.Ports, err = parsePorts("port", o.ports); err != nil {
+	if err = o.filterFlags.apply(&t); err != nil {
 		return t, err
-	}
-	if t.LPorts, err = parsePorts("lport", o.lports); err != nil {
-		return t, err
-	}
-	if t.RPorts, err = parsePorts("rport", o.rports); err != nil {
-		return t, err
-	}
-	if t.Pids, err = parsePids(o.pids); err != nil {
-		return t, err
-	}
-	switch {
-	case o.ipv4 && o.ipv6:
-		return t, usagef("-4 and -6 exclude each other; give neither for both families")
-	case o.ipv4:
-		t.Family = model.AFInet
-	case o.ipv6:
-		t.Family = model.AFInet6
-	}
-	for _, s := range o.states {
-		st, err := model.ParseState(s)
-		if err != nil {
-			return t, usagef("--state: %v", err)
-		}
-		t.States = append(t.States, st)
 	}
 	if o.duration < 0 {
 		return t, usagef("--duration %v: must not be negative", o.duration)
@@ -160,14 +115,21 @@ type traceHandler struct {
 	out     *bufio.Writer
 	p       printer
 	buf     []byte
-	limit   uint64
-	events  uint64
-	printed uint64
+	tracker *model.Tracker
+	// anomalies: print only what the tracker confirms as an anomaly.
+	anomalies bool
+	limit     uint64
+	events    uint64
+	printed   uint64
 }
 
 func (h *traceHandler) Event(e *model.Event) error {
 	h.events++
-	h.buf = h.p.appendEvent(h.buf[:0], e, nil)
+	v := h.tracker.Check(e)
+	if h.anomalies && !v.Kind.Anomaly() {
+		return nil
+	}
+	h.buf = h.p.appendEvent(h.buf[:0], e, &v)
 	if _, err := h.out.Write(h.buf); err != nil {
 		return fmt.Errorf("writing output: %w", err)
 	}
@@ -179,6 +141,9 @@ func (h *traceHandler) Event(e *model.Event) error {
 }
 
 func (h *traceHandler) Flush(lost uint64) error {
+	if lost > 0 {
+		h.tracker.NoteLoss(lost)
+	}
 	if err := h.out.Flush(); err != nil {
 		return fmt.Errorf("writing output: %w", err)
 	}
@@ -194,6 +159,19 @@ func runTrace(ctx context.Context, o *traceOptions, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
+	m, failOn, err := o.check.validate()
+	if err != nil {
+		return err
+	}
+	topts.Model = m
+	tracker := model.NewTracker(m, 0)
+	if o.check.Anomalies {
+		// The kernel checks every transition and sends only anomalies, so
+		// the tracker sees no socket's history: it checks continuity
+		// against the state the kernel remembered (Event.LastState).
+		topts.Mode = tracer.ModeAnomalies
+		tracker.SetSparse(true)
+	}
 	topts.Warn = func(msg string) { fmt.Fprintf(stderr, "tcpstate: warning: %s\n", msg) }
 
 	t, err := tracer.Open(topts)
@@ -202,7 +180,10 @@ func runTrace(ctx context.Context, o *traceOptions, stdout, stderr io.Writer) er
 	}
 	defer t.Close()
 
-	h := &traceHandler{out: bufio.NewWriterSize(stdout, 64<<10), p: p, buf: make([]byte, 0, 512), limit: o.count}
+	h := &traceHandler{
+		out: bufio.NewWriterSize(stdout, 64<<10), p: p, buf: make([]byte, 0, 512),
+		tracker: tracker, anomalies: o.check.Anomalies, limit: o.count,
+	}
 	if o.output != outJSON && !o.noHeader {
 		if err := writeAll(h.out, p.header(nil)); err != nil {
 			return err
@@ -232,7 +213,10 @@ func runTrace(ctx context.Context, o *traceOptions, stdout, stderr io.Writer) er
 	if sumErr != nil {
 		fmt.Fprintf(stderr, "tcpstate: warning: %v\n", sumErr)
 	}
-	s := traceSummary{Events: h.events, Printed: h.printed, Lost: c.Lost(), Kernel: c, AcceptAttached: t.AcceptAttached()}
+	s := traceSummary{
+		Events: h.events, Printed: h.printed, Lost: c.Lost(), Kernel: c,
+		AcceptAttached: t.AcceptAttached(), Model: m.Name(), Check: tracker.Stats(),
+	}
 	s.write(stderr)
 	if o.summaryJSON != "" {
 		if err := s.writeJSON(o.summaryJSON); err != nil && runErr == nil {
@@ -242,18 +226,22 @@ func runTrace(ctx context.Context, o *traceOptions, stdout, stderr io.Writer) er
 	if runErr != nil {
 		return runErr
 	}
-	return detachErr
+	if detachErr != nil {
+		return detachErr
+	}
+	return failOn.check(tracker.Stats())
 }
 
 // traceSummary is what trace prints on stderr at the end, and writes with
 // --summary-json.
 type traceSummary struct {
-	Events         uint64           `json:"events"`
-	Printed        uint64           `json:"printed"`
-	Lost           uint64           `json:"lost"`
-	Kernel         tracer.Counters  `json:"kernel"`
-	AcceptAttached bool             `json:"accept_attached"`
-	Anomalies      map[string]int64 `json:"anomalies,omitempty"`
+	Events         uint64             `json:"events"`
+	Printed        uint64             `json:"printed"`
+	Lost           uint64             `json:"lost"`
+	Kernel         tracer.Counters    `json:"kernel"`
+	AcceptAttached bool               `json:"accept_attached"`
+	Model          string             `json:"model"`
+	Check          model.TrackerStats `json:"check"`
 }
 
 func (s *traceSummary) write(w io.Writer) {
@@ -264,6 +252,9 @@ func (s *traceSummary) write(w io.Writer) {
 		s.Lost, c.RingbufFull, c.RecursionMisses, c.HeldOverflow, c.HeldEvictions)
 	fmt.Fprintf(w, "  sockets tracked: %d (owners named by accept %d, owner entries evicted %d)\n",
 		c.SocketsTracked, c.Accepts, c.SocketEvictions)
+	k := s.Check
+	fmt.Fprintf(w, "  checks:          model %s: ok %d, unknown %d (first seen mid-life), illegal %d, gap %d (%d after reported loss)\n",
+		s.Model, k.OK, k.Unknown, k.Illegal, k.Gaps(), k.GapAfterLoss)
 }
 
 func (s *traceSummary) writeJSON(path string) error {

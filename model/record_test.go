@@ -1,0 +1,245 @@
+package model
+
+import (
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+)
+
+// sameEvent compares events, times by instant (a parsed time has a fixed
+// zone where the original may have had time.Local).
+func sameEvent(a, b Event) bool {
+	if !a.Time.Equal(b.Time) {
+		return false
+	}
+	a.Time, b.Time = time.Time{}, time.Time{}
+	return a == b
+}
+
+func sampleEvent() Event {
+	return Event{
+		TsNs:       123456789012345,
+		Time:       time.Date(2025, 3, 14, 15, 9, 26, 535897932, time.UTC),
+		Skaddr:     0xffff8881_0a3c_0800,
+		Pid:        4242,
+		Comm:       CommFrom("nginx"),
+		CPUPid:     0,
+		CPUComm:    CommFrom("swapper/3"),
+		Family:     AFInet,
+		Saddr:      netip.MustParseAddr("10.1.2.3"),
+		Daddr:      netip.MustParseAddr("192.0.2.77"),
+		Sport:      443,
+		Dport:      51234,
+		Old:        Established,
+		New:        CloseWait,
+		OldStateNs: 1500000,
+		Flags:      FlagOwnerKnown | FlagDurationKnown,
+	}
+}
+
+func TestRecordRoundTrip(t *testing.T) {
+	v6 := sampleEvent()
+	v6.Family = AFInet6
+	v6.Saddr = netip.MustParseAddr("2001:db8::1")
+	v6.Daddr = netip.MustParseAddr("fe80::1%lo")
+	v6.Time = time.Date(2025, 1, 2, 3, 4, 5, 0, time.FixedZone("", 5*3600+30*60))
+
+	mapped := sampleEvent()
+	mapped.Family = AFInet6
+	mapped.Saddr = netip.MustParseAddr("::ffff:127.0.0.1")
+	mapped.Daddr = netip.MustParseAddr("::")
+
+	noDuration := sampleEvent()
+	noDuration.Flags = FlagOwnerKnown | FlagOwnerInherited // null old_state_ns
+	noDuration.OldStateNs = 0
+
+	unknownOwner := sampleEvent()
+	unknownOwner.Pid, unknownOwner.Comm, unknownOwner.Flags = 0, Comm{}, FlagHeld
+	unknownOwner.OldStateNs = 0
+
+	kernelMemory := sampleEvent()
+	kernelMemory.LastState, kernelMemory.Netns = FinWait1, 4026531840
+
+	quoted := sampleEvent()
+	quoted.Comm = CommFrom("a\"b\\c\td\x01\x7f")
+	quoted.CPUComm = CommFrom("0123456789abcdef") // 16 bytes, no NUL
+	quoted.Sport, quoted.Dport = 0, 65535
+
+	extremes := sampleEvent()
+	extremes.TsNs, extremes.Skaddr, extremes.Pid, extremes.CPUPid = 1<<64-1, 1<<64-1, 1<<32-1, 1<<32-1
+	extremes.OldStateNs = 1<<64 - 1
+	extremes.Time = time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC)
+
+	local := sampleEvent()
+	local.Time = time.Unix(1700000000, 1).In(time.Local)
+
+	for _, tc := range []struct {
+		name string
+		e    Event
+		v    *Verdict
+	}{
+		{"ipv4 with verdict", sampleEvent(), &Verdict{Kind: VerdictOK}},
+		{"ipv6", v6, &Verdict{Kind: VerdictGap, Reason: `expected old state "FIN_WAIT1"`}},
+		{"ipv4-mapped", mapped, nil},
+		{"null old_state_ns, inherited owner", noDuration, &Verdict{Kind: VerdictUnknown}},
+		{"unknown owner, held", unknownOwner, &Verdict{Kind: VerdictIllegal, Reason: "X -> Y is not a transition\nof model z"}},
+		{"quotes and control characters", quoted, nil},
+		{"last_state and netns", kernelMemory, &Verdict{Kind: VerdictGap, Reason: "r"}},
+		{"extreme numbers", extremes, nil},
+		{"local time", local, nil},
+		{"verdict none is omitted", sampleEvent(), &Verdict{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			line := AppendJSON(nil, &tc.e, tc.v)
+			if !strings.HasSuffix(string(line), "}\n") || strings.Count(string(line), "\n") != 1 {
+				t.Fatalf("not one line: %q", line)
+			}
+			got, gotV, err := ParseRecord(line)
+			if err != nil {
+				t.Fatalf("ParseRecord(%s): %v", line, err)
+			}
+			if !sameEvent(got, tc.e) {
+				t.Errorf("round trip changed the event:\n got %+v\nwant %+v\nline %s", got, tc.e, line)
+			}
+			wantV := Verdict{}
+			if tc.v != nil {
+				wantV = *tc.v
+			}
+			if gotV != wantV {
+				t.Errorf("verdict %+v, want %+v", gotV, wantV)
+			}
+			if wantV.Kind == VerdictNone && strings.Contains(string(line), `"verdict"`) {
+				t.Errorf("unchecked event has a verdict key: %s", line)
+			}
+		})
+	}
+}
+
+func TestRecordCommBytes(t *testing.T) {
+	for _, tc := range []struct {
+		comm     string
+		wantJSON string // the comm value as written
+		wantBack string // the comm read back
+	}{
+		{"plain", `"plain"`, "plain"},
+		{`say "hi"`, `"say \"hi\""`, `say "hi"`},
+		{"tab\there", `"tab\u0009here"`, "tab\there"},
+		{"bell\x07\x7f", `"bell\u0007\u007f"`, "bell\x07\x7f"},
+		{"bad\xffutf8", `"bad` + "\ufffd" + `utf8"`, "bad\ufffdutf8"},
+		{"kworker/u8:1ñ", `"kworker/u8:1ñ"`, "kworker/u8:1ñ"},
+		{"", `""`, ""},
+	} {
+		e := sampleEvent()
+		e.Comm = CommFrom(tc.comm)
+		line := string(AppendJSON(nil, &e, nil))
+		if !strings.Contains(line, `"comm":`+tc.wantJSON+`,`) {
+			t.Errorf("comm %q written as %s, want %s", tc.comm, line, tc.wantJSON)
+		}
+		got, _, err := ParseRecord([]byte(line))
+		if err != nil {
+			t.Fatalf("comm %q: %v", tc.comm, err)
+		}
+		if got.Comm.String() != tc.wantBack {
+			t.Errorf("comm %q read back as %q, want %q", tc.comm, got.Comm.String(), tc.wantBack)
+		}
+	}
+}
+
+// A record as a trace run writes it, kept literally: the format is public.
+const goldenRecord = `{"time":"2025-03-14T15:09:26.535897932Z","ts_ns":123456789012345,"skaddr":"0xffff88810a3c0800","pid":4242,"comm":"nginx","owner":"known","cpu_pid":0,"cpu_comm":"swapper/3","family":"ipv4","saddr":"10.1.2.3","sport":443,"daddr":"192.0.2.77","dport":51234,"old":"ESTABLISHED","new":"CLOSE_WAIT","old_state_ns":1500000,"verdict":"ok"}` + "\n"
+
+func TestRecordGolden(t *testing.T) {
+	e := sampleEvent()
+	if got := string(AppendJSON(nil, &e, &Verdict{Kind: VerdictOK})); got != goldenRecord {
+		t.Errorf("AppendJSON:\n got %s\nwant %s", got, goldenRecord)
+	}
+}
+
+func TestAppendJSONDoesNotAllocate(t *testing.T) {
+	e := sampleEvent()
+	v := Verdict{Kind: VerdictIllegal, Reason: "FIN_WAIT2 -> CLOSE is not a transition of model rfc793"}
+	buf := make([]byte, 0, 1024)
+	if n := testing.AllocsPerRun(100, func() { buf = AppendJSON(buf[:0], &e, &v) }); n != 0 {
+		t.Errorf("AppendJSON: %v allocations", n)
+	}
+}
+
+func TestParseRecordLenient(t *testing.T) {
+	base := strings.TrimSuffix(goldenRecord, "\n")
+	for _, tc := range []struct {
+		name  string
+		line  string
+		check func(Event, Verdict) bool
+	}{
+		{"trailing CRLF and spaces", base + " \r\n", func(e Event, _ Verdict) bool { return e.Pid == 4242 }},
+		{"no owner key, pid set: known", strings.Replace(base, `"owner":"known",`, "", 1),
+			func(e Event, _ Verdict) bool { return e.OwnerKnown() }},
+		{"no owner key, pid 0: unknown", strings.Replace(strings.Replace(base, `"owner":"known",`, "", 1), `"pid":4242`, `"pid":0`, 1),
+			func(e Event, _ Verdict) bool { return !e.OwnerKnown() }},
+		{"old_state_ns missing", strings.Replace(base, `"old_state_ns":1500000,`, "", 1),
+			func(e Event, _ Verdict) bool { return !e.DurationKnown() }},
+		{"old_state_ns null", strings.Replace(base, `"old_state_ns":1500000`, `"old_state_ns":null`, 1),
+			func(e Event, _ Verdict) bool { return !e.DurationKnown() && e.OldStateNs == 0 }},
+		{"unknown keys are ignored (fields are added, never renamed)", strings.Replace(base, `{`, `{"netns":4026531840,"x":[1,{}],`, 1),
+			func(e Event, _ Verdict) bool { return e.Skaddr == 0xffff88810a3c0800 }},
+		{"RFC state spellings", strings.Replace(strings.Replace(base, `"old":"ESTABLISHED"`, `"old":"tcp_established"`, 1), `"new":"CLOSE_WAIT"`, `"new":"close-wait"`, 1),
+			func(e Event, _ Verdict) bool { return e.Old == Established && e.New == CloseWait }},
+		{"reason without verdict is dropped", strings.Replace(base, `,"verdict":"ok"`, `,"reason":"x"`, 1),
+			func(_ Event, v Verdict) bool { return v == Verdict{} }},
+	} {
+		e, v, err := ParseRecord([]byte(tc.line))
+		if err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+			continue
+		}
+		if !tc.check(e, v) {
+			t.Errorf("%s: got %+v %+v", tc.name, e, v)
+		}
+	}
+}
+
+func TestParseRecordRejects(t *testing.T) {
+	base := strings.TrimSuffix(goldenRecord, "\n")
+	for _, tc := range []struct {
+		name, line, want string
+	}{
+		{"empty", "", "unexpected end of JSON input"},
+		{"blank", "  \n", "unexpected end of JSON input"},
+		{"truncated", base[:len(base)/2], "unexpected end of JSON input"},
+		{"not JSON", "tcpstate 1.0 trace", "invalid character"},
+		{"two records on a line", base + base, "invalid character '{' after top-level value"},
+		{"array", "[1,2]", "cannot unmarshal array"},
+		{"null", "null", "missing time, ts_ns, skaddr, pid, comm, cpu_pid, cpu_comm, family, saddr, sport, daddr, dport, old, new"},
+		{"empty object", "{}", "missing time, ts_ns, skaddr"},
+		{"missing keys", strings.Replace(strings.Replace(base, `"sport":443,`, "", 1), `"old":"ESTABLISHED",`, "", 1), "missing sport, old"},
+		{"null key counts as missing", strings.Replace(base, `"comm":"nginx"`, `"comm":null`, 1), "missing comm"},
+		{"bad time", strings.Replace(base, `2025-03-14T15:09:26.535897932Z`, `yesterday`, 1), "time:"},
+		{"negative ts_ns", strings.Replace(base, `"ts_ns":123456789012345`, `"ts_ns":-1`, 1), "cannot unmarshal number -1"},
+		{"port out of range", strings.Replace(base, `"sport":443`, `"sport":70000`, 1), "cannot unmarshal number 70000"},
+		{"skaddr not hex", strings.Replace(base, `0xffff88810a3c0800`, `0xzz`, 1), `skaddr "0xzz" is not 0x-prefixed hex`},
+		{"skaddr without 0x", strings.Replace(base, `0xffff88810a3c0800`, `ffff88810a3c0800`, 1), "not 0x-prefixed hex"},
+		{"skaddr as a number", strings.Replace(base, `"0xffff88810a3c0800"`, `1234`, 1), "cannot unmarshal number into Go struct field"},
+		{"bad family", strings.Replace(base, `"ipv4"`, `"af(1)"`, 1), `family "af(1)" is not ipv4 or ipv6`},
+		{"bad saddr", strings.Replace(base, `"10.1.2.3"`, `"10.1.2"`, 1), "saddr:"},
+		{"empty daddr", strings.Replace(base, `"192.0.2.77"`, `""`, 1), "daddr:"},
+		{"bad old state", strings.Replace(base, `"old":"ESTABLISHED"`, `"old":"STATE(13)"`, 1), "old: unknown TCP state"},
+		{"bad new state", strings.Replace(base, `"new":"CLOSE_WAIT"`, `"new":"TIME-WAITING"`, 1), "new: unknown TCP state"},
+		{"bad owner", strings.Replace(base, `"owner":"known"`, `"owner":"mine"`, 1), `owner "mine"`},
+		{"bad last_state", strings.Replace(base, `{`, `{"last_state":"NOPE",`, 1), "last_state: unknown TCP state"},
+		{"bad verdict", strings.Replace(base, `"verdict":"ok"`, `"verdict":"fine"`, 1), `verdict "fine"`},
+	} {
+		_, _, err := ParseRecord([]byte(tc.line))
+		if err == nil {
+			t.Errorf("%s: accepted %q", tc.name, tc.line)
+			continue
+		}
+		if !errors.Is(err, ErrNotRecord) {
+			t.Errorf("%s: error %v does not wrap ErrNotRecord", tc.name, err)
+		}
+		if msg := err.Error(); !strings.HasPrefix(msg, "not a tcpstate record: ") || !strings.Contains(msg, tc.want) {
+			t.Errorf("%s: error %q, want it to contain %q", tc.name, msg, tc.want)
+		}
+	}
+}
