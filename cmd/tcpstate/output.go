@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"net/netip"
 	"strconv"
 	"strings"
 
@@ -156,11 +157,7 @@ func (p *tablePrinter) addrPad(buf []byte, start int) []byte {
 	return fill(buf, p.addrW-(len(buf)-start)+1)
 }
 
-func appendAddrPort(buf []byte, a interface {
-	AppendTo([]byte) []byte
-	Is6() bool
-	Is4In6() bool
-}, port uint16) []byte {
+func appendAddrPort(buf []byte, a netip.Addr, port uint16) []byte {
 	if a.Is6() {
 		buf = append(buf, '[')
 		buf = a.AppendTo(buf)

@@ -116,6 +116,7 @@ type traceHandler struct {
 	p       printer
 	buf     []byte
 	tracker *model.Tracker
+	verdict model.Verdict // the current event's; a field, so it does not escape per event
 	// anomalies: print only what the tracker confirms as an anomaly.
 	anomalies bool
 	limit     uint64
@@ -125,11 +126,11 @@ type traceHandler struct {
 
 func (h *traceHandler) Event(e *model.Event) error {
 	h.events++
-	v := h.tracker.Check(e)
-	if h.anomalies && !v.Kind.Anomaly() {
+	h.verdict = h.tracker.Check(e)
+	if h.anomalies && !h.verdict.Kind.Anomaly() {
 		return nil
 	}
-	h.buf = h.p.appendEvent(h.buf[:0], e, &v)
+	h.buf = h.p.appendEvent(h.buf[:0], e, &h.verdict)
 	if _, err := h.out.Write(h.buf); err != nil {
 		return fmt.Errorf("writing output: %w", err)
 	}
