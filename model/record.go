@@ -178,6 +178,13 @@ func ParseRecord(line []byte) (Event, Verdict, error) {
 	var r jsonRecord
 	var e Event
 	if err := json.Unmarshal(line, &r); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field == "" {
+			return e, Verdict{}, fmt.Errorf("%w: a record is one JSON object per line, not a JSON %s", ErrNotRecord, te.Value)
+		}
+		if errors.As(err, &te) {
+			return e, Verdict{}, fmt.Errorf("%w: key %q holds a JSON %s, want a %s", ErrNotRecord, te.Field, te.Value, te.Type.Kind())
+		}
 		return e, Verdict{}, fmt.Errorf("%w: %v", ErrNotRecord, err)
 	}
 	var missing []string
@@ -242,6 +249,10 @@ func ParseRecord(line []byte) (Event, Verdict, error) {
 	}
 	if e.Daddr, err = netip.ParseAddr(*r.Daddr); err != nil {
 		return e, Verdict{}, fmt.Errorf("%w: daddr: %v", ErrNotRecord, err)
+	}
+	// The kernel never reports a zone, and AppendJSON would not escape one.
+	if e.Saddr.Zone() != "" || e.Daddr.Zone() != "" {
+		return e, Verdict{}, fmt.Errorf("%w: addresses carry no IPv6 zone in a tcpstate record", ErrNotRecord)
 	}
 	e.Sport, e.Dport = *r.Sport, *r.Dport
 	if e.Old, err = ParseState(*r.Old); err != nil {

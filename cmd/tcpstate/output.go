@@ -182,8 +182,15 @@ func pad(buf []byte, s string, w int) []byte {
 	return fill(buf, w-len(s)+1)
 }
 
+// padBytes writes a task name: control characters (a comm is whatever the
+// task set with prctl) become '?' so they cannot disturb the terminal.
 func padBytes(buf []byte, s []byte, w int) []byte {
-	buf = append(buf, s...)
+	for _, c := range s {
+		if c < 0x20 || c == 0x7f {
+			c = '?'
+		}
+		buf = append(buf, c)
+	}
 	return fill(buf, w-len(s)+1)
 }
 
