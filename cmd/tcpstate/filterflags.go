@@ -13,6 +13,7 @@ import (
 // filterFlags are the in-kernel filters that trace and stats share: the same
 // flag names, help and validation in both commands.
 type filterFlags struct {
+	fs                    *pflag.FlagSet
 	ports, lports, rports []string
 	pids                  []string
 	ipv4, ipv6            bool
@@ -21,6 +22,7 @@ type filterFlags struct {
 
 // register defines the filter flags on f.
 func (ff *filterFlags) register(f *pflag.FlagSet) {
+	ff.fs = f
 	f.StringSliceVar(&ff.ports, "port", nil, "only sockets with this local or remote port (repeat or comma-separate for several)")
 	f.StringSliceVar(&ff.lports, "lport", nil, "only sockets with this local port")
 	f.StringSliceVar(&ff.rports, "rport", nil, "only sockets with this remote port")
@@ -33,6 +35,13 @@ func (ff *filterFlags) register(f *pflag.FlagSet) {
 // apply validates the filter flags and sets them in t; a bad value is a
 // usage error (exit status 2).
 func (ff *filterFlags) apply(t *tracer.Options) error {
+	// A filter flag given with nothing in it (--port "$UNSET") would
+	// silently trace everything.
+	for name, vals := range map[string][]string{"port": ff.ports, "lport": ff.lports, "rport": ff.rports, "pid": ff.pids, "state": ff.states} {
+		if ff.fs != nil && ff.fs.Changed(name) && len(vals) == 0 {
+			return usagef("--%s needs a value", name)
+		}
+	}
 	var err error
 	if t.Ports, err = parsePorts("port", ff.ports); err != nil {
 		return err

@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/spf13/cobra"
 )
 
 // Exit codes, documented in the README and in `tcpstate --help`.
@@ -53,6 +55,16 @@ func (e *usageError) Unwrap() error { return e.err }
 
 func usagef(format string, a ...any) error {
 	return &usageError{fmt.Errorf(format, a...)}
+}
+
+// usageArgs makes a cobra argument check's error a usage error (exit 2).
+func usageArgs(check cobra.PositionalArgs) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := check(cmd, args); err != nil {
+			return &usageError{err}
+		}
+		return nil
+	}
 }
 
 // anomalyError marks a run that saw anomalies named by --fail-on: exit status 3.

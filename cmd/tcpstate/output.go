@@ -56,7 +56,7 @@ const (
 	pidW   = 7
 	commW  = 16
 	stateW = 11 // ESTABLISHED
-	msW    = 10
+	msW    = 12 // 99999999.999 ms: 27 hours
 	skW    = 18 // 0xffff888100000000
 )
 

@@ -1,0 +1,285 @@
+package tracer
+
+// Unit tests (tier 2): decoding ring buffer samples, without a kernel.
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/tcpstate/tcpstate/model"
+)
+
+// TestEventLayout: decode.go's offsets and EventSize are those of the
+// struct bpf2go generated from the C struct event, field by field. A field
+// added to the C struct and not to decode.go fails here.
+func TestEventLayout(t *testing.T) {
+	var ev tcpstateEvent
+	if got := unsafe.Sizeof(ev); got != EventSize {
+		t.Errorf("EventSize %d, generated struct event is %d bytes", EventSize, got)
+	}
+	offsets := map[string]uintptr{
+		"TsNs":       offTsNs,
+		"Skaddr":     offSkaddr,
+		"OldStateNs": offOldStateNs,
+		"Pid":        offPid,
+		"CpuPid":     offCPUPid,
+		"Family":     offFamily,
+		"Sport":      offSport,
+		"Dport":      offDport,
+		"Oldstate":   offOldState,
+		"Newstate":   offNewState,
+		"Saddr":      offSaddr,
+		"Daddr":      offDaddr,
+		"Comm":       offComm,
+		"CpuComm":    offCPUComm,
+		"Flags":      offFlags,
+		"LastState":  offLastState,
+		"Netns":      offNetns,
+	}
+	// The same, spelled out with unsafe.Offsetof, so that a renamed field
+	// breaks the build rather than only this map.
+	generated := map[string]uintptr{
+		"TsNs":       unsafe.Offsetof(ev.TsNs),
+		"Skaddr":     unsafe.Offsetof(ev.Skaddr),
+		"OldStateNs": unsafe.Offsetof(ev.OldStateNs),
+		"Pid":        unsafe.Offsetof(ev.Pid),
+		"CpuPid":     unsafe.Offsetof(ev.CpuPid),
+		"Family":     unsafe.Offsetof(ev.Family),
+		"Sport":      unsafe.Offsetof(ev.Sport),
+		"Dport":      unsafe.Offsetof(ev.Dport),
+		"Oldstate":   unsafe.Offsetof(ev.Oldstate),
+		"Newstate":   unsafe.Offsetof(ev.Newstate),
+		"Saddr":      unsafe.Offsetof(ev.Saddr),
+		"Daddr":      unsafe.Offsetof(ev.Daddr),
+		"Comm":       unsafe.Offsetof(ev.Comm),
+		"CpuComm":    unsafe.Offsetof(ev.CpuComm),
+		"Flags":      unsafe.Offsetof(ev.Flags),
+		"LastState":  unsafe.Offsetof(ev.LastState),
+		"Netns":      unsafe.Offsetof(ev.Netns),
+	}
+	for name, off := range offsets {
+		if generated[name] != off {
+			t.Errorf("field %s: decode.go offset %d, generated struct %d", name, off, generated[name])
+		}
+	}
+	// Sizes the decoder assumes.
+	sizes := map[string]uintptr{"Saddr": 16, "Daddr": 16, "Comm": 16, "CpuComm": 16, "Sport": 2, "Dport": 2, "Family": 2, "Netns": 4, "Pid": 4, "CpuPid": 4}
+	rt := reflect.TypeOf(ev)
+	for i := range rt.NumField() {
+		f := rt.Field(i)
+		if f.Name == "_" || strings.HasPrefix(f.Name, "Pad") {
+			continue
+		}
+		if _, ok := offsets[f.Name]; !ok {
+			t.Errorf("generated struct event has field %s (offset %d) that decode.go does not read", f.Name, f.Offset)
+		}
+		if want, ok := sizes[f.Name]; ok && f.Type.Size() != want {
+			t.Errorf("field %s is %d bytes, decode.go reads %d", f.Name, f.Type.Size(), want)
+		}
+	}
+}
+
+func sampleEvents() []model.Event {
+	v4 := model.Event{
+		TsNs:       123456789012345,
+		Skaddr:     0xffff888102cca500,
+		Pid:        4242,
+		Comm:       model.CommFrom("curl"),
+		CPUPid:     17,
+		CPUComm:    model.CommFrom("ksoftirqd/1"),
+		Family:     model.AFInet,
+		Saddr:      netip.MustParseAddr("10.1.2.3"),
+		Daddr:      netip.MustParseAddr("192.168.100.200"),
+		Sport:      54321,
+		Dport:      443,
+		Old:        model.SynSent,
+		New:        model.Established,
+		OldStateNs: 987654,
+		Flags:      model.FlagOwnerKnown | model.FlagDurationKnown,
+		LastState:  model.SynSent,
+		Netns:      4026531840,
+	}
+	v6 := model.Event{
+		TsNs:    1,
+		Skaddr:  0xffff8881000000c0,
+		Pid:     1,
+		Comm:    model.CommFrom("exactly16bytes!!"), // no NUL
+		CPUPid:  0,
+		Family:  model.AFInet6,
+		Saddr:   netip.MustParseAddr("2001:db8::1"),
+		Daddr:   netip.MustParseAddr("::ffff:127.0.0.1"),
+		Sport:   65535,
+		Dport:   1,
+		Old:     model.Listen,
+		New:     model.SynRecv,
+		Flags:   model.FlagOwnerKnown | model.FlagOwnerInherited | model.FlagHeld | model.FlagKernelGap,
+		Netns:   0xffffffff,
+		CPUComm: model.CommFrom("swapper/0"),
+	}
+	return []model.Event{v4, v6}
+}
+
+func TestDecodeRoundTrip(t *testing.T) {
+	clock := ClockWithOffset(1_700_000_000_000_000_000)
+	for _, want := range sampleEvents() {
+		raw := Encode(&want)
+		if len(raw) != EventSize {
+			t.Fatalf("Encode: %d bytes, want %d", len(raw), EventSize)
+		}
+		var got model.Event
+		if err := Decode(raw, clock, &got); err != nil {
+			t.Fatalf("Decode(Encode(%v)): %v", want, err)
+		}
+		want.Time = time.Unix(0, int64(want.TsNs)+1_700_000_000_000_000_000)
+		if !got.Time.Equal(want.Time) {
+			t.Errorf("time %v, want %v", got.Time, want.Time)
+		}
+		got.Time, want.Time = time.Time{}, time.Time{}
+		if got != want {
+			t.Errorf("round trip:\n got %+v\nwant %+v", got, want)
+		}
+	}
+}
+
+// TestDecodeBytes builds a sample byte by byte as the BPF program writes
+// it: integers in host (little-endian) order, ports already converted
+// from network order, addresses as the kernel's network-order bytes.
+func TestDecodeBytes(t *testing.T) {
+	raw := make([]byte, EventSize)
+	le := binary.LittleEndian
+	le.PutUint64(raw[offTsNs:], 5_000_000_000)
+	le.PutUint64(raw[offSkaddr:], 0xffff8881deadbeef)
+	le.PutUint64(raw[offOldStateNs:], 1500)
+	le.PutUint32(raw[offPid:], 0x01020304)
+	le.PutUint32(raw[offCPUPid:], 7)
+	raw[offFamily], raw[offFamily+1] = 2, 0 // AF_INET
+	raw[offSport], raw[offSport+1] = 0x50, 0x00
+	raw[offDport], raw[offDport+1] = 0xbb, 0x01
+	raw[offOldState], raw[offNewState] = 1, 4 // ESTABLISHED -> FIN_WAIT1
+	copy(raw[offSaddr:], []byte{127, 0, 0, 1, 0xaa, 0xaa})
+	copy(raw[offDaddr:], []byte{10, 0, 0, 2})
+	copy(raw[offComm:], "nginx\x00garbage")
+	copy(raw[offCPUComm:], "swapper/1")
+	raw[offFlags] = model.FlagOwnerKnown | model.FlagDurationKnown
+	raw[offLastState] = 1
+	le.PutUint32(raw[offNetns:], 4026531993)
+
+	var e model.Event
+	if err := Decode(raw, ClockWithOffset(0), &e); err != nil {
+		t.Fatal(err)
+	}
+	want := model.Event{
+		TsNs:       5_000_000_000,
+		Time:       time.Unix(5, 0),
+		Skaddr:     0xffff8881deadbeef,
+		OldStateNs: 1500,
+		Pid:        0x01020304,
+		Comm:       model.CommFrom("nginx\x00garbage"),
+		CPUPid:     7,
+		CPUComm:    model.CommFrom("swapper/1"),
+		Family:     model.AFInet,
+		Saddr:      netip.MustParseAddr("127.0.0.1"), // only the first 4 bytes
+		Daddr:      netip.MustParseAddr("10.0.0.2"),
+		Sport:      80,
+		Dport:      443,
+		Old:        model.Established,
+		New:        model.FinWait1,
+		Flags:      model.FlagOwnerKnown | model.FlagDurationKnown,
+		LastState:  model.Established,
+		Netns:      4026531993,
+	}
+	if !e.Time.Equal(want.Time) {
+		t.Errorf("time %v, want %v", e.Time, want.Time)
+	}
+	e.Time, want.Time = time.Time{}, time.Time{}
+	if e != want {
+		t.Errorf("decoded\n %+v\nwant\n %+v", e, want)
+	}
+	if e.Comm.String() != "nginx" {
+		t.Errorf("comm %q, want %q", e.Comm.String(), "nginx")
+	}
+
+	// IPv6: all 16 bytes, in order.
+	raw[offFamily] = 10
+	a := [16]byte{0x20, 0x01, 0x0d, 0xb8, 15: 0x01}
+	copy(raw[offSaddr:], a[:])
+	copy(raw[offDaddr:], netip.IPv6Loopback().AsSlice())
+	if err := Decode(raw, ClockWithOffset(0), &e); err != nil {
+		t.Fatal(err)
+	}
+	if e.Family != model.AFInet6 || e.Saddr != netip.MustParseAddr("2001:db8::1") || e.Daddr != netip.IPv6Loopback() {
+		t.Errorf("IPv6: family %v saddr %v daddr %v", e.Family, e.Saddr, e.Daddr)
+	}
+}
+
+func TestDecodeErrors(t *testing.T) {
+	good := Encode(&sampleEvents()[0])
+	mutate := func(f func(raw []byte) []byte) []byte {
+		raw := append([]byte(nil), good...)
+		return f(raw)
+	}
+	for _, c := range []struct {
+		name string
+		raw  []byte
+		want string
+	}{
+		{"empty", nil, "sample is 0 bytes, want 112"},
+		{"short", good[:EventSize-1], "sample is 111 bytes, want 112"},
+		{"long", append(append([]byte(nil), good...), 0, 0, 0, 0, 0, 0, 0, 0), "sample is 120 bytes, want 112"},
+		{"old state 0", mutate(func(r []byte) []byte { r[offOldState] = 0; return r }), "invalid TCP states 0 -> 1"},
+		{"new state 13", mutate(func(r []byte) []byte { r[offNewState] = 13; return r }), "invalid TCP states 2 -> 13"},
+		{"state 255", mutate(func(r []byte) []byte { r[offOldState], r[offNewState] = 255, 255; return r }), "invalid TCP states 255 -> 255"},
+		{"family 0", mutate(func(r []byte) []byte { r[offFamily] = 0; return r }), "unknown address family 0"},
+		{"family AF_UNIX", mutate(func(r []byte) []byte { r[offFamily] = 1; return r }), "unknown address family 1"},
+	} {
+		var e model.Event
+		err := Decode(c.raw, ClockWithOffset(0), &e)
+		if err == nil {
+			t.Errorf("%s: Decode accepted it: %+v", c.name, e)
+			continue
+		}
+		if !strings.Contains(err.Error(), c.want) || !strings.HasPrefix(err.Error(), "decoding event: ") {
+			t.Errorf("%s: error %q, want \"decoding event: ...%s...\"", c.name, err, c.want)
+		}
+	}
+	// Every state number the kernel defines decodes.
+	for s := model.Established; s < model.NumStates; s++ {
+		raw := mutate(func(r []byte) []byte { r[offOldState], r[offNewState] = byte(s), byte(s); return r })
+		var e model.Event
+		if err := Decode(raw, ClockWithOffset(0), &e); err != nil || e.Old != s || e.New != s {
+			t.Errorf("state %v: %v (decoded %v -> %v)", s, err, e.Old, e.New)
+		}
+	}
+}
+
+func TestDecodeDoesNotAllocate(t *testing.T) {
+	raws := [][]byte{Encode(&sampleEvents()[0]), Encode(&sampleEvents()[1])}
+	clock := ClockWithOffset(0)
+	var e model.Event
+	if n := testing.AllocsPerRun(100, func() {
+		for _, raw := range raws {
+			if err := Decode(raw, clock, &e); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}); n != 0 {
+		t.Errorf("Decode allocates %v times per call", n)
+	}
+}
+
+func TestClock(t *testing.T) {
+	c := ClockWithOffset(-500)
+	if got := c.Wall(1500); !got.Equal(time.Unix(0, 1000)) {
+		t.Errorf("Wall(1500) with offset -500 = %v, want 1000ns after the epoch", got)
+	}
+	// NewClock maps "now" on the monotonic clock to about now.
+	now := NewClock().Wall(uint64(monotonicNow()))
+	if d := time.Since(now); d < -time.Second || d > time.Second {
+		t.Errorf("NewClock: the monotonic now is %v away from the wall-clock now", d)
+	}
+}
