@@ -22,7 +22,8 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 #define PF_KTHREAD 0x00200000
 #define TASK_COMM_LEN 16
 #define NUM_STATES 13 /* TCP states are 1..12 */
-#define ETIMEDOUT 110
+#define EPIPE 32
+#define ECONNRESET 104
 #define ECONNREFUSED 111
 
 /* Events a socket may hold back while its filter match is undecided. */
@@ -35,6 +36,7 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 #define EVF_HELD 0x8
 #define EVF_ILLEGAL 0x10 /* the edge is not in the model (edge_mask) */
 #define EVF_GAP 0x20     /* old state is not the last state seen */
+#define EVF_ACTIVE 0x40  /* the socket connect()ed: it went through SYN_SENT */
 
 /* struct tcpstate_sock.owner */
 #define OWNER_NONE 0
@@ -352,11 +354,17 @@ static __always_inline void count_by(void *map, __u32 key, __u32 other, bool bor
 		__sync_fetch_and_add(&c->opened, 1);
 }
 
-static __always_inline void aggregate(struct event *e)
+/* A global function: the verifier checks it once, on its own, instead of
+ * at each of deliver()'s inlined call sites (flush_held() delivers up to
+ * MAX_HELD events), which with the filter paths exceeded its 1M-instruction
+ * budget. */
+__noinline int aggregate(struct event *e)
 {
+	if (!e)
+		return 0;
 	__u32 old = e->oldstate, new = e->newstate;
 	if (old >= NUM_STATES || new >= NUM_STATES)
-		return;
+		return 0;
 	add(&matrix, old * NUM_STATES + new);
 	if (e->flags & EVF_DURATION_KNOWN) {
 		hist(old, e->old_state_ns);
@@ -367,9 +375,14 @@ static __always_inline void aggregate(struct event *e)
 	}
 	bool born = (old == TCP_CLOSE && new != TCP_LISTEN) ||
 		    (old == TCP_LISTEN && new == TCP_SYN_RECV);
-	count_by(&port_counts, e->sport, CNT_PORT_OTHER, born, NULL);
+	/* Count by the service port, not the ephemeral one: a connecting
+	 * socket by its remote port (key bit 16 set), any other (listeners,
+	 * accepted children) by its local port. */
+	__u32 pkey = e->flags & EVF_ACTIVE ? (1 << 16) | e->dport : e->sport;
+	count_by(&port_counts, pkey, CNT_PORT_OTHER, born, NULL);
 	if (e->flags & EVF_OWNER_KNOWN)
 		count_by(&pid_counts, e->pid, CNT_PID_OTHER, born, e->comm);
+	return 0;
 }
 
 /* An event that passed the filters: counted, sent, or both, as the mode says. */
@@ -391,19 +404,23 @@ static __always_inline __u32 outcome(const struct sock *sk, int old, __u16 visit
 	int err = BPF_CORE_READ(sk, sk_err);
 	if (old == TCP_LISTEN)
 		return OUT_LISTENER_CLOSED;
+	/* tcp_reset() sets ECONNREFUSED in SYN_SENT, EPIPE in CLOSE_WAIT and
+	 * ECONNRESET elsewhere; tcp_write_err() sets the last soft error
+	 * (an ICMP unreachable, say) or ETIMEDOUT: any other error is a
+	 * timeout. */
 	if (old == TCP_SYN_SENT) {
 		if (err == ECONNREFUSED)
 			return OUT_CONNECT_REFUSED;
-		if (err == ETIMEDOUT)
+		if (err)
 			return OUT_CONNECT_TIMEOUT;
 		return OUT_CONNECT_ABORTED;
 	}
 	if (visited & (1 << TCP_CLOSING))
 		return OUT_SIMULTANEOUS_CLOSE;
-	if (err == ETIMEDOUT)
-		return OUT_TIMEOUT;
-	if (err)
+	if (err == ECONNRESET || err == EPIPE)
 		return OUT_RESET;
+	if (err)
+		return OUT_TIMEOUT;
 	if (old == TCP_LAST_ACK)
 		return OUT_PASSIVE_CLOSE;
 	if (old == TCP_FIN_WAIT1 || old == TCP_FIN_WAIT2)
@@ -618,7 +635,7 @@ static __always_inline int on_set_state(const struct sock *sk, const int oldstat
 	__u16 allowed = 0;
 	if (oi < NUM_STATES)
 		allowed = edge_mask[oi];
-	if (!(allowed & (1 << (newstate & 0xf))))
+	if ((__u32)newstate >= NUM_STATES || !(allowed & (1 << (newstate & 0xf))))
 		e.flags |= EVF_ILLEGAL;
 	if (prev_state && (birth || prev_state != oldstate))
 		e.flags |= EVF_GAP;
@@ -667,6 +684,8 @@ static __always_inline int on_set_state(const struct sock *sk, const int oldstat
 		si->born_ts = now;
 	__u16 visited = si->visited | (1 << (newstate & 0xf));
 	si->visited = visited;
+	if (visited & (1 << TCP_SYN_SENT))
+		e.flags |= EVF_ACTIVE;
 	si->family = family;
 	si->sport = e.sport;
 	si->dport = e.dport;
@@ -683,12 +702,12 @@ static __always_inline int on_set_state(const struct sock *sk, const int oldstat
 		/* Fields the kernel has not set yet: CLOSE->SYN_SENT fires
 		 * before connect() picks the source port (sport is 0 or stale
 		 * after connect(AF_UNSPEC)); CLOSE->LISTEN after an autobind
-		 * has sport 0; a child's LISTEN->SYN_RECV fires before its peer
-		 * is set. A listener has no peer at all: its remote side is
-		 * known to match no remote port. */
+		 * has sport 0; a child's LISTEN->SYN_RECV may fire before its
+		 * peer is set (on 6.18 it was always set). A listener has no
+		 * peer at all: its remote side is known to match no remote port. */
 		bool sport_known = e.sport && !(oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT);
 		bool listening = newstate == TCP_LISTEN || (oldstate == TCP_LISTEN && !child);
-		bool dport_known = listening || (e.dport && !child);
+		bool dport_known = listening || e.dport;
 		int d = decide(si, e.sport, sport_known, e.dport, dport_known, last);
 		if (d == DECIDE_YES) {
 			si->matched = 1;

@@ -88,12 +88,29 @@ type Count struct {
 	Comm        string `json:"comm,omitempty"`
 }
 
+// PortKey is how the kernel counts by port: the service port of a
+// connection, not its ephemeral one. Sockets that connect()ed are counted by
+// their remote port (Remote true); listeners and accepted sockets by their
+// local port.
+type PortKey struct {
+	Port   uint16
+	Remote bool
+}
+
+// String returns "8080 (local)" or "443 (remote)".
+func (k PortKey) String() string {
+	if k.Remote {
+		return itoa(uint64(k.Port)) + " (remote)"
+	}
+	return itoa(uint64(k.Port)) + " (local)"
+}
+
 // Aggregate is one reading of the kernel's counters (cumulative since start).
 type Aggregate struct {
 	Matrix   [NumStates][NumStates]uint64
 	Hists    [NumHistKinds][HistBuckets]uint64
 	Outcomes [NumOutcomes]uint64
-	Ports    map[uint16]Count
+	Ports    map[PortKey]Count
 	Owners   map[uint32]Count
 	// PortOther and OwnerOther count transitions that did not fit the
 	// bounded per-port and per-owner maps.
@@ -114,7 +131,7 @@ func (a *Aggregate) Transitions() uint64 {
 // Sub returns a - prev: what was counted between two readings.
 func (a *Aggregate) Sub(prev *Aggregate) Aggregate {
 	d := Aggregate{
-		Ports:      map[uint16]Count{},
+		Ports:      map[PortKey]Count{},
 		Owners:     map[uint32]Count{},
 		PortOther:  a.PortOther - prev.PortOther,
 		OwnerOther: a.OwnerOther - prev.OwnerOther,

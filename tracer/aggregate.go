@@ -39,7 +39,7 @@ func (t *Tracer) sum(idx int) (uint64, error) {
 // Aggregate reads the aggregation maps (ModeAggregate): cumulative counts
 // since Open, summed over CPUs.
 func (t *Tracer) Aggregate() (*model.Aggregate, error) {
-	a := &model.Aggregate{Ports: map[uint16]model.Count{}, Owners: map[uint32]model.Count{}}
+	a := &model.Aggregate{Ports: map[model.PortKey]model.Count{}, Owners: map[uint32]model.Count{}}
 	var vals []uint64
 	for i := range model.NumStates * model.NumStates {
 		if err := t.objs.Matrix.Lookup(uint32(i), &vals); err != nil {
@@ -67,7 +67,9 @@ func (t *Tracer) Aggregate() (*model.Aggregate, error) {
 	)
 	it := t.objs.PortCounts.Iterate()
 	for it.Next(&key, &c) {
-		a.Ports[uint16(key)] = model.Count{Transitions: c.Transitions, Opened: c.Opened}
+		// Key bit 16: counted by remote port (the socket connect()ed).
+		pk := model.PortKey{Port: uint16(key), Remote: key>>16 != 0}
+		a.Ports[pk] = model.Count{Transitions: c.Transitions, Opened: c.Opened}
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("reading per-port counts: %w", err)

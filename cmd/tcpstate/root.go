@@ -25,6 +25,7 @@ Exit status: 0 success; 1 the run failed (privileges, kernel support, I/O);
 		return &usageError{err}
 	})
 	root.AddCommand(newTraceCmd())
+	root.AddCommand(newStatsCmd())
 	root.AddCommand(newCheckCmd())
 	return root
 }

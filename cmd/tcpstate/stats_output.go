@@ -1,0 +1,686 @@
+package main
+
+import (
+	"cmp"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/olekukonko/tablewriter"
+	"github.com/olekukonko/tablewriter/renderer"
+	"github.com/olekukonko/tablewriter/tw"
+
+	"github.com/tcpstate/tcpstate/model"
+	"github.com/tcpstate/tcpstate/tracer"
+)
+
+// statsReport is one report of stats: what the kernel counted in one
+// interval (Final false), or over the whole run (Final true).
+type statsReport struct {
+	Seq        int // 1, 2, ... for intervals; the number of intervals for the final report
+	Final      bool
+	Start, End time.Time
+	Agg        *model.Aggregate
+	Lost       uint64           // events the kernel reported lost in the report's span
+	Kernel     *tracer.Counters // the final report's kernel counters
+	Stuck      []model.SocketInfo
+	Thresholds map[model.State]time.Duration
+	Model      *model.Model
+}
+
+// statsStateOrder lists the states in the order of a connection's life, for the
+// matrix's rows and columns and the histograms.
+var statsStateOrder = []model.State{
+	model.Close, model.Listen, model.SynSent, model.SynRecv, model.Established,
+	model.FinWait1, model.FinWait2, model.Closing, model.TimeWait,
+	model.CloseWait, model.LastAck, model.NewSynRecv,
+}
+
+// outcomeMeaning explains each outcome class in the tables and the help.
+var outcomeMeaning = [model.NumOutcomes]string{
+	model.OutcomeActiveClose:       "we sent FIN first: FIN_WAIT1/FIN_WAIT2 -> CLOSE (then TIME_WAIT)",
+	model.OutcomePassiveClose:      "the peer sent FIN first: LAST_ACK -> CLOSE",
+	model.OutcomeSimultaneousClose: "both sent FIN at once: through CLOSING",
+	model.OutcomeReset:             "RST received (socket error ECONNRESET/EPIPE)",
+	model.OutcomeTimeout:           "retransmissions gave up (ETIMEDOUT)",
+	model.OutcomeAbort:             "closed locally without FIN: SO_LINGER 0, unread data, child never accepted",
+	model.OutcomeConnectRefused:    "connect() answered by RST (ECONNREFUSED)",
+	model.OutcomeConnectTimeout:    "connect() got no answer (ETIMEDOUT)",
+	model.OutcomeConnectAborted:    "closed or failed while connecting, for another reason",
+	model.OutcomeListenerClosed:    "a listening socket closed: LISTEN -> CLOSE",
+}
+
+// illegalCount sums the transitions on edges the model does not have.
+func illegalCount(a *model.Aggregate, m *model.Model) uint64 {
+	var n uint64
+	for old := range a.Matrix {
+		for nw, v := range a.Matrix[old] {
+			if v > 0 && !m.Allowed(model.State(old), model.State(nw)) {
+				n += v
+			}
+		}
+	}
+	return n
+}
+
+// ---- tables ----
+
+// newTable makes the one table style stats uses: ASCII borders, no
+// reformatting of headers, nothing wrapped, the given column alignment.
+func newStatsTable(w io.Writer, align ...tw.Align) *tablewriter.Table {
+	return tablewriter.NewTable(w,
+		tablewriter.WithRenderer(renderer.NewBlueprint(tw.Rendition{Symbols: tw.NewSymbols(tw.StyleASCII)})),
+		tablewriter.WithHeaderAutoFormat(tw.Off),
+		tablewriter.WithFooterAutoFormat(tw.Off),
+		tablewriter.WithRowAutoWrap(tw.WrapNone),
+		tablewriter.WithHeaderAutoWrap(tw.WrapNone),
+		tablewriter.WithTrimSpace(tw.Off),
+		tablewriter.WithAlignment(tw.Alignment(align)),
+	)
+}
+
+func renderTable(t *tablewriter.Table) error {
+	if err := t.Render(); err != nil {
+		return fmt.Errorf("writing output: %w", err)
+	}
+	return nil
+}
+
+// writeStatsTable writes one report as tables and histograms.
+func writeStatsTable(w io.Writer, r *statsReport, top int) error {
+	a := r.Agg
+	total := a.Transitions()
+	ill := illegalCount(a, r.Model)
+	span := r.End.Sub(r.Start)
+	if r.Final {
+		fmt.Fprintf(w, "=== totals %s -> %s (%s): %d transitions, %d illegal under model %s, %d lost ===\n",
+			r.Start.Format("15:04:05"), r.End.Format("15:04:05"), fmtSeconds(span), total, ill, r.Model.Name(), r.Lost)
+		if c := r.Kernel; c != nil {
+			fmt.Fprintf(w, "lost by cause: recursion misses %d, held-back queue full %d, held-back evicted %d, ring buffer full %d; sockets tracked %d, owner entries evicted %d\n",
+				c.RecursionMisses, c.HeldOverflow, c.HeldEvictions, c.RingbufFull, c.SocketsTracked, c.SocketEvictions)
+		}
+	} else {
+		fmt.Fprintf(w, "--- interval %d %s -> %s (%s): %d transitions, %d illegal under model %s, %d lost ---\n",
+			r.Seq, r.Start.Format("15:04:05"), r.End.Format("15:04:05"), fmtSeconds(span), total, ill, r.Model.Name(), r.Lost)
+	}
+	if total == 0 && a.Outcomes == ([model.NumOutcomes]uint64{}) {
+		fmt.Fprintln(w, "\nno transitions")
+	} else {
+		if err := writeMatrix(w, a, r.Model); err != nil {
+			return err
+		}
+		if err := writeOutcomes(w, a); err != nil {
+			return err
+		}
+		if err := writePorts(w, a, top); err != nil {
+			return err
+		}
+		if err := writeOwners(w, a, top); err != nil {
+			return err
+		}
+		writeHists(w, a)
+	}
+	fmt.Fprintln(w)
+	if err := writeStuck(w, r.Stuck, r.Thresholds); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintln(w)
+	if err != nil {
+		return fmt.Errorf("writing output: %w", err)
+	}
+	return nil
+}
+
+// writeMatrix writes the old x new transition counts: only the rows and
+// columns with counts, a TOTAL column (transitions out of a state) and row
+// (transitions into a state). Cells the model calls illegal end in "!".
+func writeMatrix(w io.Writer, a *model.Aggregate, m *model.Model) error {
+	var rows, cols []model.State
+	for _, s := range statsStateOrder {
+		var out, in uint64
+		for _, t := range statsStateOrder {
+			out += a.Matrix[s][t]
+			in += a.Matrix[t][s]
+		}
+		if out > 0 {
+			rows = append(rows, s)
+		}
+		if in > 0 {
+			cols = append(cols, s)
+		}
+	}
+	if len(rows) == 0 {
+		return nil
+	}
+	fmt.Fprintf(w, "\ntransitions (row: old state, column: new state):\n")
+	align := []tw.Align{tw.AlignLeft}
+	header := []any{`OLD \ NEW`}
+	for _, c := range cols {
+		header = append(header, c.String()+" ")
+		align = append(align, tw.AlignRight)
+	}
+	header = append(header, "TOTAL ")
+	align = append(align, tw.AlignRight)
+	t := newStatsTable(w, align...)
+	t.Header(header...)
+	colSum := make([]uint64, len(cols))
+	var ill uint64
+	for _, r := range rows {
+		line := []any{r.String()}
+		var sum uint64
+		for i, c := range cols {
+			v := a.Matrix[r][c]
+			sum += v
+			colSum[i] += v
+			line = append(line, matrixCell(v, m.Allowed(r, c)))
+			if v > 0 && !m.Allowed(r, c) {
+				ill += v
+			}
+		}
+		line = append(line, strconv.FormatUint(sum, 10)+" ")
+		if err := t.Append(line...); err != nil {
+			return fmt.Errorf("writing output: %w", err)
+		}
+	}
+	footer := []any{"TOTAL"}
+	var all uint64
+	for _, v := range colSum {
+		footer = append(footer, strconv.FormatUint(v, 10)+" ")
+		all += v
+	}
+	footer = append(footer, strconv.FormatUint(all, 10)+" ")
+	t.Footer(footer...)
+	if err := renderTable(t); err != nil {
+		return err
+	}
+	if ill > 0 {
+		fmt.Fprintf(w, "! = not a transition of model %s (%d transitions)\n", m.Name(), ill)
+	} else {
+		fmt.Fprintf(w, "every transition is in model %s (illegal ones would end in !)\n", m.Name())
+	}
+	return nil
+}
+
+// matrixCell formats one count: empty for 0, a trailing "!" when the model
+// does not have the edge, a trailing space otherwise (so digits align).
+func matrixCell(v uint64, allowed bool) string {
+	if v == 0 {
+		return ""
+	}
+	if !allowed {
+		return strconv.FormatUint(v, 10) + "!"
+	}
+	return strconv.FormatUint(v, 10) + " "
+}
+
+func writeOutcomes(w io.Writer, a *model.Aggregate) error {
+	var sum uint64
+	for _, v := range a.Outcomes {
+		sum += v
+	}
+	if sum == 0 {
+		fmt.Fprintf(w, "\noutcomes: no socket closed\n")
+		return nil
+	}
+	fmt.Fprintf(w, "\noutcomes (how sockets ended, at -> CLOSE):\n")
+	t := newStatsTable(w, tw.AlignLeft, tw.AlignRight, tw.AlignLeft)
+	t.Header("OUTCOME", "SOCKETS", "MEANING")
+	for o := range model.NumOutcomes {
+		if v := a.Outcomes[o]; v > 0 {
+			if err := t.Append(o.String(), strconv.FormatUint(v, 10), outcomeMeaning[o]); err != nil {
+				return fmt.Errorf("writing output: %w", err)
+			}
+		}
+	}
+	t.Footer("TOTAL", strconv.FormatUint(sum, 10), "")
+	return renderTable(t)
+}
+
+type portRow struct {
+	Port        uint16 `json:"port"`
+	Side        string `json:"side"` // "local" (listeners, accepted sockets) or "remote" (sockets that connected)
+	Transitions uint64 `json:"transitions"`
+	Opened      uint64 `json:"opened"`
+}
+
+type ownerRow struct {
+	Pid         uint32 `json:"pid"`
+	Comm        string `json:"comm"`
+	Transitions uint64 `json:"transitions"`
+	Opened      uint64 `json:"opened"`
+}
+
+// portRows sorts the per-port counts, most transitions first.
+func portRows(a *model.Aggregate) []portRow {
+	rows := make([]portRow, 0, len(a.Ports))
+	for p, c := range a.Ports {
+		side := "local"
+		if p.Remote {
+			side = "remote"
+		}
+		rows = append(rows, portRow{Port: p.Port, Side: side, Transitions: c.Transitions, Opened: c.Opened})
+	}
+	slices.SortFunc(rows, func(x, y portRow) int {
+		return cmp.Or(cmp.Compare(y.Transitions, x.Transitions), cmp.Compare(x.Port, y.Port), cmp.Compare(x.Side, y.Side))
+	})
+	return rows
+}
+
+func ownerRows(a *model.Aggregate) []ownerRow {
+	rows := make([]ownerRow, 0, len(a.Owners))
+	for p, c := range a.Owners {
+		rows = append(rows, ownerRow{Pid: p, Comm: c.Comm, Transitions: c.Transitions, Opened: c.Opened})
+	}
+	slices.SortFunc(rows, func(x, y ownerRow) int {
+		return cmp.Or(cmp.Compare(y.Transitions, x.Transitions), cmp.Compare(x.Pid, y.Pid))
+	})
+	return rows
+}
+
+// ownerUnknown counts the transitions of sockets whose owner the kernel did
+// not know: they are in no owner's row. Readings are not atomic, so an
+// interval's difference may not add up exactly; never below 0.
+func ownerUnknown(a *model.Aggregate) uint64 {
+	known := a.OwnerOther
+	for _, c := range a.Owners {
+		known += c.Transitions
+	}
+	if t := a.Transitions(); t > known {
+		return t - known
+	}
+	return 0
+}
+
+func fmtU(v uint64) string { return strconv.FormatUint(v, 10) }
+
+func writePorts(w io.Writer, a *model.Aggregate, top int) error {
+	rows := portRows(a)
+	if len(rows) == 0 && a.PortOther == 0 {
+		return nil
+	}
+	fmt.Fprintf(w, "\nby service port (a listener's or accepted socket's local port, a connecting socket's remote port):\n")
+	t := newStatsTable(w, tw.AlignRight, tw.AlignLeft, tw.AlignRight, tw.AlignRight)
+	t.Header("PORT", "SIDE", "TRANSITIONS", "OPENED")
+	var rest portRow
+	nrest := 0
+	for i, r := range rows {
+		if top > 0 && i >= top {
+			rest.Transitions += r.Transitions
+			rest.Opened += r.Opened
+			nrest++
+			continue
+		}
+		if err := t.Append(fmtU(uint64(r.Port)), r.Side, fmtU(r.Transitions), fmtU(r.Opened)); err != nil {
+			return fmt.Errorf("writing output: %w", err)
+		}
+	}
+	if nrest > 0 {
+		if err := t.Append(fmt.Sprintf("other (%d ports)", nrest), "", fmtU(rest.Transitions), fmtU(rest.Opened)); err != nil {
+			return fmt.Errorf("writing output: %w", err)
+		}
+	}
+	if a.PortOther > 0 {
+		if err := t.Append("not counted (map full)", "", fmtU(a.PortOther), "-"); err != nil {
+			return fmt.Errorf("writing output: %w", err)
+		}
+	}
+	return renderTable(t)
+}
+
+func writeOwners(w io.Writer, a *model.Aggregate, top int) error {
+	rows := ownerRows(a)
+	unknown := ownerUnknown(a)
+	if len(rows) == 0 && a.OwnerOther == 0 && unknown == 0 {
+		return nil
+	}
+	fmt.Fprintf(w, "\nby owner:\n")
+	t := newStatsTable(w, tw.AlignRight, tw.AlignLeft, tw.AlignRight, tw.AlignRight)
+	t.Header("PID", "COMM", "TRANSITIONS", "OPENED")
+	var rest ownerRow
+	nrest := 0
+	for i, r := range rows {
+		if top > 0 && i >= top {
+			rest.Transitions += r.Transitions
+			rest.Opened += r.Opened
+			nrest++
+			continue
+		}
+		if err := t.Append(fmtU(uint64(r.Pid)), r.Comm, fmtU(r.Transitions), fmtU(r.Opened)); err != nil {
+			return fmt.Errorf("writing output: %w", err)
+		}
+	}
+	extra := [][]string{}
+	if nrest > 0 {
+		extra = append(extra, []string{"other", fmt.Sprintf("(%d owners)", nrest), fmtU(rest.Transitions), fmtU(rest.Opened)})
+	}
+	if a.OwnerOther > 0 {
+		extra = append(extra, []string{"-", "not counted (map full)", fmtU(a.OwnerOther), "-"})
+	}
+	if unknown > 0 {
+		extra = append(extra, []string{"-", "owner unknown", fmtU(unknown), "-"})
+	}
+	for _, e := range extra {
+		if err := t.Append(e); err != nil {
+			return fmt.Errorf("writing output: %w", err)
+		}
+	}
+	return renderTable(t)
+}
+
+// histKinds lists the histograms in the order they are drawn: time in each
+// state in the order of a connection's life, then the handshakes and the
+// lifetime.
+func histKinds() []model.HistKind {
+	var ks []model.HistKind
+	for _, s := range statsStateOrder {
+		ks = append(ks, model.HistKind(s))
+	}
+	return append(ks, model.HistActiveOpen, model.HistPassiveOpen, model.HistLifetime)
+}
+
+func histCount(vals []uint64) uint64 {
+	var n uint64
+	for _, v := range vals {
+		n += v
+	}
+	return n
+}
+
+// writeHists draws every histogram that has data.
+func writeHists(w io.Writer, a *model.Aggregate) {
+	for _, k := range histKinds() {
+		vals := a.Hists[k][:]
+		n := histCount(vals)
+		if n == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "\n%s, count %d:\n", k, n)
+		writeLog2Hist(w, vals, "usecs")
+	}
+}
+
+// writeLog2Hist draws a log2 histogram the way bcc's tools do
+// (print_log2_hist): one row per bucket from the first to the last
+// non-empty one, 40 stars for the largest count (20 in the wide form used
+// when values reach past 2^33). Bucket i holds [2^i, 2^(i+1)) in unit,
+// bucket 0 holds 0 and 1.
+func writeLog2Hist(w io.Writer, vals []uint64, unit string) {
+	idxMax := -1
+	var valMax uint64
+	for i, v := range vals {
+		if v > 0 {
+			idxMax = i
+		}
+		valMax = max(valMax, v)
+	}
+	if idxMax < 0 {
+		return
+	}
+	stars, width := 40, 10
+	header := "     %-19s : count     distribution\n"
+	if idxMax > 32 {
+		stars, width = 20, 20
+		header = "               %-29s : count     distribution\n"
+	}
+	fmt.Fprintf(w, header, unit)
+	for i := 0; i <= idxMax; i++ {
+		low := (uint64(1) << (i + 1)) >> 1
+		high := (uint64(1) << (i + 1)) - 1
+		if low == high {
+			low--
+		}
+		fmt.Fprintf(w, "%*d -> %-*d : %-8d |%-*s|\n", width, low, width, high, vals[i], stars, starBar(vals[i], valMax, stars))
+	}
+}
+
+func starBar(v, vmax uint64, width int) string {
+	if vmax == 0 {
+		return ""
+	}
+	n := int(min(v, vmax) * uint64(width) / vmax)
+	return strings.Repeat("*", n)
+}
+
+// fmtThresholds lists thresholds as "CLOSE_WAIT 1m0s, ..." in life order.
+func fmtThresholds(th map[model.State]time.Duration) string {
+	var parts []string
+	for _, s := range statsStateOrder {
+		if d, ok := th[s]; ok && d > 0 {
+			parts = append(parts, s.String()+" "+d.String())
+		}
+	}
+	if len(parts) == 0 {
+		return "no thresholds"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// writeStuck lists stuck sockets (model.Stuck's result, longest first) under
+// a heading that names the thresholds; "none" when there are none. trace can
+// call it for its end-of-run summary.
+func writeStuck(w io.Writer, stuck []model.SocketInfo, th map[model.State]time.Duration) error {
+	if len(stuck) == 0 {
+		_, err := fmt.Fprintf(w, "stuck sockets (in a state longer than %s): none\n", fmtThresholds(th))
+		if err != nil {
+			return fmt.Errorf("writing output: %w", err)
+		}
+		return nil
+	}
+	fmt.Fprintf(w, "stuck sockets (in a state longer than %s): %d\n", fmtThresholds(th), len(stuck))
+	t := newStatsTable(w, tw.AlignLeft, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignLeft, tw.AlignLeft, tw.AlignLeft)
+	t.Header("STATE", "IN STATE", "AGE", "PID", "COMM", "LOCAL", "REMOTE")
+	for _, s := range stuck {
+		age := "-"
+		if s.Age > 0 {
+			age = fmtDuration(s.Age)
+		}
+		pid, comm := "-", "-"
+		if s.OwnerKnown {
+			pid, comm = fmtU(uint64(s.Pid)), s.Comm
+		}
+		if err := t.Append(s.State.String(), fmtDuration(s.Since), age, pid, comm,
+			fmtAddrPort(s.Saddr, s.Sport), fmtAddrPort(s.Daddr, s.Dport)); err != nil {
+			return fmt.Errorf("writing output: %w", err)
+		}
+	}
+	return renderTable(t)
+}
+
+// fmtAddrPort prints addr:port, [v6]:port, or "-" when neither is known
+// (a child socket's peer before the handshake's end).
+func fmtAddrPort(a netip.Addr, port uint16) string {
+	if !a.IsValid() || (a.IsUnspecified() && port == 0) {
+		return "-"
+	}
+	return netip.AddrPortFrom(a, port).String()
+}
+
+// fmtDuration prints a duration short and readable: 850ms, 12.3s, 5m03s, 2h05m.
+func fmtDuration(d time.Duration) string {
+	switch {
+	case d < time.Second:
+		return strconv.FormatInt(d.Milliseconds(), 10) + "ms"
+	case d < time.Minute:
+		return strconv.FormatFloat(d.Seconds(), 'f', 1, 64) + "s"
+	case d < time.Hour:
+		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+	}
+	return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+}
+
+func fmtSeconds(d time.Duration) string {
+	return strconv.FormatFloat(d.Seconds(), 'f', 2, 64) + "s"
+}
+
+// ---- JSON ----
+
+// statsDoc is one report as JSON: one document per line. Its keys are
+// documented in stats' help; like the event record, they are added, never
+// renamed.
+type statsDoc struct {
+	Final       bool               `json:"final"`
+	Seq         int                `json:"seq"`
+	Start       time.Time          `json:"start"`
+	End         time.Time          `json:"end"`
+	Seconds     float64            `json:"seconds"`
+	Model       string             `json:"model"`
+	Transitions uint64             `json:"transitions"`
+	Illegal     uint64             `json:"illegal"`
+	Lost        uint64             `json:"lost"`
+	Matrix      []matrixDoc        `json:"matrix"`
+	Outcomes    map[string]uint64  `json:"outcomes"`
+	Ports       []portRow          `json:"ports"`
+	PortOther   uint64             `json:"port_other"`
+	Owners      []ownerRow         `json:"owners"`
+	OwnerOther  uint64             `json:"owner_other"`
+	OwnerUnkn   uint64             `json:"owner_unknown"`
+	Histograms  []histDoc          `json:"histograms"`
+	Stuck       []stuckDoc         `json:"stuck"`
+	Thresholds  map[string]float64 `json:"stuck_thresholds_s"`
+	Kernel      *tracer.Counters   `json:"kernel,omitempty"`
+}
+
+type matrixDoc struct {
+	Old     string `json:"old"`
+	New     string `json:"new"`
+	Count   uint64 `json:"count"`
+	Illegal bool   `json:"illegal"`
+}
+
+type histDoc struct {
+	Kind    string      `json:"kind"`
+	Title   string      `json:"title"`
+	Unit    string      `json:"unit"`
+	Count   uint64      `json:"count"`
+	Buckets []bucketDoc `json:"buckets"`
+}
+
+type bucketDoc struct {
+	Low   uint64 `json:"low"`
+	High  uint64 `json:"high"`
+	Count uint64 `json:"count"`
+}
+
+type stuckDoc struct {
+	Skaddr     string  `json:"skaddr"`
+	State      string  `json:"state"`
+	InStateS   float64 `json:"in_state_s"`
+	AgeS       float64 `json:"age_s,omitempty"`
+	Pid        uint32  `json:"pid,omitempty"`
+	Comm       string  `json:"comm,omitempty"`
+	OwnerKnown bool    `json:"owner_known"`
+	Family     string  `json:"family"`
+	Saddr      string  `json:"saddr"`
+	Sport      uint16  `json:"sport"`
+	Daddr      string  `json:"daddr"`
+	Dport      uint16  `json:"dport"`
+}
+
+// bucketBounds is bucket i's range in microseconds, as drawn.
+func bucketBounds(i int) (low, high uint64) {
+	low = (uint64(1) << (i + 1)) >> 1
+	high = (uint64(1) << (i + 1)) - 1
+	if low == high {
+		low--
+	}
+	return low, high
+}
+
+func newStatsDoc(r *statsReport) statsDoc {
+	a := r.Agg
+	d := statsDoc{
+		Final:       r.Final,
+		Seq:         r.Seq,
+		Start:       r.Start,
+		End:         r.End,
+		Seconds:     r.End.Sub(r.Start).Seconds(),
+		Model:       r.Model.Name(),
+		Transitions: a.Transitions(),
+		Illegal:     illegalCount(a, r.Model),
+		Lost:        r.Lost,
+		Matrix:      []matrixDoc{},
+		Outcomes:    map[string]uint64{},
+		Ports:       portRows(a),
+		PortOther:   a.PortOther,
+		Owners:      ownerRows(a),
+		OwnerOther:  a.OwnerOther,
+		OwnerUnkn:   ownerUnknown(a),
+		Histograms:  []histDoc{},
+		Stuck:       []stuckDoc{},
+		Thresholds:  map[string]float64{},
+		Kernel:      r.Kernel,
+	}
+	for _, old := range statsStateOrder {
+		for _, nw := range statsStateOrder {
+			if v := a.Matrix[old][nw]; v > 0 {
+				d.Matrix = append(d.Matrix, matrixDoc{Old: old.String(), New: nw.String(), Count: v, Illegal: !r.Model.Allowed(old, nw)})
+			}
+		}
+	}
+	for o := range model.NumOutcomes {
+		d.Outcomes[o.String()] = a.Outcomes[o]
+	}
+	for _, k := range histKinds() {
+		vals := a.Hists[k][:]
+		n := histCount(vals)
+		if n == 0 {
+			continue
+		}
+		h := histDoc{Kind: k.Key(), Title: k.String(), Unit: "usecs", Count: n, Buckets: []bucketDoc{}}
+		for i, v := range vals {
+			if v > 0 {
+				lo, hi := bucketBounds(i)
+				h.Buckets = append(h.Buckets, bucketDoc{Low: lo, High: hi, Count: v})
+			}
+		}
+		d.Histograms = append(d.Histograms, h)
+	}
+	for _, s := range r.Stuck {
+		sd := stuckDoc{
+			Skaddr:     "0x" + strconv.FormatUint(s.Skaddr, 16),
+			State:      s.State.String(),
+			InStateS:   s.Since.Seconds(),
+			AgeS:       s.Age.Seconds(),
+			OwnerKnown: s.OwnerKnown,
+			Family:     s.Family.String(),
+			Saddr:      addrString(s.Saddr),
+			Sport:      s.Sport,
+			Daddr:      addrString(s.Daddr),
+			Dport:      s.Dport,
+		}
+		if s.OwnerKnown {
+			sd.Pid, sd.Comm = s.Pid, s.Comm
+		}
+		d.Stuck = append(d.Stuck, sd)
+	}
+	for s, th := range r.Thresholds {
+		if th > 0 {
+			d.Thresholds[s.String()] = th.Seconds()
+		}
+	}
+	return d
+}
+
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
+}
+
+// writeStatsJSON writes one report as one line of JSON.
+func writeStatsJSON(w io.Writer, r *statsReport) error {
+	b, err := json.Marshal(newStatsDoc(r))
+	if err != nil {
+		return fmt.Errorf("encoding stats: %w", err)
+	}
+	if _, err := w.Write(append(b, '\n')); err != nil {
+		return fmt.Errorf("writing output: %w", err)
+	}
+	return nil
+}
