@@ -301,18 +301,39 @@ type Handler interface {
 // Run reads events until ctx is done or the handler returns an error. A
 // handler error ErrStop ends Run without error.
 func (t *Tracer) Run(ctx context.Context, h Handler) error {
+	lost := func() (uint64, error) {
+		c, err := t.Counters()
+		return c.Lost(), err
+	}
+	return readLoop(ctx, t.reader, t.clock, t.opts.PollInterval, lost, h)
+}
+
+// recordReader is what the read loop needs of the ring buffer: a
+// *ringbuf.Reader, or a fake that tests feed with Encode'd samples.
+type recordReader interface {
+	ReadInto(*ringbuf.Record) error
+	SetDeadline(time.Time)
+}
+
+// readLoop is Run apart from the kernel. The reader's deadline is the poll
+// interval: the BPF program does not wake the reader per event, so a
+// deadline error is how the loop learns that the ring is drained (it comes
+// after the records that were pending). Then the handler flushes, told how
+// many events the kernel newly reports lost (checked at most every
+// lossCheckInterval).
+func readLoop(ctx context.Context, r recordReader, clock Clock, poll time.Duration, lost func() (uint64, error), h Handler) error {
 	var (
 		rec      ringbuf.Record
 		ev       model.Event
 		lostSeen uint64
 		nextLoss time.Time
 	)
-	t.reader.SetDeadline(time.Now().Add(t.opts.PollInterval))
+	r.SetDeadline(time.Now().Add(poll))
 	for {
-		err := t.reader.ReadInto(&rec)
+		err := r.ReadInto(&rec)
 		switch {
 		case err == nil:
-			if err := t.deliver(&rec, &ev, h); err != nil {
+			if err := deliver(&rec, clock, &ev, h); err != nil {
 				return stopOK(err)
 			}
 			continue
@@ -322,15 +343,15 @@ func (t *Tracer) Run(ctx context.Context, h Handler) error {
 		default:
 			return fmt.Errorf("reading the ring buffer: %w", err)
 		}
-		// The ring is drained (the deadline error comes after the records
-		// that were pending).
 		var newly uint64
 		if now := time.Now(); now.After(nextLoss) {
 			nextLoss = now.Add(lossCheckInterval)
-			c, err := t.Counters()
-			if err == nil && c.Lost() > lostSeen {
-				newly = c.Lost() - lostSeen
-				lostSeen = c.Lost()
+			total, err := lost()
+			if err != nil {
+				return err
+			}
+			if total > lostSeen {
+				newly, lostSeen = total-lostSeen, total
 			}
 		}
 		if err := h.Flush(newly); err != nil {
@@ -339,7 +360,7 @@ func (t *Tracer) Run(ctx context.Context, h Handler) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		t.reader.SetDeadline(time.Now().Add(t.opts.PollInterval))
+		r.SetDeadline(time.Now().Add(poll))
 	}
 }
 
@@ -474,26 +495,28 @@ func (t *Tracer) Detach() error {
 func (t *Tracer) AcceptAttached() bool { return t.accept }
 
 // Drain reads what is left in the ring buffer after Detach.
-func (t *Tracer) Drain(h Handler) error {
-	t.reader.SetDeadline(time.Now())
+func (t *Tracer) Drain(h Handler) error { return drain(t.reader, t.clock, h) }
+
+func drain(r recordReader, clock Clock, h Handler) error {
+	r.SetDeadline(time.Now())
 	var rec ringbuf.Record
 	var ev model.Event
 	for {
-		err := t.reader.ReadInto(&rec)
+		err := r.ReadInto(&rec)
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, ringbuf.ErrClosed) {
 				return nil
 			}
 			return fmt.Errorf("draining the ring buffer: %w", err)
 		}
-		if err := t.deliver(&rec, &ev, h); err != nil {
+		if err := deliver(&rec, clock, &ev, h); err != nil {
 			return stopOK(err)
 		}
 	}
 }
 
-func (t *Tracer) deliver(rec *ringbuf.Record, ev *model.Event, h Handler) error {
-	if err := Decode(rec.RawSample, t.clock, ev); err != nil {
+func deliver(rec *ringbuf.Record, clock Clock, ev *model.Event, h Handler) error {
+	if err := Decode(rec.RawSample, clock, ev); err != nil {
 		return err
 	}
 	return h.Event(ev)

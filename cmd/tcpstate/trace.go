@@ -219,6 +219,17 @@ func runTrace(ctx context.Context, o *traceOptions, stdout, stderr io.Writer) er
 		AcceptAttached: t.AcceptAttached(), Model: m.Name(), Check: tracker.Stats(),
 	}
 	s.write(stderr)
+	// Sockets that stayed too long in a waiting state, as stats lists them.
+	thresholds := model.DefaultStuckThresholds()
+	if socks, err := t.Sockets(); err != nil {
+		fmt.Fprintf(stderr, "tcpstate: warning: %v\n", err)
+	} else {
+		s.Stuck = model.Stuck(filterSockets(socks, &topts), thresholds)
+		fmt.Fprint(stderr, "  ")
+		if err := writeStuck(stderr, s.Stuck, thresholds); err != nil && runErr == nil {
+			runErr = err
+		}
+	}
 	if o.summaryJSON != "" {
 		if err := s.writeJSON(o.summaryJSON); err != nil && runErr == nil {
 			runErr = err
@@ -243,15 +254,16 @@ type traceSummary struct {
 	AcceptAttached bool               `json:"accept_attached"`
 	Model          string             `json:"model"`
 	Check          model.TrackerStats `json:"check"`
+	Stuck          []model.SocketInfo `json:"stuck"`
 }
 
 func (s *traceSummary) write(w io.Writer) {
 	c := s.Kernel
 	fmt.Fprintf(w, "\ntcpstate summary\n")
 	fmt.Fprintf(w, "  events:          %d (%d printed)\n", s.Events, s.Printed)
-	fmt.Fprintf(w, "  lost:            %d (ring buffer full %d, recursion misses %d, held-back queue full %d, held-back evicted %d)\n",
+	fmt.Fprintf(w, "  lost:            %d host-wide, filters or not (ring buffer full %d, recursion misses %d, held-back queue full %d, held-back evicted %d)\n",
 		s.Lost, c.RingbufFull, c.RecursionMisses, c.HeldOverflow, c.HeldEvictions)
-	fmt.Fprintf(w, "  sockets tracked: %d (owners named by accept %d, owner entries evicted %d)\n",
+	fmt.Fprintf(w, "  sockets tracked: %d host-wide (owners named by accept %d, owner entries evicted %d)\n",
 		c.SocketsTracked, c.Accepts, c.SocketEvictions)
 	k := s.Check
 	fmt.Fprintf(w, "  checks:          model %s: ok %d, unknown %d (first seen mid-life), illegal %d, gap %d (%d after reported loss)\n",
