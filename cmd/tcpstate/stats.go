@@ -94,8 +94,8 @@ What is counted (each transition that passes the filters, which are trace's):
                 and age; listed in every report. A socket that existed before
                 stats started and has made no transition since is invisible
                 to it: the kernel side learns of a socket at its first
-                transition. A child socket stuck in SYN_RECV shows no remote
-                address (the kernel reports its birth before setting it).
+                transition. A socket stuck in SYN_SENT shows local port 0: its
+                only transition fired before connect() chose the port.
 
 Intervals: each interval report holds only what was counted between two
 readings of the kernel maps (the difference of cumulative counters), so the
@@ -119,7 +119,8 @@ JSON (-o json): one document per line per report; the last one has
 number of intervals), start, end (RFC 3339), seconds, model, transitions,
 illegal (transitions on edges not in the model), lost, matrix (list of
 {old, new, count, illegal}, non-zero cells), outcomes (every class: count),
-ports (list of {port, transitions, opened}, all of them, most first),
+ports (list of {port, side: local or remote, transitions, opened}, all of
+them, most first),
 port_other, owners (list of {pid, comm, transitions, opened}), owner_other,
 owner_unknown, histograms (list of {kind: a state name, "active_open",
 "passive_open" or "lifetime"; title; unit "usecs"; count; buckets: list of
