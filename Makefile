@@ -1,9 +1,10 @@
 # tcpstate: `make help` lists the targets.
 GO       ?= go
 BIN      ?= bin/tcpstate
-FUZZTIME ?= 20s
+FUZZTIME ?= 200000x
+BENCHFLAGS ?=
 
-.PHONY: help build generate vmlinux check-generate test test-unit fuzz bench lint clean
+.PHONY: help build generate vmlinux check-generate test test-unit fuzz bench gobench lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -27,8 +28,14 @@ test: ## all tests; the privileged ones run the test binaries as root through su
 test-unit: ## only what needs no root (privileged tests skip)
 	$(GO) test -count=1 ./...
 
-fuzz: ## a short run of every fuzz target
-	$(GO) test -run=NONE -fuzz=FuzzParseRecordAndCheck -fuzztime=$(FUZZTIME) ./model
+fuzz: ## a short run of every fuzz target (FUZZTIME: inputs, as Nx, or a duration)
+	$(GO) test -run=NONE -fuzz=FuzzParseRecordAndCheck -fuzztime=$(FUZZTIME) -fuzzminimizetime=1s ./model
+
+bench: ## load benchmark: the same loopback TCP load with no tracer, each tcpstate mode and bpftrace (root; 2-8 min; BENCHFLAGS="--rounds 5")
+	$(GO) run ./bench/runner $(BENCHFLAGS)
+
+gobench: ## Go benchmarks of the user-space hot path and the tracker
+	$(GO) test -run=NONE -bench=. -benchmem ./cmd/tcpstate ./model
 
 lint: ## gofmt and go vet
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
