@@ -399,9 +399,8 @@ static __always_inline void deliver(struct event *e)
 
 /* How the socket's life ended, from its last transition, its path and the
  * error the kernel set before tcp_done() (tcp_reset, tcp_write_err). */
-static __always_inline __u32 outcome(const struct sock *sk, int old, __u16 visited)
+static __always_inline __u32 outcome(int err, int old, __u16 visited)
 {
-	int err = BPF_CORE_READ(sk, sk_err);
 	if (old == TCP_LISTEN)
 		return OUT_LISTENER_CLOSED;
 	/* tcp_reset() sets ECONNREFUSED in SYN_SENT, EPIPE in CLOSE_WAIT and
@@ -554,8 +553,17 @@ static __always_inline bool owner_acts(int old, int new)
 	return false;
 }
 
-static __always_inline __u32 sock_netns(const struct sock *sk)
+/* Reads of the struct sock. In the tp_btf program sk is a BTF pointer that
+ * can be dereferenced directly (plain loads, CO-RE relocated); the raw_tp
+ * twin gets a plain address and needs bpf_probe_read_kernel. A probe read
+ * is a helper call: doing eight of them per event cost ~300 ns. */
+#define SK_READ(direct, ptr, ...) \
+	((direct) ? __builtin_preserve_access_index((ptr)->__VA_ARGS__) : BPF_CORE_READ(ptr, __VA_ARGS__))
+
+static __always_inline __u32 sock_netns(const struct sock *sk, bool direct)
 {
+	if (direct)
+		return sk->__sk_common.skc_net.net->ns.inum;
 	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 }
 
@@ -566,12 +574,15 @@ static __always_inline __u32 sock_netns(const struct sock *sk)
  * tracepoint and kprobe program shares, so it misses fewer nested events.
  * Without BTF neither CO-RE nor tp_btf works, so there is no fallback to
  * choose: user space reports the missing BTF instead. */
-static __always_inline int on_set_state(const struct sock *sk, const int oldstate, const int newstate)
+static __always_inline int on_set_state(const struct sock *sk, const int oldstate, const int newstate,
+					bool direct)
 {
 	/* The tracepoint also fires for MPTCP (262) and SCTP (132) sockets. */
-	if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) != IPPROTO_TCP)
+	__u16 protocol = direct ? BPF_CORE_READ_BITFIELD(sk, sk_protocol)
+				: BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol);
+	if (protocol != IPPROTO_TCP)
 		return 0;
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u16 family = SK_READ(direct, sk, __sk_common.skc_family);
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
 	if (filter_family && family != filter_family)
@@ -590,15 +601,27 @@ static __always_inline int on_set_state(const struct sock *sk, const int oldstat
 	e.oldstate = oldstate;
 	e.newstate = newstate;
 	e.family = family;
-	e.netns = sock_netns(sk);
+	e.netns = sock_netns(sk, direct);
 	/* Ports from inet_sport/skc_dport, as the tracepoint itself does:
 	 * skc_num is already 0 at FIN_WAIT2->CLOSE and LAST_ACK->CLOSE. */
 	const struct inet_sock *inet = (const struct inet_sock *)sk;
-	e.sport = bpf_ntohs(BPF_CORE_READ(inet, inet_sport));
-	e.dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (direct) {
+		/* The verifier knows sk as a struct sock: reaching the
+		 * inet_sock around it takes a typed cast, which this helper
+		 * gives (NULL for anything but a full TCP socket). */
+		struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
+		if (!tp)
+			return 0;
+		inet = &tp->inet_conn.icsk_inet;
+	}
+	e.sport = bpf_ntohs(SK_READ(direct, inet, inet_sport));
+	e.dport = bpf_ntohs(SK_READ(direct, sk, __sk_common.skc_dport));
 	if (family == AF_INET) {
-		BPF_CORE_READ_INTO(&e.saddr, inet, inet_saddr);
-		BPF_CORE_READ_INTO(&e.daddr, sk, __sk_common.skc_daddr);
+		*(__u32 *)e.saddr = SK_READ(direct, inet, inet_saddr);
+		*(__u32 *)e.daddr = SK_READ(direct, sk, __sk_common.skc_daddr);
+	} else if (direct) {
+		__builtin_memcpy(e.saddr, &sk->__sk_common.skc_v6_rcv_saddr, 16);
+		__builtin_memcpy(e.daddr, &sk->__sk_common.skc_v6_daddr, 16);
 	} else {
 		BPF_CORE_READ_INTO(&e.saddr, sk, __sk_common.skc_v6_rcv_saddr);
 		BPF_CORE_READ_INTO(&e.daddr, sk, __sk_common.skc_v6_daddr);
@@ -613,7 +636,8 @@ static __always_inline int on_set_state(const struct sock *sk, const int oldstat
 	__u8 prev_state = si ? si->state : 0;
 	if (si && birth) {
 		*si = fresh;
-		drop_held(&key);
+		if (filter_ports || filter_pids)
+			drop_held(&key);
 	}
 	if (!si && !last) {
 		if (bpf_map_update_elem(&socks, &key, &fresh, BPF_NOEXIST) == 0)
@@ -724,13 +748,14 @@ static __always_inline int on_set_state(const struct sock *sk, const int oldstat
 
 	if (last) {
 		if (mode_aggregate && pass) {
-			add(&outcomes, outcome(sk, oldstate, visited));
+			add(&outcomes, outcome(SK_READ(direct, sk, sk_err), oldstate, visited));
 			if (born_ts && oldstate != TCP_LISTEN)
 				hist(HIST_LIFETIME, now - born_ts);
 		}
 		if (bpf_map_delete_elem(&socks, &key) == 0)
 			count(CNT_SOCK_DELETE);
-		drop_held(&key);
+		if (filter_ports || filter_pids)
+			drop_held(&key);
 	}
 	return 0;
 }
@@ -738,7 +763,7 @@ static __always_inline int on_set_state(const struct sock *sk, const int oldstat
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const int newstate)
 {
-	return on_set_state(sk, oldstate, newstate);
+	return on_set_state(sk, oldstate, newstate, true);
 }
 
 /* The same program as a raw tracepoint. It is loaded but not attached:
@@ -749,7 +774,7 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 SEC("raw_tp/inet_sock_set_state")
 int BPF_PROG(replay_set_state, const struct sock *sk, const int oldstate, const int newstate)
 {
-	return on_set_state(sk, oldstate, newstate);
+	return on_set_state(sk, oldstate, newstate, false);
 }
 
 /* accept() and accept4() return the new socket's fd: the task is now the
