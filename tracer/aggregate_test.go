@@ -35,56 +35,6 @@ func aggOpen(t *testing.T, opts Options) *Tracer {
 	return tr
 }
 
-// aggProblems collects what one attempt of a test found wrong with the
-// kernel's figures; Fatalf ends the attempt.
-type aggProblems struct{ msgs []string }
-
-type aggAbort struct{}
-
-func (p *aggProblems) Errorf(format string, a ...any) {
-	p.msgs = append(p.msgs, fmt.Sprintf(format, a...))
-}
-
-func (p *aggProblems) Fatalf(format string, a ...any) {
-	p.Errorf(format, a...)
-	panic(aggAbort{})
-}
-
-// aggRetry runs attempt, in a fresh namespace each time, until one finds no
-// problem, at most 3 times. The figures are exact, but the kernel may skip
-// the program for a nested event under load (a recursion miss, counted) or,
-// on these machines, silently when softirq work runs on top of PID 1 (see
-// KERNEL-NOTES.md): an exact test must not depend on one lucky run. A real
-// bug fails every attempt. Setup failures (t.Fatal) end the test at once.
-func aggRetry(t *testing.T, attempt func(p *aggProblems)) {
-	t.Helper()
-	const attempts = 3
-	for i := 1; ; i++ {
-		p := &aggProblems{}
-		func() {
-			defer func() {
-				if r := recover(); r != nil {
-					if _, ok := r.(aggAbort); !ok {
-						panic(r)
-					}
-				}
-			}()
-			attempt(p)
-		}()
-		if len(p.msgs) == 0 {
-			if i > 1 {
-				t.Logf("attempt %d passed", i)
-			}
-			return
-		}
-		if i == attempts {
-			t.Errorf("%d attempts failed; the last one:\n  %s", attempts, strings.Join(p.msgs, "\n  "))
-			return
-		}
-		t.Logf("attempt %d failed, retrying in a fresh namespace:\n  %s", i, strings.Join(p.msgs, "\n  "))
-	}
-}
-
 func aggMust(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
@@ -122,7 +72,7 @@ func aggWaitFor(t *testing.T, tr *Tracer, done func(a *model.Aggregate) bool) *m
 type aggEdge struct{ old, new model.State }
 
 // aggCheckMatrix compares the whole matrix with want (every other cell 0).
-func aggCheckMatrix(p *aggProblems, a *model.Aggregate, want map[aggEdge]uint64, lost uint64) {
+func aggCheckMatrix(p *testnet.Problems, a *model.Aggregate, want map[aggEdge]uint64, lost uint64) {
 	var diffs []string
 	for old := range model.State(model.NumStates) {
 		for nw := range model.State(model.NumStates) {
@@ -149,7 +99,7 @@ func aggHistCount(a *model.Aggregate, k model.HistKind) uint64 {
 // kernel's matrix, outcomes, histograms and per-port and per-owner counts
 // exactly.
 func TestAggregateCounts(t *testing.T) {
-	aggRetry(t, func(p *aggProblems) {
+	testnet.Retry(t, func(p *testnet.Problems) {
 		ns := testnet.New(t)
 		must := aggFD{t}
 		const (
@@ -319,7 +269,7 @@ func TestAggregateCounts(t *testing.T) {
 // the test does not) and finds it in the stuck list with its owner, its
 // addresses and the time since the peer's close.
 func TestSocketsStuckCloseWait(t *testing.T) {
-	aggRetry(t, func(p *aggProblems) {
+	testnet.Retry(t, func(p *testnet.Problems) {
 		ns := testnet.New(t)
 		must := aggFD{t}
 		port := ns.Port(0)
@@ -413,7 +363,7 @@ func (c *aggCollector) wait(n int) []model.Event {
 // on live listening sockets arrive flagged by the kernel's check, and
 // model.Tracker gives them the same verdicts.
 func TestAnomaliesOnlyReplay(t *testing.T) {
-	aggRetry(t, func(p *aggProblems) {
+	testnet.Retry(t, func(p *testnet.Problems) {
 		ns := testnet.New(t)
 		must := aggFD{t}
 		p1, p2 := ns.Port(0), ns.Port(1)
@@ -543,7 +493,7 @@ func TestAnomaliesOnlyReplay(t *testing.T) {
 // handshake: close() with unread data, children never accepted when their
 // listener closes, and close() of a socket still connecting.
 func TestAggregateOutcomeClasses(t *testing.T) {
-	aggRetry(t, func(p *aggProblems) {
+	testnet.Retry(t, func(p *testnet.Problems) {
 		ns := testnet.New(t)
 		must := aggFD{t}
 		p0, p1, p2 := ns.Port(0), ns.Port(1), ns.Port(2)

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/netip"
 	"os"
 	"reflect"
@@ -643,59 +642,11 @@ func runStatsCLI(t *testing.T, args ...string) (wait func() (string, string, err
 	}
 }
 
-// statsProblems collects what one attempt found wrong with the kernel's
-// figures; Fatalf ends the attempt.
-type statsProblems struct{ msgs []string }
-
-type statsAbort struct{}
-
-func (p *statsProblems) Errorf(format string, a ...any) {
-	p.msgs = append(p.msgs, fmt.Sprintf(format, a...))
-}
-
-func (p *statsProblems) Fatalf(format string, a ...any) {
-	p.Errorf(format, a...)
-	panic(statsAbort{})
-}
-
-// statsRetry runs attempt until one finds no problem, at most 3 times: the
-// kernel may skip the program for an event under load (KERNEL-NOTES.md), and
-// an exact test must not depend on one lucky run; a real bug fails every
-// attempt. Setup failures (t.Fatal) end the test at once.
-func statsRetry(t *testing.T, attempt func(p *statsProblems)) {
-	t.Helper()
-	const attempts = 3
-	for i := 1; ; i++ {
-		p := &statsProblems{}
-		func() {
-			defer func() {
-				if r := recover(); r != nil {
-					if _, ok := r.(statsAbort); !ok {
-						panic(r)
-					}
-				}
-			}()
-			attempt(p)
-		}()
-		if len(p.msgs) == 0 {
-			if i > 1 {
-				t.Logf("attempt %d passed", i)
-			}
-			return
-		}
-		if i == attempts {
-			t.Errorf("%d attempts failed; the last one:\n  %s", attempts, strings.Join(p.msgs, "\n  "))
-			return
-		}
-		t.Logf("attempt %d failed, retrying in a fresh namespace:\n  %s", i, strings.Join(p.msgs, "\n  "))
-	}
-}
-
 // TestStatsCommand runs the command against real connections in a network
 // namespace: intervals add up to the totals, the totals are exact, and a
 // socket held in CLOSE_WAIT is listed as stuck with its owner.
 func TestStatsCommand(t *testing.T) {
-	statsRetry(t, func(p *statsProblems) {
+	testnet.Retry(t, func(p *testnet.Problems) {
 		ns := testnet.New(t)
 		port := ns.Port(0)
 		server := testnet.Addr(4, port)
