@@ -35,18 +35,24 @@ func checkEnvironment() error {
 		return fmt.Errorf("%w: tcpstate needs CAP_BPF and CAP_PERFMON (or root) to load its eBPF programs; this process lacks %s: run it as root (sudo tcpstate ...) or grant the capabilities",
 			ErrPrivileges, strings.Join(missing, " and "))
 	}
-	if _, err := os.Stat(kernelBTF); err != nil {
+	return checkKernel(kernelBTF, btf.LoadKernelSpec)
+}
+
+// checkKernel checks that the kernel has BTF at btfPath and, in the spec
+// load returns, the tracepoint's BTF type (tp_btf attaches by it).
+func checkKernel(btfPath string, load func() (*btf.Spec, error)) error {
+	if _, err := os.Stat(btfPath); err != nil {
 		return fmt.Errorf("%w: %s is missing; tcpstate needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (Linux 5.8 or later)",
-			ErrNoBTF, kernelBTF)
+			ErrNoBTF, btfPath)
 	}
-	spec, err := btf.LoadKernelSpec()
+	spec, err := load()
 	if err != nil {
-		return fmt.Errorf("%w: reading %s: %v", ErrNoBTF, kernelBTF, err)
+		return fmt.Errorf("%w: reading %s: %v", ErrNoBTF, btfPath, err)
 	}
 	var td *btf.Typedef
 	if err := spec.TypeByName(tracepointBTF, &td); err != nil {
 		return fmt.Errorf("%w (added in Linux 4.16): its BTF type %s is not in %s",
-			ErrNoTracepoint, tracepointBTF, kernelBTF)
+			ErrNoTracepoint, tracepointBTF, btfPath)
 	}
 	return nil
 }

@@ -1,0 +1,65 @@
+package tracer
+
+import (
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"golang.org/x/sys/unix"
+)
+
+// The environment checks run before anything is loaded and must say plainly
+// what the kernel lacks. They need no privileges.
+func TestCheckKernel(t *testing.T) {
+	t.Run("this kernel has BTF and the tracepoint", func(t *testing.T) {
+		if err := checkKernel(kernelBTF, btf.LoadKernelSpec); err != nil {
+			t.Fatalf("checkKernel on this machine: %v", err)
+		}
+	})
+	t.Run("no BTF", func(t *testing.T) {
+		missing := filepath.Join(t.TempDir(), "vmlinux")
+		err := checkKernel(missing, func() (*btf.Spec, error) { t.Fatal("loaded BTF that is not there"); return nil, nil })
+		if !errors.Is(err, ErrNoBTF) || !strings.Contains(err.Error(), "CONFIG_DEBUG_INFO_BTF=y") || !strings.Contains(err.Error(), missing) {
+			t.Fatalf("got %v, want ErrNoBTF naming %s and CONFIG_DEBUG_INFO_BTF", err, missing)
+		}
+	})
+	t.Run("unreadable BTF", func(t *testing.T) {
+		err := checkKernel(kernelBTF, func() (*btf.Spec, error) { return nil, errors.New("bad magic") })
+		if !errors.Is(err, ErrNoBTF) || !strings.Contains(err.Error(), "bad magic") {
+			t.Fatalf("got %v, want ErrNoBTF with the reader's error", err)
+		}
+	})
+	t.Run("no tracepoint", func(t *testing.T) {
+		// tcpstate's own object carries BTF, but not the kernel's
+		// btf_trace_inet_sock_set_state typedef: a kernel without the
+		// tracepoint looks like this.
+		spec, err := btf.LoadSpec("tcpstate_bpfel.o")
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = checkKernel(kernelBTF, func() (*btf.Spec, error) { return spec, nil })
+		if !errors.Is(err, ErrNoTracepoint) || !strings.Contains(err.Error(), "sock:inet_sock_set_state") {
+			t.Fatalf("got %v, want ErrNoTracepoint naming the tracepoint", err)
+		}
+	})
+}
+
+func TestLoadErrorExplainsVerifierRejection(t *testing.T) {
+	ve := &ebpf.VerifierError{Cause: unix.EACCES, Log: []string{"0: (b7) r0 = 0", "1: (95) exit", "R1 unbounded memory access"}}
+	short := loadError(ve, false).Error()
+	if !strings.Contains(short, "verifier rejected") || !strings.Contains(short, "--verbose") || strings.Contains(short, "(b7) r0 = 0") {
+		t.Errorf("without --verbose: %q; want one line pointing to --verbose, without the whole log", short)
+	}
+	full := loadError(ve, true).Error()
+	for _, line := range ve.Log {
+		if !strings.Contains(full, line) {
+			t.Errorf("with --verbose the error lacks log line %q:\n%s", line, full)
+		}
+	}
+	if err := loadError(unix.EPERM, false); !errors.Is(err, ErrPrivileges) || !strings.Contains(err.Error(), "CAP_BPF and CAP_PERFMON") {
+		t.Errorf("EPERM: %v; want ErrPrivileges naming CAP_BPF and CAP_PERFMON", err)
+	}
+}
