@@ -64,6 +64,7 @@ enum counter {
 	CNT_ACCEPT,           /* accepted sockets whose owner accept() named */
 	CNT_PORT_OTHER,       /* transitions not counted per port: port_counts full */
 	CNT_PID_OTHER,        /* transitions not counted per owner: pid_counts full */
+	CNT_RESCUED,          /* nested events handle_set_state missed and rescue_set_state handled */
 	CNT_MAX,
 };
 
@@ -760,9 +761,44 @@ static __always_inline int on_set_state(const struct sock *sk, const int oldstat
 	return 0;
 }
 
+/* Set while handle_set_state runs on this CPU; read by rescue_set_state. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} busy SEC(".maps");
+
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const int newstate)
 {
+	__u32 zero = 0;
+	__u32 *b = bpf_map_lookup_elem(&busy, &zero);
+	if (b)
+		*b = 1;
+	on_set_state(sk, oldstate, newstate, true);
+	if (b)
+		*b = 0;
+	return 0;
+}
+
+/* The kernel runs a tracing program at most once per CPU at a time
+ * (prog->active): a transition that fires in softirq while handle_set_state
+ * runs for a process-context one on the same CPU (the ring buffer's and the
+ * maps' work can let pending softirqs in) is skipped, a recursion miss. Each
+ * attached program is its own probe, called in turn, with its own guard: this
+ * second program, attached after the first, runs for that nested transition
+ * and handles it when it sees the first one busy on this CPU. Otherwise it
+ * returns at once. Misses that neither program caught are the first
+ * program's recursion misses less CNT_RESCUED (tracer.Counters). */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(rescue_set_state, const struct sock *sk, const int oldstate, const int newstate)
+{
+	__u32 zero = 0;
+	__u32 *b = bpf_map_lookup_elem(&busy, &zero);
+	if (!b || !*b)
+		return 0;
+	count(CNT_RESCUED);
 	return on_set_state(sk, oldstate, newstate, true);
 }
 

@@ -86,6 +86,7 @@ type tcpstateTcpstateSock struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	tcpstateMapBusy               = "busy"
 	tcpstateMapCounters           = "counters"
 	tcpstateMapEvents             = "events"
 	tcpstateMapHeld               = "held"
@@ -103,6 +104,7 @@ const (
 	tcpstateProgHandleAcceptExit  = "handle_accept_exit"
 	tcpstateProgHandleSetState    = "handle_set_state"
 	tcpstateProgReplaySetState    = "replay_set_state"
+	tcpstateProgRescueSetState    = "rescue_set_state"
 	tcpstateVarEdgeMask           = "edge_mask"
 	tcpstateVarFilterFamily       = "filter_family"
 	tcpstateVarFilterPids         = "filter_pids"
@@ -161,12 +163,14 @@ type tcpstateProgramSpecs struct {
 	HandleAcceptExit  *ebpf.ProgramSpec `ebpf:"handle_accept_exit"`
 	HandleSetState    *ebpf.ProgramSpec `ebpf:"handle_set_state"`
 	ReplaySetState    *ebpf.ProgramSpec `ebpf:"replay_set_state"`
+	RescueSetState    *ebpf.ProgramSpec `ebpf:"rescue_set_state"`
 }
 
 // tcpstateMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpstateMapSpecs struct {
+	Busy       *ebpf.MapSpec `ebpf:"busy"`
 	Counters   *ebpf.MapSpec `ebpf:"counters"`
 	Events     *ebpf.MapSpec `ebpf:"events"`
 	Held       *ebpf.MapSpec `ebpf:"held"`
@@ -218,6 +222,7 @@ func (o *tcpstateObjects) Close() error {
 //
 // It can be passed to loadTcpstateObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpstateMaps struct {
+	Busy       *ebpf.Map `ebpf:"busy"`
 	Counters   *ebpf.Map `ebpf:"counters"`
 	Events     *ebpf.Map `ebpf:"events"`
 	Held       *ebpf.Map `ebpf:"held"`
@@ -235,6 +240,7 @@ type tcpstateMaps struct {
 
 func (m *tcpstateMaps) Close() error {
 	return _TcpstateClose(
+		m.Busy,
 		m.Counters,
 		m.Events,
 		m.Held,
@@ -275,6 +281,7 @@ type tcpstatePrograms struct {
 	HandleAcceptExit  *ebpf.Program `ebpf:"handle_accept_exit"`
 	HandleSetState    *ebpf.Program `ebpf:"handle_set_state"`
 	ReplaySetState    *ebpf.Program `ebpf:"replay_set_state"`
+	RescueSetState    *ebpf.Program `ebpf:"rescue_set_state"`
 }
 
 func (p *tcpstatePrograms) Close() error {
@@ -283,6 +290,7 @@ func (p *tcpstatePrograms) Close() error {
 		p.HandleAcceptExit,
 		p.HandleSetState,
 		p.ReplaySetState,
+		p.RescueSetState,
 	)
 }
 

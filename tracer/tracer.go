@@ -45,6 +45,7 @@ const (
 	cntAccept
 	cntPortOther
 	cntPidOther
+	cntRescued
 	cntMax
 )
 
@@ -130,27 +131,29 @@ func Open(opts Options) (t *Tracer, err error) {
 			tr.Close()
 		}
 	}()
-	t = tr
-	if err := spec.LoadAndAssign(&t.objs, nil); err != nil {
+	if err := spec.LoadAndAssign(&tr.objs, nil); err != nil {
 		return nil, loadError(err, opts.Verbose)
 	}
-	if err := t.fillFilters(); err != nil {
+	if err := tr.fillFilters(); err != nil {
 		return nil, err
 	}
 
 	// The reader first, so nothing attached writes into a ring nobody maps.
-	if t.reader, err = ringbuf.NewReader(t.objs.Events); err != nil {
+	if tr.reader, err = ringbuf.NewReader(tr.objs.Events); err != nil {
 		return nil, fmt.Errorf("opening the ring buffer reader: %w", err)
 	}
-	t.clock = NewClock()
+	tr.clock = NewClock()
 
-	l, err := link.AttachTracing(link.TracingOptions{Program: t.objs.HandleSetState})
-	if err != nil {
-		return nil, privilegeHint(fmt.Errorf("attaching tp_btf/inet_sock_set_state: %w", err))
+	// The rescue program must come second: probes run in attach order.
+	for _, p := range []*ebpf.Program{tr.objs.HandleSetState, tr.objs.RescueSetState} {
+		l, err := link.AttachTracing(link.TracingOptions{Program: p})
+		if err != nil {
+			return nil, privilegeHint(fmt.Errorf("attaching tp_btf/inet_sock_set_state: %w", err))
+		}
+		tr.links = append(tr.links, l)
 	}
-	t.links = append(t.links, l)
-	t.attachAccept()
-	return t, nil
+	tr.attachAccept()
+	return tr, nil
 }
 
 // configure writes the settings and map sizes into the spec before loading.
@@ -378,8 +381,12 @@ func stopOK(err error) error {
 type Counters struct {
 	// Events lost, by cause.
 	RingbufFull     uint64 `json:"ringbuf_full"`     // ring buffer reservation failed
-	RecursionMisses uint64 `json:"recursion_misses"` // the kernel skipped the program (nested run)
+	RecursionMisses uint64 `json:"recursion_misses"` // the kernel skipped the program (nested run) and the rescue program did not catch it
 	HeldOverflow    uint64 `json:"held_overflow"`    // a socket's held-back queue was full
+
+	// Rescued counts nested transitions the first program missed and the
+	// rescue program handled (not lost).
+	Rescued uint64 `json:"rescued"`
 
 	// Owners forgotten: entries of the per-socket map evicted before the
 	// socket's ->CLOSE (inserts - deletes - live).
@@ -415,7 +422,10 @@ func (t *Tracer) Counters() (Counters, error) {
 		return c, fmt.Errorf("reading program stats: %w", err)
 	}
 	c.RingbufFull = per[cntRingbufFull]
-	c.RecursionMisses = st.RecursionMisses
+	c.Rescued = per[cntRescued]
+	if st.RecursionMisses > c.Rescued {
+		c.RecursionMisses = st.RecursionMisses - c.Rescued
+	}
 	c.HeldOverflow = per[cntHeldOverflow]
 	c.SocketsTracked = per[cntSockInsert]
 	c.Accepts = per[cntAccept]

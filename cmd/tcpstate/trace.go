@@ -261,8 +261,8 @@ func (s *traceSummary) write(w io.Writer) {
 	c := s.Kernel
 	fmt.Fprintf(w, "\ntcpstate summary\n")
 	fmt.Fprintf(w, "  events:          %d (%d printed)\n", s.Events, s.Printed)
-	fmt.Fprintf(w, "  lost:            %d host-wide, filters or not (ring buffer full %d, recursion misses %d, held-back queue full %d, held-back evicted %d)\n",
-		s.Lost, c.RingbufFull, c.RecursionMisses, c.HeldOverflow, c.HeldEvictions)
+	fmt.Fprintf(w, "  lost:            %d host-wide, filters or not (ring buffer full %d, recursion misses %d, held-back queue full %d, held-back evicted %d; %d nested events rescued)\n",
+		s.Lost, c.RingbufFull, c.RecursionMisses, c.HeldOverflow, c.HeldEvictions, c.Rescued)
 	fmt.Fprintf(w, "  sockets tracked: %d host-wide (owners named by accept %d, owner entries evicted %d)\n",
 		c.SocketsTracked, c.Accepts, c.SocketEvictions)
 	k := s.Check
