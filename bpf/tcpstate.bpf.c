@@ -65,6 +65,7 @@ enum counter {
 	CNT_PORT_OTHER,       /* transitions not counted per port: port_counts full */
 	CNT_PID_OTHER,        /* transitions not counted per owner: pid_counts full */
 	CNT_RESCUED,          /* nested events handle_set_state missed and rescue_set_state handled */
+	CNT_SEEN,             /* TCP transitions handled, before any filter */
 	CNT_MAX,
 };
 
@@ -583,6 +584,7 @@ static __always_inline int on_set_state(const struct sock *sk, const int oldstat
 				: BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol);
 	if (protocol != IPPROTO_TCP)
 		return 0;
+	count(CNT_SEEN);
 	__u16 family = SK_READ(direct, sk, __sk_common.skc_family);
 	if (family != AF_INET && family != AF_INET6)
 		return 0;

@@ -46,6 +46,7 @@ const (
 	cntPortOther
 	cntPidOther
 	cntRescued
+	cntSeen
 	cntMax
 )
 
@@ -398,6 +399,10 @@ type Counters struct {
 	SocketsLive    uint64 `json:"sockets_live"`    // entries still in the map
 	Accepts        uint64 `json:"accepts"`         // owners named by accept()
 
+	// TCP transitions the programs handled, host-wide, before any filter
+	// (the rescued ones included, the lost ones not).
+	Transitions uint64 `json:"transitions"`
+
 	// Kernel run-time statistics of the main program; RunNs is 0 unless
 	// kernel.bpf_stats_enabled is set.
 	ProgRuns  uint64 `json:"prog_runs"`
@@ -430,6 +435,7 @@ func (t *Tracer) Counters() (Counters, error) {
 	c.SocketsTracked = per[cntSockInsert]
 	c.Accepts = per[cntAccept]
 	c.ProgRuns = st.RunCount
+	c.Transitions = per[cntSeen]
 	c.ProgRunNs = uint64(st.Runtime)
 	return c, nil
 }

@@ -478,9 +478,9 @@ func waitAttached(ctx context.Context, c config, pid int, w *stderrWatch, exited
 }
 
 // readTcpstateSummary takes received and lost events from tcpstate's
-// --summary-json, and the main program's run time. Received is the summary's
-// "transitions" when it has one; else, for a mode that checks or counts in
-// the kernel, the main program's runs; else the events delivered.
+// --summary-json, and the main program's run time. Received is, for a mode
+// that checks or counts in the kernel, the summary's "transitions" (or the
+// main program's runs); else the events delivered.
 func readTcpstateSummary(path string, aggregates bool, r *runResult) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -503,12 +503,13 @@ func readTcpstateSummary(path string, aggregates bool, r *runResult) error {
 	if okRuns && okNs && runs > 0 && ns > 0 {
 		r.BPFNsPerEv = float64(ns) / float64(runs)
 	}
-	if t, ok := num(s, "transitions"); ok {
-		r.Received, r.ReceivedKnown, r.ReceivedFrom = t, true, "events"
-		return nil
-	}
 	if aggregates {
-		if okRuns && runs > 0 {
+		// Transitions the kernel handled (the main program's runs plus
+		// what the rescue program caught), or the main program's runs
+		// from a tcpstate that does not report it.
+		if t, ok := num(s, "transitions"); ok {
+			r.Received, r.ReceivedKnown, r.ReceivedFrom = t, true, "kernel"
+		} else if okRuns && runs > 0 {
 			r.Received, r.ReceivedKnown, r.ReceivedFrom = runs, true, "kernel"
 		}
 		return nil

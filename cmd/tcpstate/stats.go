@@ -33,6 +33,7 @@ type statsOptions struct {
 	stuck      *stuckFlag
 	maxSockets int
 	verbose    bool
+	summary    string
 }
 
 func newStatsCmd() *cobra.Command {
@@ -154,6 +155,7 @@ trace --summary-json).`,
 	f.Var(o.stuck, "stuck", "list sockets in STATE longer than DURATION (repeat or comma-separate; overrides that state's default; DURATION 0 or off: never)")
 	f.IntVar(&o.maxSockets, "max-sockets", tracer.DefaultMaxSockets, "sockets the kernel remembers (owner, state, addresses); least recently used are evicted (and counted)")
 	f.BoolVar(&o.verbose, "verbose", false, "print the verifier's full log if the kernel rejects the program")
+	f.StringVar(&o.summary, "summary-json", "", "also write the end-of-run counters (transitions, lost by cause, kernel counters) as JSON to this file")
 	return cmd
 }
 
@@ -307,7 +309,23 @@ loop:
 	if err := write(r); err != nil {
 		return err
 	}
+	if o.summary != "" {
+		s := statsSummary{Transitions: c.Transitions, Counted: cur.Transitions(), Lost: c.Lost(), Kernel: c, Model: r.Model.Name()}
+		if err := writeJSONFile(o.summary, s); err != nil {
+			return err
+		}
+	}
 	return detachErr
+}
+
+// statsSummary is what --summary-json writes: the counters trace's summary
+// has, for the same tools.
+type statsSummary struct {
+	Transitions uint64          `json:"transitions"` // handled by the kernel, host-wide, before filters
+	Counted     uint64          `json:"counted"`     // passed the filters and counted in the tables
+	Lost        uint64          `json:"lost"`
+	Model       string          `json:"model"`
+	Kernel      tracer.Counters `json:"kernel"`
 }
 
 // sat is a - b, or 0 when b > a.

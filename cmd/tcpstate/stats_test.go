@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -664,8 +665,9 @@ func TestStatsCommand(t *testing.T) {
 			}
 		}
 		const conns = 10
+		summaryPath := filepath.Join(t.TempDir(), "summary.json")
 		wait := runStatsCLI(t, "--port", fmtU(uint64(port)), "--interval", "300ms", "--duration", "1500ms",
-			"-o", "json", "--stuck", "CLOSE_WAIT=500ms")
+			"-o", "json", "--stuck", "CLOSE_WAIT=500ms", "--summary-json", summaryPath)
 
 		lfd := must(ns.Listen(server))
 		for i := range conns {
@@ -756,6 +758,22 @@ func TestStatsCommand(t *testing.T) {
 		}
 		if !reflect.DeepEqual(total, want) {
 			p.Errorf("totals %v, want %v (lost %d)", total, want, final.Lost)
+		}
+		// --summary-json: what was counted is the tables' total; the
+		// kernel handled at least that (host-wide, before filters).
+		var runSum statsSummary
+		if b, err := os.ReadFile(summaryPath); err != nil {
+			p.Errorf("--summary-json: %v", err)
+		} else if err := json.Unmarshal(b, &runSum); err != nil {
+			p.Errorf("--summary-json: %v\n%s", err, b)
+		} else {
+			var counted uint64
+			for _, v := range total {
+				counted += v
+			}
+			if runSum.Counted != counted || runSum.Transitions < counted || runSum.Kernel.Transitions != runSum.Transitions || runSum.Model != "linux" {
+				p.Errorf("--summary-json %+v: want counted %d, transitions >= that", runSum, counted)
+			}
 		}
 		if final.Outcomes["active_close"] != n+1 || final.Outcomes["passive_close"] != n {
 			p.Errorf("outcomes %v, want %d active and %d passive closes", final.Outcomes, n+1, n)

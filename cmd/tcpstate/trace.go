@@ -215,7 +215,7 @@ func runTrace(ctx context.Context, o *traceOptions, stdout, stderr io.Writer) er
 		fmt.Fprintf(stderr, "tcpstate: warning: %v\n", sumErr)
 	}
 	s := traceSummary{
-		Events: h.events, Printed: h.printed, Lost: c.Lost(), Kernel: c,
+		Transitions: c.Transitions, Events: h.events, Printed: h.printed, Lost: c.Lost(), Kernel: c,
 		AcceptAttached: t.AcceptAttached(), Model: m.Name(), Check: tracker.Stats(),
 	}
 	s.write(stderr)
@@ -231,7 +231,7 @@ func runTrace(ctx context.Context, o *traceOptions, stdout, stderr io.Writer) er
 		}
 	}
 	if o.summaryJSON != "" {
-		if err := s.writeJSON(o.summaryJSON); err != nil && runErr == nil {
+		if err := writeJSONFile(o.summaryJSON, s); err != nil && runErr == nil {
 			runErr = err
 		}
 	}
@@ -247,6 +247,7 @@ func runTrace(ctx context.Context, o *traceOptions, stdout, stderr io.Writer) er
 // traceSummary is what trace prints on stderr at the end, and writes with
 // --summary-json.
 type traceSummary struct {
+	Transitions    uint64             `json:"transitions"` // handled by the kernel, host-wide, before filters
 	Events         uint64             `json:"events"`
 	Printed        uint64             `json:"printed"`
 	Lost           uint64             `json:"lost"`
@@ -270,8 +271,9 @@ func (s *traceSummary) write(w io.Writer) {
 		s.Model, k.OK, k.Unknown, k.Illegal, k.Gaps(), k.GapAfterLoss)
 }
 
-func (s *traceSummary) writeJSON(path string) error {
-	b, err := json.MarshalIndent(s, "", "  ")
+// writeJSONFile writes v, indented, to path (--summary-json).
+func writeJSONFile(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encoding summary: %w", err)
 	}
