@@ -304,32 +304,16 @@ func writePorts(w io.Writer, a *model.Aggregate, top int) error {
 		return nil
 	}
 	fmt.Fprintf(w, "\nby service port (a listener's or accepted socket's local port, a connecting socket's remote port):\n")
-	t := newStatsTable(w, tw.AlignRight, tw.AlignLeft, tw.AlignRight, tw.AlignRight)
-	t.Header("PORT", "SIDE", "TRANSITIONS", "OPENED")
-	var rest portRow
-	nrest := 0
+	cells := make([]countCells, len(rows))
 	for i, r := range rows {
-		if top > 0 && i >= top {
-			rest.Transitions += r.Transitions
-			rest.Opened += r.Opened
-			nrest++
-			continue
-		}
-		if err := t.Append(fmtU(uint64(r.Port)), r.Side, fmtU(r.Transitions), fmtU(r.Opened)); err != nil {
-			return fmt.Errorf("writing output: %w", err)
-		}
+		cells[i] = countCells{fmtU(uint64(r.Port)), r.Side, r.Transitions, r.Opened}
 	}
-	if nrest > 0 {
-		if err := t.Append(fmt.Sprintf("other (%d ports)", nrest), "", fmtU(rest.Transitions), fmtU(rest.Opened)); err != nil {
-			return fmt.Errorf("writing output: %w", err)
-		}
-	}
+	var extra [][]string
 	if a.PortOther > 0 {
-		if err := t.Append("not counted (map full)", "", fmtU(a.PortOther), "-"); err != nil {
-			return fmt.Errorf("writing output: %w", err)
-		}
+		extra = append(extra, []string{"not counted (map full)", "", fmtU(a.PortOther), "-"})
 	}
-	return renderTable(t)
+	return writeCountTable(w, []string{"PORT", "SIDE"}, cells, top,
+		func(n int) []string { return []string{fmt.Sprintf("other (%d ports)", n), ""} }, extra)
 }
 
 func writeOwners(w io.Writer, a *model.Aggregate, top int) error {
@@ -339,30 +323,49 @@ func writeOwners(w io.Writer, a *model.Aggregate, top int) error {
 		return nil
 	}
 	fmt.Fprintf(w, "\nby owner:\n")
-	t := newStatsTable(w, tw.AlignRight, tw.AlignLeft, tw.AlignRight, tw.AlignRight)
-	t.Header("PID", "COMM", "TRANSITIONS", "OPENED")
-	var rest ownerRow
-	nrest := 0
+	cells := make([]countCells, len(rows))
 	for i, r := range rows {
-		if top > 0 && i >= top {
-			rest.Transitions += r.Transitions
-			rest.Opened += r.Opened
-			nrest++
-			continue
-		}
-		if err := t.Append(fmtU(uint64(r.Pid)), r.Comm, fmtU(r.Transitions), fmtU(r.Opened)); err != nil {
-			return fmt.Errorf("writing output: %w", err)
-		}
+		cells[i] = countCells{fmtU(uint64(r.Pid)), r.Comm, r.Transitions, r.Opened}
 	}
-	extra := [][]string{}
-	if nrest > 0 {
-		extra = append(extra, []string{"other", fmt.Sprintf("(%d owners)", nrest), fmtU(rest.Transitions), fmtU(rest.Opened)})
-	}
+	var extra [][]string
 	if a.OwnerOther > 0 {
 		extra = append(extra, []string{"-", "not counted (map full)", fmtU(a.OwnerOther), "-"})
 	}
 	if unknown > 0 {
 		extra = append(extra, []string{"-", "owner unknown", fmtU(unknown), "-"})
+	}
+	return writeCountTable(w, []string{"PID", "COMM"}, cells, top,
+		func(n int) []string { return []string{"other", fmt.Sprintf("(%d owners)", n)} }, extra)
+}
+
+// countCells is one row of the per-port or per-owner table: two key cells
+// and the counts.
+type countCells struct {
+	key, detail         string
+	transitions, opened uint64
+}
+
+// writeCountTable prints rows (already sorted) under keys, the first top of
+// them (all when top is 0) and the rest summed in one row labelled by
+// restLabel, then the extra rows: nothing counted is left out.
+func writeCountTable(w io.Writer, keys []string, rows []countCells, top int, restLabel func(n int) []string, extra [][]string) error {
+	t := newStatsTable(w, tw.AlignRight, tw.AlignLeft, tw.AlignRight, tw.AlignRight)
+	t.Header(keys[0], keys[1], "TRANSITIONS", "OPENED")
+	var rest countCells
+	nrest := 0
+	for i, r := range rows {
+		if top > 0 && i >= top {
+			rest.transitions += r.transitions
+			rest.opened += r.opened
+			nrest++
+			continue
+		}
+		if err := t.Append(r.key, r.detail, fmtU(r.transitions), fmtU(r.opened)); err != nil {
+			return fmt.Errorf("writing output: %w", err)
+		}
+	}
+	if nrest > 0 {
+		extra = append([][]string{append(restLabel(nrest), fmtU(rest.transitions), fmtU(rest.opened))}, extra...)
 	}
 	for _, e := range extra {
 		if err := t.Append(e); err != nil {
