@@ -4,7 +4,7 @@ BIN      ?= bin/tcpstate
 FUZZTIME ?= 200000x
 BENCHFLAGS ?=
 
-.PHONY: help build generate vmlinux check-generate test test-unit fuzz bench gobench lint clean
+.PHONY: help build generate vmlinux check-generate test test-unit fuzz bench latency gobench lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ fuzz: ## a short run of every fuzz target (FUZZTIME: inputs, as Nx, or a duratio
 
 bench: ## load benchmark: the same loopback TCP load with no tracer, each tcpstate mode and bpftrace (root; 2-8 min; BENCHFLAGS="--rounds 5")
 	$(GO) run ./bench/runner $(BENCHFLAGS)
+
+latency: ## how long an event takes to reach trace's output on an idle host (root)
+	$(GO) run ./bench/latency
 
 gobench: ## Go benchmarks of the user-space hot path and the tracker
 	$(GO) test -run=NONE -bench=. -benchmem ./cmd/tcpstate ./model
