@@ -29,11 +29,7 @@ func (t *Tracer) sum(idx int) (uint64, error) {
 	if err := t.objs.Counters.Lookup(uint32(idx), &vals); err != nil {
 		return 0, fmt.Errorf("reading counters: %w", err)
 	}
-	var n uint64
-	for _, v := range vals {
-		n += v
-	}
-	return n, nil
+	return sumAll(vals), nil
 }
 
 // Aggregate reads the aggregation maps (ModeAggregate): cumulative counts

@@ -278,11 +278,7 @@ func (t *Tracer) attachAccept() {
 
 // Close detaches and releases everything, in reverse order of acquisition.
 func (t *Tracer) Close() error {
-	var errs []error
-	for _, l := range slices.Backward(t.links) {
-		errs = append(errs, l.Close())
-	}
-	t.links = nil
+	errs := []error{t.Detach()}
 	if t.reader != nil {
 		errs = append(errs, t.reader.Close())
 		t.reader = nil
