@@ -678,8 +678,8 @@ static __always_inline int on_set_state(const struct sock *sk, const int oldstat
 	if (prev_state && (birth || prev_state != oldstate))
 		e.flags |= EVF_GAP;
 
-	struct task_struct *task = bpf_get_current_task_btf();
-	if (owner_acts(oldstate, newstate) && !(task->flags & PF_KTHREAD)) {
+	/* The task is looked at only for the transitions that name an owner. */
+	if (owner_acts(oldstate, newstate) && !(bpf_get_current_task_btf()->flags & PF_KTHREAD)) {
 		si->pid = e.cpu_pid;
 		__builtin_memcpy(si->comm, e.cpu_comm, sizeof(si->comm));
 		si->owner = OWNER_FINAL;
