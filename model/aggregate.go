@@ -178,6 +178,7 @@ type SocketInfo struct {
 	Sport      uint16
 	Daddr      netip.Addr
 	Dport      uint16
+	Netns      uint32 // inode number of its network namespace
 }
 
 // DefaultStuckThresholds are how long a socket may stay in a state before

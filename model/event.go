@@ -56,21 +56,26 @@ func CommFrom(s string) Comm {
 	return c
 }
 
-// Event flags, as the BPF program sets them (bpf/tcpstate.bpf.c, EVF_*).
+// Event flags, as the BPF program sets them (enum event_flag in
+// bpf/event.h; tracer's tests pin these against bpf2go's generated copy).
 const (
 	// FlagOwnerKnown: Pid/Comm name the socket's owner.
-	FlagOwnerKnown uint8 = 1 << 0
+	FlagOwnerKnown uint16 = 1 << 0
 	// FlagOwnerInherited: the owner is the listener's, not yet confirmed by accept().
-	FlagOwnerInherited uint8 = 1 << 1
+	FlagOwnerInherited uint16 = 1 << 1
 	// FlagDurationKnown: OldStateNs is the measured time in the old state.
-	FlagDurationKnown uint8 = 1 << 2
+	FlagDurationKnown uint16 = 1 << 2
 	// FlagHeld: the event was held back in the kernel until its socket
 	// matched the filters, and delivered late (its TsNs is still the original).
-	FlagHeld uint8 = 1 << 3
+	FlagHeld uint16 = 1 << 3
 	// FlagKernelIllegal and FlagKernelGap: the BPF program's own model check
 	// (the anomalies-only path) found the edge illegal or a gap.
-	FlagKernelIllegal uint8 = 1 << 4
-	FlagKernelGap     uint8 = 1 << 5
+	FlagKernelIllegal uint16 = 1 << 4
+	FlagKernelGap     uint16 = 1 << 5
+	// FlagActive: the socket connect()ed (it went through SYN_SENT).
+	FlagActive uint16 = 1 << 6
+	// FlagCPUTask: CPUPid/CPUComm were read for this event.
+	FlagCPUTask uint16 = 1 << 7
 )
 
 // Event is one TCP state transition: the single record that trace, check,
@@ -100,7 +105,11 @@ type Event struct {
 	New     State
 	// OldStateNs is the time spent in Old, valid when FlagDurationKnown is set.
 	OldStateNs uint64
-	Flags      uint8
+	Flags      uint16
+	// LossSeq is how many events the kernel had counted lost, host-wide,
+	// when it handled this one: two events of a socket with the same
+	// LossSeq had no counted loss between them.
+	LossSeq uint64
 	// LastState is the new state of the socket's previous event as the
 	// kernel remembers it (0: the kernel saw none). With only anomalies
 	// crossing to user space, it is what a gap is checked against.

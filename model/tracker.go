@@ -221,7 +221,10 @@ func (t *Tracker) Check(e *Event) Verdict {
 	}
 	// A tracked socket must continue from its last state; a birth on it
 	// means the previous incarnation's ->CLOSE was missed.
-	broken := last != 0 && (birth || old != last)
+	// A birth from CLOSE continues a socket last seen in CLOSE (the kernel
+	// remembers a socket that connects again after its ->CLOSE); a child's
+	// birth continues nothing.
+	broken := last != 0 && (old != last || (birth && old != Close))
 	if broken && birth {
 		t.stats.Reborn++
 	}

@@ -109,7 +109,7 @@ func TestAggregateCounts(t *testing.T) {
 		)
 		port, closedPort := ns.Port(0), ns.Port(1)
 		server := testnet.Addr(4, port)
-		tr := aggOpen(t, Options{Mode: ModeAggregate, Ports: []uint16{port, closedPort}})
+		tr := aggOpen(t, Options{Mode: ModeAggregate, Filter: model.Filter{Ports: []uint16{port, closedPort}}})
 		defer tr.Close()
 
 		lfd := must.fd(ns.Listen(server))
@@ -274,7 +274,7 @@ func TestSocketsStuckCloseWait(t *testing.T) {
 		must := aggFD{t}
 		port := ns.Port(0)
 		server := testnet.Addr(4, port)
-		tr := aggOpen(t, Options{Mode: ModeAggregate, Ports: []uint16{port}})
+		tr := aggOpen(t, Options{Mode: ModeAggregate, Filter: model.Filter{Ports: []uint16{port}}})
 		defer tr.Close()
 
 		lfd := must.fd(ns.Listen(server))
@@ -338,7 +338,7 @@ func (c *aggCollector) Event(e *model.Event) error {
 	return nil
 }
 
-func (c *aggCollector) Flush(uint64) error { return nil }
+func (c *aggCollector) Flush() error { return nil }
 
 func (c *aggCollector) events() []model.Event {
 	c.mu.Lock()
@@ -360,14 +360,14 @@ func (c *aggCollector) wait(n int) []model.Event {
 
 // TestAnomaliesOnlyReplay runs the anomalies-only mode: legal traffic sends
 // nothing to user space; an illegal edge and a gap replayed (BPF_PROG_RUN)
-// on live listening sockets arrive flagged by the kernel's check, and
+// on live listening sockets (through the replay iterator) arrive flagged by the kernel's check, and
 // model.Tracker gives them the same verdicts.
 func TestAnomaliesOnlyReplay(t *testing.T) {
 	testnet.Retry(t, func(p *testnet.Problems) {
 		ns := testnet.New(t)
 		must := aggFD{t}
 		p1, p2 := ns.Port(0), ns.Port(1)
-		tr := aggOpen(t, Options{Mode: ModeAnomalies, Ports: []uint16{p1, p2}})
+		tr := aggOpen(t, Options{Mode: ModeAnomalies, Replay: true, Filter: model.Filter{Ports: []uint16{p1, p2}}})
 		defer tr.Close()
 		col := &aggCollector{}
 		ctx, cancel := context.WithCancel(context.Background())
@@ -418,9 +418,9 @@ func TestAnomaliesOnlyReplay(t *testing.T) {
 		}
 
 		// Illegal: LISTEN -> FIN_WAIT2 on a socket last seen in LISTEN (no gap).
-		aggMust(t, tr.Replay(sk1, model.Listen, model.FinWait2))
+		aggMust(t, ns.Do(func() error { return tr.Replay(sk1, model.Listen, model.FinWait2) }))
 		// Gap: ESTABLISHED -> CLOSE_WAIT (a legal edge) on a socket last seen in LISTEN.
-		aggMust(t, tr.Replay(sk2, model.Established, model.CloseWait))
+		aggMust(t, ns.Do(func() error { return tr.Replay(sk2, model.Established, model.CloseWait) }))
 		evs := col.wait(2)
 		if len(evs) != 2 {
 			p.Fatalf("got %d events after two replays, want 2: %+v", len(evs), evs)
@@ -497,7 +497,7 @@ func TestAggregateOutcomeClasses(t *testing.T) {
 		ns := testnet.New(t)
 		must := aggFD{t}
 		p0, p1, p2 := ns.Port(0), ns.Port(1), ns.Port(2)
-		tr := aggOpen(t, Options{Mode: ModeAggregate, Ports: []uint16{p0, p1, p2}})
+		tr := aggOpen(t, Options{Mode: ModeAggregate, Filter: model.Filter{Ports: []uint16{p0, p1, p2}}})
 		defer tr.Close()
 
 		// Unread data: the server's close() resets (abort), the client gets the RST.

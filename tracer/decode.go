@@ -5,33 +5,35 @@ import (
 	"fmt"
 	"net/netip"
 	"time"
+	"unsafe"
 
 	"github.com/tcpstate/tcpstate/model"
 )
 
-// EventSize is the size of struct event in bpf/tcpstate.bpf.c.
-const EventSize = 112
+// EventSize is the size of struct event in bpf/event.h.
+const EventSize = int(unsafe.Sizeof(tcpstateEvent{}))
 
-// Offsets of struct event's fields; TestEventLayout checks them against the
-// type bpf2go generated from the C struct.
+// Offsets of struct event's fields, from the type bpf2go generated from the
+// C struct: they cannot drift from the BPF side.
 const (
-	offTsNs       = 0
-	offSkaddr     = 8
-	offOldStateNs = 16
-	offPid        = 24
-	offCPUPid     = 28
-	offFamily     = 32
-	offSport      = 34
-	offDport      = 36
-	offOldState   = 38
-	offNewState   = 39
-	offSaddr      = 40
-	offDaddr      = 56
-	offComm       = 72
-	offCPUComm    = 88
-	offFlags      = 104
-	offLastState  = 105
-	offNetns      = 108
+	offTsNs       = unsafe.Offsetof(tcpstateEvent{}.TsNs)
+	offSkaddr     = unsafe.Offsetof(tcpstateEvent{}.Skaddr)
+	offOldStateNs = unsafe.Offsetof(tcpstateEvent{}.OldStateNs)
+	offLossSeq    = unsafe.Offsetof(tcpstateEvent{}.LossSeq)
+	offPid        = unsafe.Offsetof(tcpstateEvent{}.Pid)
+	offCPUPid     = unsafe.Offsetof(tcpstateEvent{}.CpuPid)
+	offNetns      = unsafe.Offsetof(tcpstateEvent{}.Netns)
+	offFamily     = unsafe.Offsetof(tcpstateEvent{}.Family)
+	offSport      = unsafe.Offsetof(tcpstateEvent{}.Sport)
+	offDport      = unsafe.Offsetof(tcpstateEvent{}.Dport)
+	offFlags      = unsafe.Offsetof(tcpstateEvent{}.Flags)
+	offOldState   = unsafe.Offsetof(tcpstateEvent{}.Oldstate)
+	offNewState   = unsafe.Offsetof(tcpstateEvent{}.Newstate)
+	offLastState  = unsafe.Offsetof(tcpstateEvent{}.LastState)
+	offSaddr      = unsafe.Offsetof(tcpstateEvent{}.Saddr)
+	offDaddr      = unsafe.Offsetof(tcpstateEvent{}.Daddr)
+	offComm       = unsafe.Offsetof(tcpstateEvent{}.Comm)
+	offCPUComm    = unsafe.Offsetof(tcpstateEvent{}.CpuComm)
 )
 
 // Clock turns the kernel's CLOCK_MONOTONIC timestamps (bpf_ktime_get_ns) into
@@ -67,6 +69,7 @@ func Decode(raw []byte, clock Clock, e *model.Event) error {
 	e.Time = clock.Wall(e.TsNs)
 	e.Skaddr = le.Uint64(raw[offSkaddr:])
 	e.OldStateNs = le.Uint64(raw[offOldStateNs:])
+	e.LossSeq = le.Uint64(raw[offLossSeq:])
 	e.Pid = le.Uint32(raw[offPid:])
 	e.CPUPid = le.Uint32(raw[offCPUPid:])
 	e.Family = model.Family(le.Uint16(raw[offFamily:]))
@@ -85,7 +88,7 @@ func Decode(raw []byte, clock Clock, e *model.Event) error {
 	}
 	copy(e.Comm[:], raw[offComm:offComm+16])
 	copy(e.CPUComm[:], raw[offCPUComm:offCPUComm+16])
-	e.Flags = raw[offFlags]
+	e.Flags = le.Uint16(raw[offFlags:])
 	e.LastState = model.State(raw[offLastState])
 	e.Netns = le.Uint32(raw[offNetns:])
 	return nil
@@ -99,6 +102,7 @@ func Encode(e *model.Event) []byte {
 	le.PutUint64(raw[offTsNs:], e.TsNs)
 	le.PutUint64(raw[offSkaddr:], e.Skaddr)
 	le.PutUint64(raw[offOldStateNs:], e.OldStateNs)
+	le.PutUint64(raw[offLossSeq:], e.LossSeq)
 	le.PutUint32(raw[offPid:], e.Pid)
 	le.PutUint32(raw[offCPUPid:], e.CPUPid)
 	le.PutUint16(raw[offFamily:], uint16(e.Family))
@@ -119,7 +123,7 @@ func Encode(e *model.Event) []byte {
 	}
 	copy(raw[offComm:offComm+16], e.Comm[:])
 	copy(raw[offCPUComm:offCPUComm+16], e.CPUComm[:])
-	raw[offFlags] = e.Flags
+	le.PutUint16(raw[offFlags:], e.Flags)
 	raw[offLastState] = byte(e.LastState)
 	le.PutUint32(raw[offNetns:], e.Netns)
 	return raw

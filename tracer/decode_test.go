@@ -4,6 +4,7 @@ package tracer
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net/netip"
 	"reflect"
 	"strings"
@@ -14,73 +15,79 @@ import (
 	"github.com/tcpstate/tcpstate/model"
 )
 
-// TestEventLayout: decode.go's offsets and EventSize are those of the
-// struct bpf2go generated from the C struct event, field by field. A field
-// added to the C struct and not to decode.go fails here.
+// TestEventLayout: Decode reads every field of the struct bpf2go generated
+// from the C struct event (its offsets come from that struct, so they
+// cannot drift), with the sizes it assumes. A field added to the C struct
+// and not to Decode fails here.
 func TestEventLayout(t *testing.T) {
 	var ev tcpstateEvent
-	if got := unsafe.Sizeof(ev); got != EventSize {
+	if got := int(unsafe.Sizeof(ev)); got != EventSize {
 		t.Errorf("EventSize %d, generated struct event is %d bytes", EventSize, got)
 	}
-	offsets := map[string]uintptr{
-		"TsNs":       offTsNs,
-		"Skaddr":     offSkaddr,
-		"OldStateNs": offOldStateNs,
-		"Pid":        offPid,
-		"CpuPid":     offCPUPid,
-		"Family":     offFamily,
-		"Sport":      offSport,
-		"Dport":      offDport,
-		"Oldstate":   offOldState,
-		"Newstate":   offNewState,
-		"Saddr":      offSaddr,
-		"Daddr":      offDaddr,
-		"Comm":       offComm,
-		"CpuComm":    offCPUComm,
-		"Flags":      offFlags,
-		"LastState":  offLastState,
-		"Netns":      offNetns,
+	read := map[string]uintptr{
+		"TsNs": 8, "Skaddr": 8, "OldStateNs": 8, "LossSeq": 8, "Pid": 4, "CpuPid": 4, "Netns": 4,
+		"Family": 2, "Sport": 2, "Dport": 2, "Flags": 2, "Oldstate": 1, "Newstate": 1, "LastState": 1,
+		"Saddr": 16, "Daddr": 16, "Comm": 16, "CpuComm": 16,
 	}
-	// The same, spelled out with unsafe.Offsetof, so that a renamed field
-	// breaks the build rather than only this map.
-	generated := map[string]uintptr{
-		"TsNs":       unsafe.Offsetof(ev.TsNs),
-		"Skaddr":     unsafe.Offsetof(ev.Skaddr),
-		"OldStateNs": unsafe.Offsetof(ev.OldStateNs),
-		"Pid":        unsafe.Offsetof(ev.Pid),
-		"CpuPid":     unsafe.Offsetof(ev.CpuPid),
-		"Family":     unsafe.Offsetof(ev.Family),
-		"Sport":      unsafe.Offsetof(ev.Sport),
-		"Dport":      unsafe.Offsetof(ev.Dport),
-		"Oldstate":   unsafe.Offsetof(ev.Oldstate),
-		"Newstate":   unsafe.Offsetof(ev.Newstate),
-		"Saddr":      unsafe.Offsetof(ev.Saddr),
-		"Daddr":      unsafe.Offsetof(ev.Daddr),
-		"Comm":       unsafe.Offsetof(ev.Comm),
-		"CpuComm":    unsafe.Offsetof(ev.CpuComm),
-		"Flags":      unsafe.Offsetof(ev.Flags),
-		"LastState":  unsafe.Offsetof(ev.LastState),
-		"Netns":      unsafe.Offsetof(ev.Netns),
-	}
-	for name, off := range offsets {
-		if generated[name] != off {
-			t.Errorf("field %s: decode.go offset %d, generated struct %d", name, off, generated[name])
-		}
-	}
-	// Sizes the decoder assumes.
-	sizes := map[string]uintptr{"Saddr": 16, "Daddr": 16, "Comm": 16, "CpuComm": 16, "Sport": 2, "Dport": 2, "Family": 2, "Netns": 4, "Pid": 4, "CpuPid": 4}
 	rt := reflect.TypeOf(ev)
 	for i := range rt.NumField() {
 		f := rt.Field(i)
 		if f.Name == "_" || strings.HasPrefix(f.Name, "Pad") {
 			continue
 		}
-		if _, ok := offsets[f.Name]; !ok {
-			t.Errorf("generated struct event has field %s (offset %d) that decode.go does not read", f.Name, f.Offset)
+		want, ok := read[f.Name]
+		if !ok {
+			t.Errorf("generated struct event has field %s (offset %d) that Decode does not read", f.Name, f.Offset)
+		} else if f.Type.Size() != want {
+			t.Errorf("field %s is %d bytes, Decode reads %d", f.Name, f.Type.Size(), want)
 		}
-		if want, ok := sizes[f.Name]; ok && f.Type.Size() != want {
-			t.Errorf("field %s is %d bytes, decode.go reads %d", f.Name, f.Type.Size(), want)
+	}
+}
+
+// TestSharedConstants pins the model package's copies of the C enums (it
+// imports nothing kernel-specific, so it cannot use bpf2go's types) against
+// the types bpf2go generated from bpf/event.h and bpf/common.h.
+func TestSharedConstants(t *testing.T) {
+	flags := map[string][2]uint64{
+		"owner known":     {uint64(model.FlagOwnerKnown), uint64(tcpstateEventFlagEVF_OWNER_KNOWN)},
+		"owner inherited": {uint64(model.FlagOwnerInherited), uint64(tcpstateEventFlagEVF_OWNER_INHERITED)},
+		"duration known":  {uint64(model.FlagDurationKnown), uint64(tcpstateEventFlagEVF_DURATION_KNOWN)},
+		"held":            {uint64(model.FlagHeld), uint64(tcpstateEventFlagEVF_HELD)},
+		"illegal":         {uint64(model.FlagKernelIllegal), uint64(tcpstateEventFlagEVF_ILLEGAL)},
+		"gap":             {uint64(model.FlagKernelGap), uint64(tcpstateEventFlagEVF_GAP)},
+		"active":          {uint64(model.FlagActive), uint64(tcpstateEventFlagEVF_ACTIVE)},
+		"cpu task":        {uint64(model.FlagCPUTask), uint64(tcpstateEventFlagEVF_CPU_TASK)},
+		"port either":     {uint64(model.PortEither), uint64(tcpstatePortKindPORT_EITHER)},
+		"port local":      {uint64(model.PortLocal), uint64(tcpstatePortKindPORT_LOCAL)},
+		"port remote":     {uint64(model.PortRemote), uint64(tcpstatePortKindPORT_REMOTE)},
+		"hist active":     {uint64(model.HistActiveOpen), uint64(tcpstateHistKindHIST_ACTIVE_OPEN)},
+		"hist passive":    {uint64(model.HistPassiveOpen), uint64(tcpstateHistKindHIST_PASSIVE_OPEN)},
+		"hist lifetime":   {uint64(model.HistLifetime), uint64(tcpstateHistKindHIST_LIFETIME)},
+		"hist kinds":      {uint64(model.NumHistKinds), uint64(tcpstateHistKindHIST_KINDS)},
+		"outcomes":        {uint64(model.NumOutcomes), uint64(tcpstateOutcomeOUT_MAX)},
+	}
+	outcomes := []tcpstateOutcome{
+		model.OutcomeActiveClose:       tcpstateOutcomeOUT_ACTIVE_CLOSE,
+		model.OutcomePassiveClose:      tcpstateOutcomeOUT_PASSIVE_CLOSE,
+		model.OutcomeSimultaneousClose: tcpstateOutcomeOUT_SIMULTANEOUS_CLOSE,
+		model.OutcomeReset:             tcpstateOutcomeOUT_RESET,
+		model.OutcomeTimeout:           tcpstateOutcomeOUT_TIMEOUT,
+		model.OutcomeAbort:             tcpstateOutcomeOUT_ABORT,
+		model.OutcomeConnectRefused:    tcpstateOutcomeOUT_CONNECT_REFUSED,
+		model.OutcomeConnectTimeout:    tcpstateOutcomeOUT_CONNECT_TIMEOUT,
+		model.OutcomeConnectAborted:    tcpstateOutcomeOUT_CONNECT_ABORTED,
+		model.OutcomeListenerClosed:    tcpstateOutcomeOUT_LISTENER_CLOSED,
+	}
+	for o, c := range outcomes {
+		flags["outcome "+model.Outcome(o).String()] = [2]uint64{uint64(o), uint64(c)}
+	}
+	for name, v := range flags {
+		if v[0] != v[1] {
+			t.Errorf("%s: model has %#x, the BPF object %#x", name, v[0], v[1])
 		}
+	}
+	if model.HistBuckets != int(tcpstateHistSizeHIST_BUCKETS) {
+		t.Errorf("model.HistBuckets %d, bpf/event.h HIST_BUCKETS %d", model.HistBuckets, tcpstateHistSizeHIST_BUCKETS)
 	}
 }
 
@@ -165,7 +172,8 @@ func TestDecodeBytes(t *testing.T) {
 	copy(raw[offDaddr:], []byte{10, 0, 0, 2})
 	copy(raw[offComm:], "nginx\x00garbage")
 	copy(raw[offCPUComm:], "swapper/1")
-	raw[offFlags] = model.FlagOwnerKnown | model.FlagDurationKnown
+	le.PutUint16(raw[offFlags:], model.FlagOwnerKnown|model.FlagDurationKnown|0x100) // a flag from the future is kept
+	le.PutUint64(raw[offLossSeq:], 42)
 	raw[offLastState] = 1
 	le.PutUint32(raw[offNetns:], 4026531993)
 
@@ -189,7 +197,8 @@ func TestDecodeBytes(t *testing.T) {
 		Dport:      443,
 		Old:        model.Established,
 		New:        model.FinWait1,
-		Flags:      model.FlagOwnerKnown | model.FlagDurationKnown,
+		Flags:      model.FlagOwnerKnown | model.FlagDurationKnown | 0x100,
+		LossSeq:    42,
 		LastState:  model.Established,
 		Netns:      4026531993,
 	}
@@ -228,9 +237,9 @@ func TestDecodeErrors(t *testing.T) {
 		raw  []byte
 		want string
 	}{
-		{"empty", nil, "sample is 0 bytes, want 112"},
-		{"short", good[:EventSize-1], "sample is 111 bytes, want 112"},
-		{"long", append(append([]byte(nil), good...), 0, 0, 0, 0, 0, 0, 0, 0), "sample is 120 bytes, want 112"},
+		{"empty", nil, fmt.Sprintf("sample is 0 bytes, want %d", EventSize)},
+		{"short", good[:EventSize-1], fmt.Sprintf("sample is %d bytes, want %d", EventSize-1, EventSize)},
+		{"long", append(append([]byte(nil), good...), 0, 0, 0, 0, 0, 0, 0, 0), fmt.Sprintf("sample is %d bytes, want %d", EventSize+8, EventSize)},
 		{"old state 0", mutate(func(r []byte) []byte { r[offOldState] = 0; return r }), "invalid TCP states 0 -> 1"},
 		{"new state 13", mutate(func(r []byte) []byte { r[offNewState] = 13; return r }), "invalid TCP states 2 -> 13"},
 		{"state 255", mutate(func(r []byte) []byte { r[offOldState], r[offNewState] = 255, 255; return r }), "invalid TCP states 255 -> 255"},

@@ -94,17 +94,17 @@ func ensureTracefs() error {
 	return nil
 }
 
-// loadError explains a load failure: the verifier's verdict (its whole log
-// with verbose), or missing privileges.
-func loadError(err error, verbose bool) error {
+// loadError explains why the kernel refused program name: the verifier's
+// verdict (its whole log with verbose), or missing privileges.
+func loadError(name string, err error, verbose bool) error {
 	var ve *ebpf.VerifierError
 	if errors.As(err, &ve) {
 		if verbose {
-			return fmt.Errorf("the kernel's verifier rejected tcpstate's BPF program:\n%+v", ve)
+			return fmt.Errorf("the kernel's verifier rejected tcpstate's BPF program %s:\n%+v", name, ve)
 		}
-		return fmt.Errorf("the kernel's verifier rejected tcpstate's BPF program: %v (run with --verbose for the full verifier log)", ve)
+		return fmt.Errorf("the kernel's verifier rejected tcpstate's BPF program %s: %v (run with --verbose for the full verifier log)", name, ve)
 	}
-	return privilegeHint(fmt.Errorf("loading BPF objects: %w", err))
+	return privilegeHint(fmt.Errorf("loading BPF program %s: %w", name, cleanKernelError(err)))
 }
 
 func privilegeHint(err error) error {
@@ -113,3 +113,24 @@ func privilegeHint(err error) error {
 	}
 	return err
 }
+
+// cleanKernelError drops the library's guess that a refusal is about the
+// locked-memory limit: kernels since 5.11 account BPF memory to the cgroup,
+// and tcpstate checks its privileges before loading, so an EPERM here is
+// the kernel refusing the program, not memlock.
+func cleanKernelError(err error) error {
+	msg := err.Error()
+	cleaned := strings.ReplaceAll(msg, " (MEMLOCK may be too low, consider rlimit.RemoveMemlock)", "")
+	if cleaned == msg {
+		return err
+	}
+	return &cleanedError{msg: cleaned, err: err}
+}
+
+type cleanedError struct {
+	msg string
+	err error
+}
+
+func (e *cleanedError) Error() string { return e.msg }
+func (e *cleanedError) Unwrap() error { return e.err }

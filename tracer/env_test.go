@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -49,17 +50,23 @@ func TestCheckKernel(t *testing.T) {
 
 func TestLoadErrorExplainsVerifierRejection(t *testing.T) {
 	ve := &ebpf.VerifierError{Cause: unix.EACCES, Log: []string{"0: (b7) r0 = 0", "1: (95) exit", "R1 unbounded memory access"}}
-	short := loadError(ve, false).Error()
+	short := loadError("handle_set_state", ve, false).Error()
 	if !strings.Contains(short, "verifier rejected") || !strings.Contains(short, "--verbose") || strings.Contains(short, "(b7) r0 = 0") {
 		t.Errorf("without --verbose: %q; want one line pointing to --verbose, without the whole log", short)
 	}
-	full := loadError(ve, true).Error()
+	full := loadError("handle_set_state", ve, true).Error()
 	for _, line := range ve.Log {
 		if !strings.Contains(full, line) {
 			t.Errorf("with --verbose the error lacks log line %q:\n%s", line, full)
 		}
 	}
-	if err := loadError(unix.EPERM, false); !errors.Is(err, ErrPrivileges) || !strings.Contains(err.Error(), "CAP_BPF and CAP_PERFMON") {
+	if err := loadError("handle_set_state", unix.EPERM, false); !errors.Is(err, ErrPrivileges) || !strings.Contains(err.Error(), "CAP_BPF and CAP_PERFMON") {
 		t.Errorf("EPERM: %v; want ErrPrivileges naming CAP_BPF and CAP_PERFMON", err)
+	}
+	// The library's memlock guess is dropped: memlock is not what refuses
+	// programs on kernels that account BPF memory to the cgroup.
+	memlock := fmt.Errorf("load program: %w (MEMLOCK may be too low, consider rlimit.RemoveMemlock)", unix.EPERM)
+	if err := loadError("accept_fexit", memlock, false); strings.Contains(err.Error(), "MEMLOCK") || !errors.Is(err, unix.EPERM) {
+		t.Errorf("EPERM with the library's memlock hint: %q; want the hint gone and EPERM kept", err)
 	}
 }

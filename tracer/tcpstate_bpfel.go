@@ -13,58 +13,150 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type tcpstateAccepted struct {
+	_    structs.HostLayout
+	Ts   uint64
+	Pid  uint32
+	Pad  uint32
+	Comm [16]int8
+}
+
+type tcpstateCount struct {
+	_           structs.HostLayout
+	Transitions uint64
+	Opened      uint64
+}
+
+type tcpstateCounter uint32
+
+const (
+	tcpstateCounterCNT_SEEN             tcpstateCounter = 0
+	tcpstateCounterCNT_SOCKETS          tcpstateCounter = 1
+	tcpstateCounterCNT_RINGBUF_FULL     tcpstateCounter = 2
+	tcpstateCounterCNT_HELD_OVERFLOW    tcpstateCounter = 3
+	tcpstateCounterCNT_HELD_NOSPACE     tcpstateCounter = 4
+	tcpstateCounterCNT_UNDECIDED_CLOSED tcpstateCounter = 5
+	tcpstateCounterCNT_NO_STATE         tcpstateCounter = 6
+	tcpstateCounterCNT_ACCEPT           tcpstateCounter = 7
+	tcpstateCounterCNT_ACCEPT_NOSPACE   tcpstateCounter = 8
+	tcpstateCounterCNT_ACCEPT_STALE     tcpstateCounter = 9
+	tcpstateCounterCNT_RESCUED          tcpstateCounter = 10
+	tcpstateCounterCNT_PID_OTHER        tcpstateCounter = 11
+	tcpstateCounterCNT_MAX              tcpstateCounter = 12
+)
+
 type tcpstateEvent struct {
 	_          structs.HostLayout
 	TsNs       uint64
 	Skaddr     uint64
 	OldStateNs uint64
+	LossSeq    uint64
 	Pid        uint32
 	CpuPid     uint32
+	Netns      uint32
 	Family     uint16
 	Sport      uint16
 	Dport      uint16
+	Flags      uint16
 	Oldstate   uint8
 	Newstate   uint8
+	LastState  uint8
+	Pad        uint8
 	Saddr      [16]uint8
 	Daddr      [16]uint8
 	Comm       [16]int8
 	CpuComm    [16]int8
-	Flags      uint8
-	LastState  uint8
-	Pad        [2]uint8
-	Netns      uint32
 }
 
-type tcpstateTcpstateCount struct {
+type tcpstateEventFlag uint32
+
+const (
+	tcpstateEventFlagEVF_OWNER_KNOWN     tcpstateEventFlag = 1
+	tcpstateEventFlagEVF_OWNER_INHERITED tcpstateEventFlag = 2
+	tcpstateEventFlagEVF_DURATION_KNOWN  tcpstateEventFlag = 4
+	tcpstateEventFlagEVF_HELD            tcpstateEventFlag = 8
+	tcpstateEventFlagEVF_ILLEGAL         tcpstateEventFlag = 16
+	tcpstateEventFlagEVF_GAP             tcpstateEventFlag = 32
+	tcpstateEventFlagEVF_ACTIVE          tcpstateEventFlag = 64
+	tcpstateEventFlagEVF_CPU_TASK        tcpstateEventFlag = 128
+)
+
+type tcpstateHeld struct {
+	_      structs.HostLayout
+	Skaddr uint64
+	Gate   uint32
+	N      uint32
+	Done   uint32
+	Pad    uint32
+	Ev     [4]tcpstateEvent
+}
+
+type tcpstateHistKind uint32
+
+const (
+	tcpstateHistKindHIST_ACTIVE_OPEN  tcpstateHistKind = 13
+	tcpstateHistKindHIST_PASSIVE_OPEN tcpstateHistKind = 14
+	tcpstateHistKindHIST_LIFETIME     tcpstateHistKind = 15
+	tcpstateHistKindHIST_KINDS        tcpstateHistKind = 16
+)
+
+type tcpstateHistSize uint32
+
+const (
+	tcpstateHistSizeHIST_BUCKETS tcpstateHistSize = 48
+)
+
+type tcpstateOutcome uint32
+
+const (
+	tcpstateOutcomeOUT_ACTIVE_CLOSE       tcpstateOutcome = 0
+	tcpstateOutcomeOUT_PASSIVE_CLOSE      tcpstateOutcome = 1
+	tcpstateOutcomeOUT_SIMULTANEOUS_CLOSE tcpstateOutcome = 2
+	tcpstateOutcomeOUT_RESET              tcpstateOutcome = 3
+	tcpstateOutcomeOUT_TIMEOUT            tcpstateOutcome = 4
+	tcpstateOutcomeOUT_ABORT              tcpstateOutcome = 5
+	tcpstateOutcomeOUT_CONNECT_REFUSED    tcpstateOutcome = 6
+	tcpstateOutcomeOUT_CONNECT_TIMEOUT    tcpstateOutcome = 7
+	tcpstateOutcomeOUT_CONNECT_ABORTED    tcpstateOutcome = 8
+	tcpstateOutcomeOUT_LISTENER_CLOSED    tcpstateOutcome = 9
+	tcpstateOutcomeOUT_MAX                tcpstateOutcome = 10
+)
+
+type tcpstateOwnerCount struct {
 	_           structs.HostLayout
 	Transitions uint64
 	Opened      uint64
 	Comm        [16]int8
 }
 
-type tcpstateTcpstateHeld struct {
-	_   structs.HostLayout
-	N   uint32
-	Pad uint32
-	Ev  [4]tcpstateEvent
+type tcpstatePortKind uint32
+
+const (
+	tcpstatePortKindPORT_EITHER tcpstatePortKind = 1
+	tcpstatePortKindPORT_LOCAL  tcpstatePortKind = 2
+	tcpstatePortKindPORT_REMOTE tcpstatePortKind = 4
+)
+
+type tcpstateSockRecord struct {
+	_       structs.HostLayout
+	Skaddr  uint64
+	StateTs uint64
+	BornTs  uint64
+	Pid     uint32
+	Netns   uint32
+	Family  uint16
+	Sport   uint16
+	Dport   uint16
+	State   uint8
+	SkState uint8
+	Owner   uint8
+	Pad     [7]uint8
+	Saddr   [16]uint8
+	Daddr   [16]uint8
+	Comm    [16]int8
 }
 
-type tcpstateTcpstateListener struct {
-	_      structs.HostLayout
-	Skaddr uint64
-	Pid    uint32
-	Pad    uint32
-	Comm   [16]int8
-}
-
-type tcpstateTcpstateLkey struct {
-	_     structs.HostLayout
-	Netns uint32
-	Port  uint16
-	Pad   uint16
-}
-
-type tcpstateTcpstateSock struct {
+type tcpstateSockState struct {
 	_       structs.HostLayout
 	StateTs uint64
 	BornTs  uint64
@@ -73,12 +165,7 @@ type tcpstateTcpstateSock struct {
 	Owner   uint8
 	Matched uint8
 	State   uint8
-	Pad     uint8
-	Family  uint16
-	Sport   uint16
-	Dport   uint16
-	Saddr   [16]uint8
-	Daddr   [16]uint8
+	Pad     [7]uint8
 	Comm    [16]int8
 }
 
@@ -86,35 +173,51 @@ type tcpstateTcpstateSock struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	tcpstateMapBusy               = "busy"
-	tcpstateMapCounters           = "counters"
-	tcpstateMapEvents             = "events"
-	tcpstateMapHeld               = "held"
-	tcpstateMapHeldZero           = "held_zero"
-	tcpstateMapHists              = "hists"
-	tcpstateMapListeners          = "listeners"
-	tcpstateMapMatrix             = "matrix"
-	tcpstateMapOutcomes           = "outcomes"
-	tcpstateMapPidCounts          = "pid_counts"
-	tcpstateMapPidFilter          = "pid_filter"
-	tcpstateMapPortCounts         = "port_counts"
-	tcpstateMapPortFilter         = "port_filter"
-	tcpstateMapSocks              = "socks"
-	tcpstateProgHandleAccept4Exit = "handle_accept4_exit"
-	tcpstateProgHandleAcceptExit  = "handle_accept_exit"
-	tcpstateProgHandleSetState    = "handle_set_state"
-	tcpstateProgReplaySetState    = "replay_set_state"
-	tcpstateProgRescueSetState    = "rescue_set_state"
-	tcpstateVarEdgeMask           = "edge_mask"
-	tcpstateVarFilterFamily       = "filter_family"
-	tcpstateVarFilterPids         = "filter_pids"
-	tcpstateVarFilterPorts        = "filter_ports"
-	tcpstateVarFilterStates       = "filter_states"
-	tcpstateVarModeAggregate      = "mode_aggregate"
-	tcpstateVarModeAnomalies      = "mode_anomalies"
-	tcpstateVarModeStream         = "mode_stream"
-	tcpstateVarUnusedEvent        = "unused_event"
-	tcpstateVarWakeupBytes        = "wakeup_bytes"
+	tcpstateMapAccepted         = "accepted"
+	tcpstateMapBusy             = "busy"
+	tcpstateMapCounters         = "counters"
+	tcpstateMapEvents           = "events"
+	tcpstateMapHeld             = "held"
+	tcpstateMapHeldZero         = "held_zero"
+	tcpstateMapHists            = "hists"
+	tcpstateMapMatrix           = "matrix"
+	tcpstateMapOutcomes         = "outcomes"
+	tcpstateMapPidCounts        = "pid_counts"
+	tcpstateMapPidFilter        = "pid_filter"
+	tcpstateMapPortCounts       = "port_counts"
+	tcpstateMapPortFilter       = "port_filter"
+	tcpstateMapSockStates       = "sock_states"
+	tcpstateProgAccept4Exit     = "accept4_exit"
+	tcpstateProgAcceptExit      = "accept_exit"
+	tcpstateProgAcceptFexit     = "accept_fexit"
+	tcpstateProgDumpSockStates  = "dump_sock_states"
+	tcpstateProgHandleSetState  = "handle_set_state"
+	tcpstateProgReplaySetState  = "replay_set_state"
+	tcpstateProgRescueSetState  = "rescue_set_state"
+	tcpstateVarAcceptOwner      = "accept_owner"
+	tcpstateVarEdgeMask         = "edge_mask"
+	tcpstateVarFilterFamily     = "filter_family"
+	tcpstateVarFilterPids       = "filter_pids"
+	tcpstateVarFilterPorts      = "filter_ports"
+	tcpstateVarFilterStates     = "filter_states"
+	tcpstateVarLossSeq          = "loss_seq"
+	tcpstateVarModeAggregate    = "mode_aggregate"
+	tcpstateVarModeAnomalies    = "mode_anomalies"
+	tcpstateVarModeStream       = "mode_stream"
+	tcpstateVarReplayDone       = "replay_done"
+	tcpstateVarReplayNew        = "replay_new"
+	tcpstateVarReplayOld        = "replay_old"
+	tcpstateVarReplaySkaddr     = "replay_skaddr"
+	tcpstateVarRescueNested     = "rescue_nested"
+	tcpstateVarUnusedCounter    = "unused_counter"
+	tcpstateVarUnusedEvent      = "unused_event"
+	tcpstateVarUnusedEventFlag  = "unused_event_flag"
+	tcpstateVarUnusedHistKind   = "unused_hist_kind"
+	tcpstateVarUnusedHistSize   = "unused_hist_size"
+	tcpstateVarUnusedOutcome    = "unused_outcome"
+	tcpstateVarUnusedPortKind   = "unused_port_kind"
+	tcpstateVarUnusedSockRecord = "unused_sock_record"
+	tcpstateVarWantCpuTask      = "want_cpu_task"
 )
 
 // loadTcpstate returns the embedded CollectionSpec for tcpstate.
@@ -159,47 +262,63 @@ type tcpstateSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpstateProgramSpecs struct {
-	HandleAccept4Exit *ebpf.ProgramSpec `ebpf:"handle_accept4_exit"`
-	HandleAcceptExit  *ebpf.ProgramSpec `ebpf:"handle_accept_exit"`
-	HandleSetState    *ebpf.ProgramSpec `ebpf:"handle_set_state"`
-	ReplaySetState    *ebpf.ProgramSpec `ebpf:"replay_set_state"`
-	RescueSetState    *ebpf.ProgramSpec `ebpf:"rescue_set_state"`
+	Accept4Exit    *ebpf.ProgramSpec `ebpf:"accept4_exit"`
+	AcceptExit     *ebpf.ProgramSpec `ebpf:"accept_exit"`
+	AcceptFexit    *ebpf.ProgramSpec `ebpf:"accept_fexit"`
+	DumpSockStates *ebpf.ProgramSpec `ebpf:"dump_sock_states"`
+	HandleSetState *ebpf.ProgramSpec `ebpf:"handle_set_state"`
+	ReplaySetState *ebpf.ProgramSpec `ebpf:"replay_set_state"`
+	RescueSetState *ebpf.ProgramSpec `ebpf:"rescue_set_state"`
 }
 
 // tcpstateMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpstateMapSpecs struct {
+	Accepted   *ebpf.MapSpec `ebpf:"accepted"`
 	Busy       *ebpf.MapSpec `ebpf:"busy"`
 	Counters   *ebpf.MapSpec `ebpf:"counters"`
 	Events     *ebpf.MapSpec `ebpf:"events"`
 	Held       *ebpf.MapSpec `ebpf:"held"`
 	HeldZero   *ebpf.MapSpec `ebpf:"held_zero"`
 	Hists      *ebpf.MapSpec `ebpf:"hists"`
-	Listeners  *ebpf.MapSpec `ebpf:"listeners"`
 	Matrix     *ebpf.MapSpec `ebpf:"matrix"`
 	Outcomes   *ebpf.MapSpec `ebpf:"outcomes"`
 	PidCounts  *ebpf.MapSpec `ebpf:"pid_counts"`
 	PidFilter  *ebpf.MapSpec `ebpf:"pid_filter"`
 	PortCounts *ebpf.MapSpec `ebpf:"port_counts"`
 	PortFilter *ebpf.MapSpec `ebpf:"port_filter"`
-	Socks      *ebpf.MapSpec `ebpf:"socks"`
+	SockStates *ebpf.MapSpec `ebpf:"sock_states"`
 }
 
 // tcpstateVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpstateVariableSpecs struct {
-	EdgeMask      *ebpf.VariableSpec `ebpf:"edge_mask"`
-	FilterFamily  *ebpf.VariableSpec `ebpf:"filter_family"`
-	FilterPids    *ebpf.VariableSpec `ebpf:"filter_pids"`
-	FilterPorts   *ebpf.VariableSpec `ebpf:"filter_ports"`
-	FilterStates  *ebpf.VariableSpec `ebpf:"filter_states"`
-	ModeAggregate *ebpf.VariableSpec `ebpf:"mode_aggregate"`
-	ModeAnomalies *ebpf.VariableSpec `ebpf:"mode_anomalies"`
-	ModeStream    *ebpf.VariableSpec `ebpf:"mode_stream"`
-	UnusedEvent   *ebpf.VariableSpec `ebpf:"unused_event"`
-	WakeupBytes   *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	AcceptOwner      *ebpf.VariableSpec `ebpf:"accept_owner"`
+	EdgeMask         *ebpf.VariableSpec `ebpf:"edge_mask"`
+	FilterFamily     *ebpf.VariableSpec `ebpf:"filter_family"`
+	FilterPids       *ebpf.VariableSpec `ebpf:"filter_pids"`
+	FilterPorts      *ebpf.VariableSpec `ebpf:"filter_ports"`
+	FilterStates     *ebpf.VariableSpec `ebpf:"filter_states"`
+	LossSeq          *ebpf.VariableSpec `ebpf:"loss_seq"`
+	ModeAggregate    *ebpf.VariableSpec `ebpf:"mode_aggregate"`
+	ModeAnomalies    *ebpf.VariableSpec `ebpf:"mode_anomalies"`
+	ModeStream       *ebpf.VariableSpec `ebpf:"mode_stream"`
+	ReplayDone       *ebpf.VariableSpec `ebpf:"replay_done"`
+	ReplayNew        *ebpf.VariableSpec `ebpf:"replay_new"`
+	ReplayOld        *ebpf.VariableSpec `ebpf:"replay_old"`
+	ReplaySkaddr     *ebpf.VariableSpec `ebpf:"replay_skaddr"`
+	RescueNested     *ebpf.VariableSpec `ebpf:"rescue_nested"`
+	UnusedCounter    *ebpf.VariableSpec `ebpf:"unused_counter"`
+	UnusedEvent      *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedEventFlag  *ebpf.VariableSpec `ebpf:"unused_event_flag"`
+	UnusedHistKind   *ebpf.VariableSpec `ebpf:"unused_hist_kind"`
+	UnusedHistSize   *ebpf.VariableSpec `ebpf:"unused_hist_size"`
+	UnusedOutcome    *ebpf.VariableSpec `ebpf:"unused_outcome"`
+	UnusedPortKind   *ebpf.VariableSpec `ebpf:"unused_port_kind"`
+	UnusedSockRecord *ebpf.VariableSpec `ebpf:"unused_sock_record"`
+	WantCpuTask      *ebpf.VariableSpec `ebpf:"want_cpu_task"`
 }
 
 // tcpstateObjects contains all objects after they have been loaded into the kernel.
@@ -222,38 +341,38 @@ func (o *tcpstateObjects) Close() error {
 //
 // It can be passed to loadTcpstateObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpstateMaps struct {
+	Accepted   *ebpf.Map `ebpf:"accepted"`
 	Busy       *ebpf.Map `ebpf:"busy"`
 	Counters   *ebpf.Map `ebpf:"counters"`
 	Events     *ebpf.Map `ebpf:"events"`
 	Held       *ebpf.Map `ebpf:"held"`
 	HeldZero   *ebpf.Map `ebpf:"held_zero"`
 	Hists      *ebpf.Map `ebpf:"hists"`
-	Listeners  *ebpf.Map `ebpf:"listeners"`
 	Matrix     *ebpf.Map `ebpf:"matrix"`
 	Outcomes   *ebpf.Map `ebpf:"outcomes"`
 	PidCounts  *ebpf.Map `ebpf:"pid_counts"`
 	PidFilter  *ebpf.Map `ebpf:"pid_filter"`
 	PortCounts *ebpf.Map `ebpf:"port_counts"`
 	PortFilter *ebpf.Map `ebpf:"port_filter"`
-	Socks      *ebpf.Map `ebpf:"socks"`
+	SockStates *ebpf.Map `ebpf:"sock_states"`
 }
 
 func (m *tcpstateMaps) Close() error {
 	return _TcpstateClose(
+		m.Accepted,
 		m.Busy,
 		m.Counters,
 		m.Events,
 		m.Held,
 		m.HeldZero,
 		m.Hists,
-		m.Listeners,
 		m.Matrix,
 		m.Outcomes,
 		m.PidCounts,
 		m.PidFilter,
 		m.PortCounts,
 		m.PortFilter,
-		m.Socks,
+		m.SockStates,
 	)
 }
 
@@ -261,33 +380,51 @@ func (m *tcpstateMaps) Close() error {
 //
 // It can be passed to loadTcpstateObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpstateVariables struct {
-	EdgeMask      *ebpf.Variable `ebpf:"edge_mask"`
-	FilterFamily  *ebpf.Variable `ebpf:"filter_family"`
-	FilterPids    *ebpf.Variable `ebpf:"filter_pids"`
-	FilterPorts   *ebpf.Variable `ebpf:"filter_ports"`
-	FilterStates  *ebpf.Variable `ebpf:"filter_states"`
-	ModeAggregate *ebpf.Variable `ebpf:"mode_aggregate"`
-	ModeAnomalies *ebpf.Variable `ebpf:"mode_anomalies"`
-	ModeStream    *ebpf.Variable `ebpf:"mode_stream"`
-	UnusedEvent   *ebpf.Variable `ebpf:"unused_event"`
-	WakeupBytes   *ebpf.Variable `ebpf:"wakeup_bytes"`
+	AcceptOwner      *ebpf.Variable `ebpf:"accept_owner"`
+	EdgeMask         *ebpf.Variable `ebpf:"edge_mask"`
+	FilterFamily     *ebpf.Variable `ebpf:"filter_family"`
+	FilterPids       *ebpf.Variable `ebpf:"filter_pids"`
+	FilterPorts      *ebpf.Variable `ebpf:"filter_ports"`
+	FilterStates     *ebpf.Variable `ebpf:"filter_states"`
+	LossSeq          *ebpf.Variable `ebpf:"loss_seq"`
+	ModeAggregate    *ebpf.Variable `ebpf:"mode_aggregate"`
+	ModeAnomalies    *ebpf.Variable `ebpf:"mode_anomalies"`
+	ModeStream       *ebpf.Variable `ebpf:"mode_stream"`
+	ReplayDone       *ebpf.Variable `ebpf:"replay_done"`
+	ReplayNew        *ebpf.Variable `ebpf:"replay_new"`
+	ReplayOld        *ebpf.Variable `ebpf:"replay_old"`
+	ReplaySkaddr     *ebpf.Variable `ebpf:"replay_skaddr"`
+	RescueNested     *ebpf.Variable `ebpf:"rescue_nested"`
+	UnusedCounter    *ebpf.Variable `ebpf:"unused_counter"`
+	UnusedEvent      *ebpf.Variable `ebpf:"unused_event"`
+	UnusedEventFlag  *ebpf.Variable `ebpf:"unused_event_flag"`
+	UnusedHistKind   *ebpf.Variable `ebpf:"unused_hist_kind"`
+	UnusedHistSize   *ebpf.Variable `ebpf:"unused_hist_size"`
+	UnusedOutcome    *ebpf.Variable `ebpf:"unused_outcome"`
+	UnusedPortKind   *ebpf.Variable `ebpf:"unused_port_kind"`
+	UnusedSockRecord *ebpf.Variable `ebpf:"unused_sock_record"`
+	WantCpuTask      *ebpf.Variable `ebpf:"want_cpu_task"`
 }
 
 // tcpstatePrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadTcpstateObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpstatePrograms struct {
-	HandleAccept4Exit *ebpf.Program `ebpf:"handle_accept4_exit"`
-	HandleAcceptExit  *ebpf.Program `ebpf:"handle_accept_exit"`
-	HandleSetState    *ebpf.Program `ebpf:"handle_set_state"`
-	ReplaySetState    *ebpf.Program `ebpf:"replay_set_state"`
-	RescueSetState    *ebpf.Program `ebpf:"rescue_set_state"`
+	Accept4Exit    *ebpf.Program `ebpf:"accept4_exit"`
+	AcceptExit     *ebpf.Program `ebpf:"accept_exit"`
+	AcceptFexit    *ebpf.Program `ebpf:"accept_fexit"`
+	DumpSockStates *ebpf.Program `ebpf:"dump_sock_states"`
+	HandleSetState *ebpf.Program `ebpf:"handle_set_state"`
+	ReplaySetState *ebpf.Program `ebpf:"replay_set_state"`
+	RescueSetState *ebpf.Program `ebpf:"rescue_set_state"`
 }
 
 func (p *tcpstatePrograms) Close() error {
 	return _TcpstateClose(
-		p.HandleAccept4Exit,
-		p.HandleAcceptExit,
+		p.Accept4Exit,
+		p.AcceptExit,
+		p.AcceptFexit,
+		p.DumpSockStates,
 		p.HandleSetState,
 		p.ReplaySetState,
 		p.RescueSetState,

@@ -288,7 +288,7 @@ loop:
 	if err != nil {
 		return err
 	}
-	c, err := t.Summary()
+	c, err := t.Counters()
 	if err != nil {
 		return err
 	}

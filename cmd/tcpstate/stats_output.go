@@ -101,8 +101,8 @@ func writeStatsTable(w io.Writer, r *statsReport, top int) error {
 		fmt.Fprintf(w, "=== totals %s -> %s (%s): %d transitions, %d illegal under model %s, %d lost ===\n",
 			r.Start.Format("15:04:05"), r.End.Format("15:04:05"), fmtSeconds(span), total, ill, r.Model.Name(), r.Lost)
 		if c := r.Kernel; c != nil {
-			fmt.Fprintf(w, "lost by cause: recursion misses %d (after %d rescued), held-back queue full %d, held-back evicted %d, ring buffer full %d; sockets tracked %d, owner entries evicted %d\n",
-				c.RecursionMisses, c.Rescued, c.HeldOverflow, c.HeldEvictions, c.RingbufFull, c.SocketsTracked, c.SocketEvictions)
+			fmt.Fprintf(w, "lost by cause: recursion misses %d (after %d rescued), held-back queue full %d, no held-back queue %d, owner never learnt %d, ring buffer full %d\n",
+				c.RecursionMisses, c.Rescued, c.HeldOverflow, c.HeldNoSpace, c.UndecidedClosed, c.RingbufFull)
 		}
 	} else {
 		fmt.Fprintf(w, "--- interval %d %s -> %s (%s): %d transitions, %d illegal under model %s, %d lost ---\n",

@@ -227,7 +227,7 @@ func sampleReport(final bool) *statsReport {
 		}},
 	}
 	if final {
-		r.Kernel = &tracer.Counters{RecursionMisses: 7, SocketsTracked: 9}
+		r.Kernel = &tracer.Counters{RecursionMisses: 7, Sockets: 9}
 	}
 	return r
 }
@@ -321,7 +321,7 @@ func TestStatsJSONShape(t *testing.T) {
 	if n := strings.Count(lines[1], `"age_s"`); n != 1 {
 		t.Errorf("%d age_s keys, want 1 (absent for a socket born before the start): %s", n, lines[1])
 	}
-	if !strings.Contains(lines[1], `"kernel":{"ringbuf_full":0,"recursion_misses":7`) {
+	if !strings.Contains(lines[1], `"kernel":{"transitions":0,"sockets":9,`) || !strings.Contains(lines[1], `"recursion_misses":7`) {
 		t.Errorf("final document's kernel counters: %s", lines[1])
 	}
 
@@ -491,11 +491,11 @@ func TestFilterSockets(t *testing.T) {
 		want []uint64
 	}{
 		{"none", tracer.Options{}, []uint64{1, 2, 3, 4}},
-		{"port", tracer.Options{Ports: []uint16{80}}, []uint64{1, 2, 4}},
-		{"lport", tracer.Options{LPorts: []uint16{80, 443}}, []uint64{1, 3, 4}},
-		{"rport", tracer.Options{RPorts: []uint16{80}}, []uint64{2}},
-		{"pid", tracer.Options{Pids: []uint32{10}}, []uint64{1, 3}},
-		{"port and pid", tracer.Options{Ports: []uint16{80}, Pids: []uint32{20}}, []uint64{2}},
+		{"port", tracer.Options{Filter: model.Filter{Ports: []uint16{80}}}, []uint64{1, 2, 4}},
+		{"lport", tracer.Options{Filter: model.Filter{LPorts: []uint16{80, 443}}}, []uint64{1, 3, 4}},
+		{"rport", tracer.Options{Filter: model.Filter{RPorts: []uint16{80}}}, []uint64{2}},
+		{"pid", tracer.Options{Filter: model.Filter{Pids: []uint32{10}}}, []uint64{1, 3}},
+		{"port and pid", tracer.Options{Filter: model.Filter{Ports: []uint16{80}, Pids: []uint32{20}}}, []uint64{2}},
 	} {
 		var got []uint64
 		for _, s := range filterSockets(socks, &c.o) {

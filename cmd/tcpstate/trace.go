@@ -141,10 +141,7 @@ func (h *traceHandler) Event(e *model.Event) error {
 	return nil
 }
 
-func (h *traceHandler) Flush(lost uint64) error {
-	if lost > 0 {
-		h.tracker.NoteLoss(lost)
-	}
+func (h *traceHandler) Flush() error {
 	if err := h.out.Flush(); err != nil {
 		return fmt.Errorf("writing output: %w", err)
 	}
@@ -165,6 +162,9 @@ func runTrace(ctx context.Context, o *traceOptions, stdout, stderr io.Writer) er
 		return err
 	}
 	topts.Model = m
+	// The task on the CPU is read for every event only where the output
+	// shows it (-o wide, JSON's cpu_pid and cpu_comm).
+	topts.CPUTask = o.output != outTable
 	tracker := model.NewTracker(m, 0)
 	if o.check.Anomalies {
 		// The kernel checks every transition and sends only anomalies, so
@@ -210,13 +210,13 @@ func runTrace(ctx context.Context, o *traceOptions, stdout, stderr io.Writer) er
 	if err := h.out.Flush(); err != nil && runErr == nil {
 		runErr = fmt.Errorf("writing output: %w", err)
 	}
-	c, sumErr := t.Summary()
+	c, sumErr := t.Counters()
 	if sumErr != nil {
 		fmt.Fprintf(stderr, "tcpstate: warning: %v\n", sumErr)
 	}
 	s := traceSummary{
 		Transitions: c.Transitions, Events: h.events, Printed: h.printed, Lost: c.Lost(), Kernel: c,
-		AcceptAttached: t.AcceptAttached(), Model: m.Name(), Check: tracker.Stats(),
+		AcceptHook: t.AcceptHook(), Model: m.Name(), Check: tracker.Stats(),
 	}
 	s.write(stderr)
 	// Sockets that stayed too long in a waiting state, as stats lists them.
@@ -252,7 +252,7 @@ type traceSummary struct {
 	Printed        uint64             `json:"printed"`
 	Lost           uint64             `json:"lost"`
 	Kernel         tracer.Counters    `json:"kernel"`
-	AcceptAttached bool               `json:"accept_attached"`
+	AcceptHook     tracer.AcceptHook  `json:"accept_hook"`
 	Model          string             `json:"model"`
 	Check          model.TrackerStats `json:"check"`
 	Stuck          []model.SocketInfo `json:"stuck"`
@@ -262,10 +262,10 @@ func (s *traceSummary) write(w io.Writer) {
 	c := s.Kernel
 	fmt.Fprintf(w, "\ntcpstate summary\n")
 	fmt.Fprintf(w, "  events:          %d (%d printed)\n", s.Events, s.Printed)
-	fmt.Fprintf(w, "  lost:            %d host-wide, filters or not (ring buffer full %d, recursion misses %d, held-back queue full %d, held-back evicted %d; %d nested events rescued)\n",
-		s.Lost, c.RingbufFull, c.RecursionMisses, c.HeldOverflow, c.HeldEvictions, c.Rescued)
-	fmt.Fprintf(w, "  sockets tracked: %d host-wide (owners named by accept %d, owner entries evicted %d)\n",
-		c.SocketsTracked, c.Accepts, c.SocketEvictions)
+	fmt.Fprintf(w, "  lost:            %d host-wide, filters or not (ring buffer full %d, recursion misses %d, held-back queue full %d, no held-back queue %d, owner never learnt %d; %d nested events rescued)\n",
+		s.Lost, c.RingbufFull, c.RecursionMisses, c.HeldOverflow, c.HeldNoSpace, c.UndecidedClosed, c.Rescued)
+	fmt.Fprintf(w, "  owners:          named by accept %d (hook %s), accept records not kept %d\n",
+		c.Accepts, s.AcceptHook, c.AcceptNoSpace)
 	k := s.Check
 	fmt.Fprintf(w, "  checks:          model %s: ok %d, unknown %d (first seen mid-life), illegal %d, gap %d (%d after reported loss)\n",
 		s.Model, k.OK, k.Unknown, k.Illegal, k.Gaps(), k.GapAfterLoss)

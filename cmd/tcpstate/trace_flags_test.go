@@ -153,13 +153,13 @@ func TestTraceFlagsMapToTracerOptions(t *testing.T) {
 		want tracer.Options
 	}{
 		{nil, tracer.Options{MaxSockets: tracer.DefaultMaxSockets, RingSize: tracer.DefaultRingSize}},
-		{[]string{"--port", "80,443", "--port", " 8080 "}, tracer.Options{Ports: []uint16{80, 443, 8080}}},
-		{[]string{"--lport", "1", "--rport", "65535"}, tracer.Options{LPorts: []uint16{1}, RPorts: []uint16{65535}}},
-		{[]string{"--pid", "1,4194304"}, tracer.Options{Pids: []uint32{1, 4194304}}},
-		{[]string{"-4"}, tracer.Options{Family: model.AFInet}},
-		{[]string{"--ipv6"}, tracer.Options{Family: model.AFInet6}},
+		{[]string{"--port", "80,443", "--port", " 8080 "}, tracer.Options{Filter: model.Filter{Ports: []uint16{80, 443, 8080}}}},
+		{[]string{"--lport", "1", "--rport", "65535"}, tracer.Options{Filter: model.Filter{LPorts: []uint16{1}, RPorts: []uint16{65535}}}},
+		{[]string{"--pid", "1,4194304"}, tracer.Options{Filter: model.Filter{Pids: []uint32{1, 4194304}}}},
+		{[]string{"-4"}, tracer.Options{Filter: model.Filter{Family: model.AFInet}}},
+		{[]string{"--ipv6"}, tracer.Options{Filter: model.Filter{Family: model.AFInet6}}},
 		{[]string{"--state", "close-wait", "--state", "TCP_LAST_ACK,syn_received"},
-			tracer.Options{States: []model.State{model.CloseWait, model.LastAck, model.SynRecv}}},
+			tracer.Options{Filter: model.Filter{States: []model.State{model.CloseWait, model.LastAck, model.SynRecv}}}},
 		{[]string{"--max-sockets", "16", "--ring-size", fmt.Sprint(os.Getpagesize())},
 			tracer.Options{MaxSockets: 16, RingSize: os.Getpagesize()}},
 	} {

@@ -1,0 +1,119 @@
+/* SPDX-License-Identifier: (MIT OR GPL-2.0) */
+/*
+ * In-kernel aggregation (mode_aggregate, tcpstate stats): counts by edge,
+ * log2 histograms of time in state, outcomes, and counts per service port
+ * and per owner. No event crosses to user space. The meaning of every
+ * outcome and histogram row is in model/analytics.go.
+ */
+#ifndef TCPSTATE_AGGREGATE_H
+#define TCPSTATE_AGGREGATE_H
+
+/* floor(log2(microseconds)), 0 for less than 2 us, at most HIST_BUCKETS-1;
+ * branch-free. */
+static __always_inline __u32 log2_bucket(__u64 ns)
+{
+	__u64 v = ns / 1000;
+	__u32 r, s;
+	r = (v > 0xFFFFFFFFULL) << 5;
+	v >>= r;
+	s = (v > 0xFFFF) << 4;
+	v >>= s;
+	r |= s;
+	s = (v > 0xFF) << 3;
+	v >>= s;
+	r |= s;
+	s = (v > 0xF) << 2;
+	v >>= s;
+	r |= s;
+	s = (v > 0x3) << 1;
+	v >>= s;
+	r |= s;
+	r |= (__u32)(v >> 1);
+	return r < HIST_BUCKETS - 1 ? r : HIST_BUCKETS - 1;
+}
+
+static __always_inline void hist(__u32 kind, __u64 ns)
+{
+	add(&hists, kind * HIST_BUCKETS + log2_bucket(ns));
+}
+
+static __always_inline bool is_birth(__u8 old, __u8 new)
+{
+	return (old == TCP_CLOSE && new != TCP_LISTEN) || (old == TCP_LISTEN && new == TCP_SYN_RECV);
+}
+
+/* Counts one transition that passed the filters. */
+static __always_inline void aggregate(__u8 old, __u8 new, __u16 flags, __u64 dur, __u16 sport, __u16 dport,
+				      __u32 pid, const char *comm)
+{
+	if (old >= NUM_STATES || new >= NUM_STATES)
+		return;
+	add(&matrix, old * NUM_STATES + new);
+	if (flags & EVF_DURATION_KNOWN) {
+		hist(old, dur);
+		if (old == TCP_SYN_SENT && new == TCP_ESTABLISHED)
+			hist(HIST_ACTIVE_OPEN, dur);
+		else if (old == TCP_SYN_RECV && new == TCP_ESTABLISHED)
+			hist(HIST_PASSIVE_OPEN, dur);
+	}
+	bool born = is_birth(old, new);
+	/* By the service port, not the ephemeral one: a socket that
+	 * connect()ed by its remote port, any other (listeners, accepted
+	 * children) by its local port. */
+	__u32 pkey = flags & EVF_ACTIVE ? 65536 + dport : sport;
+	struct count *pc = bpf_map_lookup_elem(&port_counts, &pkey);
+	if (pc) {
+		__sync_fetch_and_add(&pc->transitions, 1);
+		if (born)
+			__sync_fetch_and_add(&pc->opened, 1);
+	}
+	if (!(flags & EVF_OWNER_KNOWN))
+		return;
+	struct owner_count *oc = bpf_map_lookup_elem(&pid_counts, &pid);
+	if (!oc) {
+		struct owner_count zero = {};
+		__builtin_memcpy(zero.comm, comm, sizeof(zero.comm));
+		if (bpf_map_update_elem(&pid_counts, &pid, &zero, BPF_NOEXIST) &&
+		    !bpf_map_lookup_elem(&pid_counts, &pid)) {
+			count(CNT_PID_OTHER);
+			return;
+		}
+		oc = bpf_map_lookup_elem(&pid_counts, &pid);
+		if (!oc)
+			return;
+	}
+	__sync_fetch_and_add(&oc->transitions, 1);
+	if (born)
+		__sync_fetch_and_add(&oc->opened, 1);
+}
+
+/* How the socket's life ended, from its last transition, its path and the
+ * error the kernel set before tcp_done() (tcp_reset, tcp_write_err). */
+static __always_inline __u32 outcome(int err, int old, __u16 visited)
+{
+	if (old == TCP_LISTEN)
+		return OUT_LISTENER_CLOSED;
+	/* tcp_reset() sets ECONNREFUSED in SYN_SENT, EPIPE in CLOSE_WAIT and
+	 * ECONNRESET elsewhere; tcp_write_err() sets the last soft error (an
+	 * ICMP unreachable, say) or ETIMEDOUT: any other error is a timeout. */
+	if (old == TCP_SYN_SENT) {
+		if (err == ECONNREFUSED)
+			return OUT_CONNECT_REFUSED;
+		if (err)
+			return OUT_CONNECT_TIMEOUT;
+		return OUT_CONNECT_ABORTED;
+	}
+	if (visited & (1 << TCP_CLOSING))
+		return OUT_SIMULTANEOUS_CLOSE;
+	if (err == ECONNRESET || err == EPIPE)
+		return OUT_RESET;
+	if (err)
+		return OUT_TIMEOUT;
+	if (old == TCP_LAST_ACK)
+		return OUT_PASSIVE_CLOSE;
+	if (old == TCP_FIN_WAIT1 || old == TCP_FIN_WAIT2)
+		return OUT_ACTIVE_CLOSE;
+	return OUT_ABORT;
+}
+
+#endif

@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: (MIT OR GPL-2.0) */
+/*
+ * The event: one TCP state transition as user space receives it from the
+ * ring buffer (tracer/decode.go), and its flags. bpf2go generates the Go
+ * types of struct event and of every enum here (-type); tracer's tests pin
+ * the model package's copies of the flags against them.
+ */
+#ifndef TCPSTATE_EVENT_H
+#define TCPSTATE_EVENT_H
+
+/* struct event.flags */
+enum event_flag {
+	EVF_OWNER_KNOWN = 0x1,     /* pid/comm name the socket's owner */
+	EVF_OWNER_INHERITED = 0x2, /* the owner is its listener's, until accept() names one */
+	EVF_DURATION_KNOWN = 0x4,  /* old_state_ns was measured */
+	EVF_HELD = 0x8,            /* held back until the socket matched the filters */
+	EVF_ILLEGAL = 0x10,        /* the edge is not in the model (edge_mask) */
+	EVF_GAP = 0x20,            /* old state is not the last state seen */
+	EVF_ACTIVE = 0x40,         /* the socket connect()ed: it went through SYN_SENT */
+	EVF_CPU_TASK = 0x80,       /* cpu_pid/cpu_comm were read */
+};
+
+/* One state transition. Naturally aligned, never packed. Integers are in
+ * host byte order, ports included (converted with bpf_ntohs); addresses are
+ * the kernel's network-order bytes, IPv4 in the first 4. */
+struct event {
+	__u64 ts_ns;        /* bpf_ktime_get_ns() at the transition */
+	__u64 skaddr;       /* struct sock address */
+	__u64 old_state_ns; /* time in oldstate, if EVF_DURATION_KNOWN */
+	__u64 loss_seq;     /* events counted lost host-wide before this one (loss_seq) */
+	__u32 pid;          /* owner tgid (0: unknown) */
+	__u32 cpu_pid;      /* tgid on the CPU when it fired, if EVF_CPU_TASK */
+	__u32 netns;        /* inode number of the socket's network namespace */
+	__u16 family;
+	__u16 sport;
+	__u16 dport;
+	__u16 flags; /* enum event_flag */
+	__u8 oldstate;
+	__u8 newstate;
+	__u8 last_state; /* the new state of this socket's previous event (0: none seen) */
+	__u8 _pad;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	char comm[TASK_COMM_LEN];
+	char cpu_comm[TASK_COMM_LEN];
+};
+
+/* Indexes of the counters map. Every cause of loss has its own. */
+enum counter {
+	CNT_SEEN = 0,         /* TCP transitions handled, before any filter */
+	CNT_SOCKETS,          /* socket incarnations: births, and sockets first seen mid-life */
+	CNT_RINGBUF_FULL,     /* lost: no room in the ring buffer */
+	CNT_HELD_OVERFLOW,    /* lost: a socket's held-back queue was full */
+	CNT_HELD_NOSPACE,     /* lost: no held-back queue could be made (held map full) */
+	CNT_UNDECIDED_CLOSED, /* lost: held back for an owner or port never learnt, dropped at ->CLOSE */
+	CNT_NO_STATE,         /* transitions of a socket whose storage could not be made */
+	CNT_ACCEPT,           /* owners named by accept() */
+	CNT_ACCEPT_NOSPACE,   /* accept() owners not recorded: accepted map full */
+	CNT_ACCEPT_STALE,     /* accept() records of a socket freed before its next event */
+	CNT_RESCUED,          /* nested events handle_set_state missed and rescue_set_state handled */
+	CNT_PID_OTHER,        /* transitions not counted per owner: pid_counts full */
+	CNT_MAX,
+};
+
+/* How a socket's life ended (outcomes map). */
+enum outcome {
+	OUT_ACTIVE_CLOSE = 0,   /* we sent FIN first: FIN_WAIT1/2 -> CLOSE (time-wait) */
+	OUT_PASSIVE_CLOSE,      /* the peer sent FIN first: LAST_ACK -> CLOSE */
+	OUT_SIMULTANEOUS_CLOSE, /* both at once: through CLOSING */
+	OUT_RESET,              /* RST received (sk_err ECONNRESET/EPIPE) */
+	OUT_TIMEOUT,            /* retransmissions gave up (sk_err ETIMEDOUT) */
+	OUT_ABORT,              /* closed locally without FIN: SO_LINGER 0, unread data, unaccepted child */
+	OUT_CONNECT_REFUSED,    /* SYN_SENT -> CLOSE, sk_err ECONNREFUSED */
+	OUT_CONNECT_TIMEOUT,    /* SYN_SENT -> CLOSE, sk_err ETIMEDOUT */
+	OUT_CONNECT_ABORTED,    /* SYN_SENT -> CLOSE otherwise (closed while connecting) */
+	OUT_LISTENER_CLOSED,    /* LISTEN -> CLOSE */
+	OUT_MAX,
+};
+
+/* Histograms (hists map): one row of log2(microseconds) buckets per kind. */
+enum hist_kind {
+	/* rows 0..NUM_STATES-1: time spent in that state */
+	HIST_ACTIVE_OPEN = NUM_STATES, /* SYN_SENT -> ESTABLISHED */
+	HIST_PASSIVE_OPEN,             /* a child's SYN_RECV -> ESTABLISHED */
+	HIST_LIFETIME,                 /* birth to ->CLOSE, listeners excluded */
+	HIST_KINDS,
+};
+enum hist_size {
+	HIST_BUCKETS = 48, /* log2(us) buckets per histogram row */
+};
+
+/* bpf2go -type needs each type referenced. */
+const struct event *unused_event __attribute__((unused));
+const enum event_flag *unused_event_flag __attribute__((unused));
+const enum counter *unused_counter __attribute__((unused));
+const enum outcome *unused_outcome __attribute__((unused));
+const enum hist_kind *unused_hist_kind __attribute__((unused));
+const enum hist_size *unused_hist_size __attribute__((unused));
+const enum port_kind *unused_port_kind __attribute__((unused));
+
+#endif

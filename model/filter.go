@@ -1,0 +1,160 @@
+package model
+
+import (
+	"fmt"
+	"slices"
+)
+
+// PortKind says on which side of a socket a filtered port is wanted. The
+// values are the kernel's (enum port_kind in bpf/common.h).
+type PortKind uint8
+
+// The port kinds; a port may be wanted on several sides at once.
+const (
+	PortEither PortKind = 0x1 // --port: local or remote
+	PortLocal  PortKind = 0x2 // --lport
+	PortRemote PortKind = 0x4 // --rport
+)
+
+// Filter selects sockets and transitions. It is the one definition of what
+// the filter flags mean: the tracer fills the kernel's filter maps from it
+// (the BPF program applies the same rules, bpf/filter.h), user space
+// filters socket lists with it, and the tests check deliveries against it.
+//
+// Different filters AND; the values of one filter OR. The port, pid and
+// family filters select sockets; a socket that matches once is followed
+// for the rest of its life (sticky), so its transitions arrive whole. The
+// state filter selects single transitions: those into or out of a listed
+// state.
+type Filter struct {
+	Ports  []uint16 // local or remote port
+	LPorts []uint16 // local port
+	RPorts []uint16 // remote port
+	Pids   []uint32 // owner process (tgid)
+	Family Family   // 0: both
+	States []State  // transitions into or out of these states
+}
+
+// Sticky reports whether the filter selects sockets by fields that the
+// kernel may not know yet at a socket's first events (ports, owner): those
+// events are held back until the socket is decided.
+func (f *Filter) Sticky() bool {
+	return len(f.Ports) > 0 || len(f.LPorts) > 0 || len(f.RPorts) > 0 || len(f.Pids) > 0
+}
+
+// Empty reports whether the filter lets everything through.
+func (f *Filter) Empty() bool {
+	return !f.Sticky() && f.Family == 0 && len(f.States) == 0
+}
+
+// PortKinds maps each filtered port to the sides it is wanted on, as the
+// kernel's port_filter map holds them.
+func (f *Filter) PortKinds() map[uint16]PortKind {
+	kinds := map[uint16]PortKind{}
+	for _, p := range f.Ports {
+		kinds[p] |= PortEither
+	}
+	for _, p := range f.LPorts {
+		kinds[p] |= PortLocal
+	}
+	for _, p := range f.RPorts {
+		kinds[p] |= PortRemote
+	}
+	return kinds
+}
+
+// KindsInUse is the union of PortKinds' values: which port filters are set.
+func (f *Filter) KindsInUse() PortKind {
+	var k PortKind
+	if len(f.Ports) > 0 {
+		k |= PortEither
+	}
+	if len(f.LPorts) > 0 {
+		k |= PortLocal
+	}
+	if len(f.RPorts) > 0 {
+		k |= PortRemote
+	}
+	return k
+}
+
+// StateMask is the state filter as the kernel takes it: bit n set for state
+// n; 0 lets every transition through.
+func (f *Filter) StateMask() uint16 {
+	var m uint16
+	for _, s := range f.States {
+		m |= 1 << s
+	}
+	return m
+}
+
+// Validate reports a filter the kernel cannot apply.
+func (f *Filter) Validate() error {
+	for _, s := range f.States {
+		if !s.Valid() {
+			return fmt.Errorf("invalid state %d", s)
+		}
+	}
+	switch f.Family {
+	case 0, AFInet, AFInet6:
+	default:
+		return fmt.Errorf("invalid address family %d", f.Family)
+	}
+	return nil
+}
+
+// WantsTransition reports whether the state filter lets old->new through.
+func (f *Filter) WantsTransition(old, nw State) bool {
+	if len(f.States) == 0 {
+		return true
+	}
+	return slices.Contains(f.States, old) || slices.Contains(f.States, nw)
+}
+
+// SocketFacts is what a socket filter looks at.
+type SocketFacts struct {
+	Family     Family
+	Sport      uint16 // local port
+	Dport      uint16 // remote port
+	Pid        uint32 // owner
+	OwnerKnown bool
+}
+
+// MatchSocket reports whether the socket filters (ports, pids, family)
+// select a socket whose fields are all known. A socket whose owner is not
+// known matches no pid filter.
+func (f *Filter) MatchSocket(s SocketFacts) bool {
+	if f.Family != 0 && s.Family != f.Family {
+		return false
+	}
+	if len(f.Ports) > 0 && !slices.Contains(f.Ports, s.Sport) && !slices.Contains(f.Ports, s.Dport) {
+		return false
+	}
+	if len(f.LPorts) > 0 && !slices.Contains(f.LPorts, s.Sport) {
+		return false
+	}
+	if len(f.RPorts) > 0 && !slices.Contains(f.RPorts, s.Dport) {
+		return false
+	}
+	if len(f.Pids) > 0 && (!s.OwnerKnown || !slices.Contains(f.Pids, s.Pid)) {
+		return false
+	}
+	return true
+}
+
+// Facts returns what a socket filter looks at in a socket listing entry.
+func (s *SocketInfo) Facts() SocketFacts {
+	return SocketFacts{Family: s.Family, Sport: s.Sport, Dport: s.Dport, Pid: s.Pid, OwnerKnown: s.OwnerKnown}
+}
+
+// FilterSockets returns the sockets f selects (the state filter selects
+// transitions, not sockets, and does not apply).
+func (f *Filter) FilterSockets(socks []SocketInfo) []SocketInfo {
+	out := socks[:0:0]
+	for _, s := range socks {
+		if f.MatchSocket(s.Facts()) {
+			out = append(out, s)
+		}
+	}
+	return out
+}

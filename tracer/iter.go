@@ -1,0 +1,154 @@
+package tracer
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net/netip"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf/link"
+
+	"github.com/tcpstate/tcpstate/model"
+)
+
+// sockRecordSize is struct sock_record's size (bpf/iter.h).
+const sockRecordSize = int(unsafe.Sizeof(tcpstateSockRecord{}))
+
+// Sockets lists the live sockets the kernel follows: every socket that made
+// a transition since Attach and has not reached CLOSE, with its owner, its
+// state and when it entered it, and its addresses as they are now.
+func (t *Tracer) Sockets() ([]model.SocketInfo, error) {
+	if t.dump == nil {
+		return nil, errNoIterator
+	}
+	l, err := link.AttachIter(link.IterOptions{Program: t.dump, Map: t.maps.SockStates})
+	if err != nil {
+		return nil, fmt.Errorf("attaching the socket iterator: %w", err)
+	}
+	defer l.Close()
+	r, err := l.Open()
+	if err != nil {
+		return nil, fmt.Errorf("opening the socket iterator: %w", err)
+	}
+	defer r.Close()
+	buf, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("reading the socket iterator: %w", err)
+	}
+	now := uint64(monotonicNow())
+	var out []model.SocketInfo
+	for i := 0; i+sockRecordSize <= len(buf); i += sockRecordSize {
+		var rec tcpstateSockRecord
+		decodeSockRecord(buf[i:i+sockRecordSize], &rec)
+		st := model.State(rec.State)
+		// Closed (the storage outlives the connection until the socket is
+		// freed), or only an accept() record so far: not live.
+		if !st.Valid() || st == model.Close || rec.StateTs == 0 {
+			continue
+		}
+		s := model.SocketInfo{
+			Skaddr:     rec.Skaddr,
+			State:      st,
+			Since:      since(now, rec.StateTs),
+			Age:        since(now, rec.BornTs),
+			Pid:        rec.Pid,
+			Comm:       cString(rec.Comm[:]),
+			OwnerKnown: rec.Owner != 0,
+			Family:     model.Family(rec.Family),
+			Sport:      rec.Sport,
+			Dport:      rec.Dport,
+			Netns:      rec.Netns,
+		}
+		if s.Family == model.AFInet {
+			s.Saddr = netip.AddrFrom4([4]byte(rec.Saddr[:4]))
+			s.Daddr = netip.AddrFrom4([4]byte(rec.Daddr[:4]))
+		} else {
+			s.Saddr = netip.AddrFrom16(rec.Saddr)
+			s.Daddr = netip.AddrFrom16(rec.Daddr)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func decodeSockRecord(b []byte, r *tcpstateSockRecord) {
+	le := binary.LittleEndian
+	o := func(off uintptr) []byte { return b[off:] }
+	var z tcpstateSockRecord
+	r.Skaddr = le.Uint64(o(unsafe.Offsetof(z.Skaddr)))
+	r.StateTs = le.Uint64(o(unsafe.Offsetof(z.StateTs)))
+	r.BornTs = le.Uint64(o(unsafe.Offsetof(z.BornTs)))
+	r.Pid = le.Uint32(o(unsafe.Offsetof(z.Pid)))
+	r.Netns = le.Uint32(o(unsafe.Offsetof(z.Netns)))
+	r.Family = le.Uint16(o(unsafe.Offsetof(z.Family)))
+	r.Sport = le.Uint16(o(unsafe.Offsetof(z.Sport)))
+	r.Dport = le.Uint16(o(unsafe.Offsetof(z.Dport)))
+	r.State = b[unsafe.Offsetof(z.State)]
+	r.SkState = b[unsafe.Offsetof(z.SkState)]
+	r.Owner = b[unsafe.Offsetof(z.Owner)]
+	copy(r.Saddr[:], o(unsafe.Offsetof(z.Saddr)))
+	copy(r.Daddr[:], o(unsafe.Offsetof(z.Daddr)))
+	for i := range r.Comm {
+		r.Comm[i] = int8(b[unsafe.Offsetof(z.Comm)+uintptr(i)])
+	}
+}
+
+func since(now, ts uint64) time.Duration {
+	if ts == 0 || ts > now {
+		return 0
+	}
+	return time.Duration(now - ts)
+}
+
+// Replay runs the pipeline as if the kernel had reported old->new for the
+// live TCP socket at skaddr, through the same code and maps as real events
+// (the test-only replay_set_state iterator; Options.Replay loads it). It
+// exists for tests of the in-kernel model check, which real kernels never
+// exercise with bad edges. The iterator walks the network namespace of the
+// calling thread: call it on a thread in the socket's namespace.
+func (t *Tracer) Replay(skaddr uint64, old, new model.State) error {
+	if t.replay == nil {
+		return fmt.Errorf("replaying %s -> %s: the tracer was loaded without Options.Replay", old, new)
+	}
+	var done uint32
+	if err := t.vars.ReplayDone.Get(&done); err != nil {
+		return err
+	}
+	for _, set := range []struct {
+		name string
+		err  error
+	}{
+		{"replay_old", t.vars.ReplayOld.Set(uint32(old))},
+		{"replay_new", t.vars.ReplayNew.Set(uint32(new))},
+		{"replay_skaddr", t.vars.ReplaySkaddr.Set(skaddr)},
+	} {
+		if set.err != nil {
+			return fmt.Errorf("setting %s: %w", set.name, set.err)
+		}
+	}
+	defer t.vars.ReplaySkaddr.Set(uint64(0))
+	l, err := link.AttachIter(link.IterOptions{Program: t.replay})
+	if err != nil {
+		return fmt.Errorf("attaching the replay iterator: %w", err)
+	}
+	defer l.Close()
+	r, err := l.Open()
+	if err != nil {
+		return fmt.Errorf("opening the replay iterator: %w", err)
+	}
+	_, err = io.Copy(io.Discard, r)
+	r.Close()
+	if err != nil {
+		return fmt.Errorf("running the replay iterator: %w", err)
+	}
+	var after uint32
+	if err := t.vars.ReplayDone.Get(&after); err != nil {
+		return err
+	}
+	if after == done {
+		return fmt.Errorf("replaying %s -> %s on 0x%x: no TCP socket at that address in this thread's network namespace", old, new, skaddr)
+	}
+	return nil
+}
