@@ -112,9 +112,8 @@ struct accepted {
  * listener's owner. Sized by --max-sockets.
  */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 65536); /* resized by user space */
+	__uint(type, BPF_MAP_TYPE_HASH); /* preallocated: an insert and a delete per connection */
+	__uint(max_entries, 65536);      /* resized by user space */
 	__type(key, __u64);
 	__type(value, struct accepted);
 } accepted SEC(".maps");

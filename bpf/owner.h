@@ -68,15 +68,16 @@ static __always_inline void child_born(struct sock_state *st)
 
 /* Takes over the owner that an accept program recorded for this socket,
  * at its first event after accept(). Only sockets that have not been seen
- * acting in process context since birth can have a record. */
-static __always_inline void take_accepted(struct sock_state *st, __u64 key, bool birth)
+ * acting in process context since birth can have a record, and not at a
+ * birth (accept() comes after it). */
+static __always_inline void take_accepted(struct sock_state *st, __u64 key)
 {
 	struct accepted *a = bpf_map_lookup_elem(&accepted, &key);
 	if (!a)
 		return;
 	/* Recorded before this incarnation's birth: the socket it belonged to
 	 * was freed and its address reused before it made another transition. */
-	if (birth || a->ts < st->born_ts) {
+	if (a->ts < st->born_ts) {
 		count(CNT_ACCEPT_STALE);
 	} else {
 		st->pid = a->pid;

@@ -228,8 +228,8 @@ static __always_inline int on_set_state(const struct sock *sk, int oldstate, int
 	}
 	if (acts && !is_kthread())
 		own_by_current(st, c.cpu_pid);
-	else if (accept_owner && st->owner != OWNER_FINAL)
-		take_accepted(st, c.key, birth);
+	else if (accept_owner && st->owner != OWNER_FINAL && !birth)
+		take_accepted(st, c.key);
 	if (st->owner != OWNER_NONE) {
 		c.flags |= EVF_OWNER_KNOWN;
 		if (st->owner == OWNER_INHERITED)

@@ -88,18 +88,28 @@ int BPF_PROG(rescue_set_state, const struct sock *sk, const int oldstate, const 
 	return on_set_state(sk, oldstate, newstate);
 }
 
-/* The accepted socket as the accept hooks see it: an address they may only
- * probe-read. */
+/* The accepted socket as the accept hooks see it: an address, read through
+ * a typed cast where the kernel has bpf_rdonly_cast, else probe reads. */
 static __always_inline int accepted_sock(struct sock *sk)
 {
-	if (!sk || BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) != IPPROTO_TCP)
+	if (!sk)
 		return 0;
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	if (filter_family && family != filter_family)
+	__u16 protocol, family, sport, dport;
+	if (have_kfunc(bpf_rdonly_cast)) {
+		struct inet_sock *inet = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct inet_sock));
+		protocol = BPF_CORE_READ_BITFIELD(&inet->sk, sk_protocol);
+		family = inet->sk.__sk_common.skc_family;
+		sport = inet->inet_sport;
+		dport = inet->sk.__sk_common.skc_dport;
+	} else {
+		protocol = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol);
+		family = BPF_CORE_READ(sk, __sk_common.skc_family);
+		sport = BPF_CORE_READ((struct inet_sock *)sk, inet_sport);
+		dport = BPF_CORE_READ(sk, __sk_common.skc_dport);
+	}
+	if (protocol != IPPROTO_TCP || (filter_family && family != filter_family))
 		return 0;
-	__u16 sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
-	__u16 dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	on_accept((__u64)sk, sport, dport);
+	on_accept((__u64)sk, bpf_ntohs(sport), bpf_ntohs(dport));
 	return 0;
 }
 
@@ -116,20 +126,29 @@ int BPF_PROG(accept_fexit)
 }
 
 /* The fallback where trampolines do not load: accept() and accept4()
- * return the new socket's fd; walk current->files to the struct sock. */
+ * return the new socket's fd; walk current->files to the struct sock. The
+ * task is a pointer the verifier trusts, so the walk is plain loads, but
+ * for the fd array, indexed by a run-time value. */
 static __always_inline int on_accept_exit(long ret)
 {
 	if (ret < 0)
 		return 0;
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	if (!fdt || ret >= BPF_CORE_READ(fdt, max_fds))
+	struct fdtable *fdt = bpf_get_current_task_btf()->files->fdt;
+	if (!fdt || ret >= fdt->max_fds)
 		return 0;
-	struct file **fds = BPF_CORE_READ(fdt, fd);
 	struct file *f = NULL;
-	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[ret]) || !f)
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fdt->fd[ret]) || !f)
 		return 0;
-	struct socket *sock = BPF_CORE_READ(f, private_data);
+	struct socket *sock;
+	if (have_kfunc(bpf_rdonly_cast)) {
+		struct file *file = bpf_rdonly_cast(f, bpf_core_type_id_kernel(struct file));
+		sock = file->private_data;
+		if (!sock)
+			return 0;
+		struct socket *s = bpf_rdonly_cast(sock, bpf_core_type_id_kernel(struct socket));
+		return accepted_sock(s->sk);
+	}
+	sock = BPF_CORE_READ(f, private_data);
 	if (!sock)
 		return 0;
 	return accepted_sock(BPF_CORE_READ(sock, sk));

@@ -244,3 +244,39 @@ func TestParseRecordRejects(t *testing.T) {
 		}
 	}
 }
+
+// The encoder's cached time formatting is RFC 3339 with nanoseconds, exactly
+// as time.RFC3339Nano formats it, across seconds, zones and trailing zeros.
+func TestRecordEncoderTime(t *testing.T) {
+	zones := []*time.Location{time.UTC, time.FixedZone("CET", 3600), time.FixedZone("odd", -(9*3600 + 30*60))}
+	if ny, err := time.LoadLocation("America/New_York"); err == nil {
+		zones = append(zones, ny)
+	}
+	base := time.Date(2026, 3, 8, 6, 59, 58, 0, time.UTC) // around a DST change in New York
+	var enc RecordEncoder
+	for _, loc := range zones {
+		for _, off := range []time.Duration{0, 1, 10, 100 * time.Millisecond, 999999999, time.Second, time.Second + 500, 2*time.Second + 120*time.Microsecond, time.Hour, 24 * time.Hour} {
+			tm := base.Add(off).In(loc)
+			got := string(enc.appendTime(nil, tm))
+			if want := tm.Format(time.RFC3339Nano); got != want {
+				t.Errorf("%v in %s: %q, want %q", off, loc, got, want)
+			}
+		}
+	}
+}
+
+// Reusing an encoder gives the same records as a fresh one.
+func TestRecordEncoderReuse(t *testing.T) {
+	var enc RecordEncoder
+	quoted := sampleEvent()
+	quoted.Comm = CommFrom("a\"b\\c\td\x01\x7f\xff")
+	v6 := sampleEvent()
+	v6.Family, v6.Saddr, v6.Daddr = AFInet6, netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("::ffff:10.0.0.1")
+	for i, e := range []Event{sampleEvent(), quoted, v6, sampleEvent()} {
+		e.Time = time.Unix(1700000000+int64(i/2), int64(i)*123456789%1e9)
+		want := AppendJSON(nil, &e, &Verdict{Kind: VerdictOK})
+		if got := enc.Append(nil, &e, &Verdict{Kind: VerdictOK}); string(got) != string(want) {
+			t.Errorf("event %d: encoder %s, fresh %s", i, got, want)
+		}
+	}
+}

@@ -103,6 +103,17 @@ func discoverTcpstate(ctx context.Context, bin string) ([]config, []string, erro
 				Aggregates: f == "anomalies"})
 		}
 	}
+	// Variants of trace -o json that change what the kernel side costs.
+	for _, v := range []struct{ flag, id string }{
+		{"--accept-hook off", "accept-off"},
+		{"--rescue-nested", "rescue"},
+	} {
+		name := strings.TrimPrefix(strings.Fields(v.flag)[0], "--")
+		if hasFlag(traceHelp, name) && slices.Contains(modes, "json") {
+			out = append(out, config{ID: "trace-json-" + v.id, Label: "tcpstate trace -o json " + v.flag, Kind: kindTcpstate,
+				Argv: append([]string{bin, "trace", "-o", "json"}, strings.Fields(v.flag)...), Summary: summary, ReadyLine: tcpstateReady})
+		}
+	}
 	for _, c := range cmds {
 		if c == "trace" || c == "help" || c == "completion" {
 			continue

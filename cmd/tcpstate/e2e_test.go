@@ -202,11 +202,11 @@ func summaryEvents(t *testing.T, stderr string) (events, printed int) {
 }
 
 type summaryFile struct {
-	Events         uint64 `json:"events"`
-	Printed        uint64 `json:"printed"`
-	Lost           uint64 `json:"lost"`
-	AcceptHook     string `json:"accept_hook"`
-	Kernel         struct {
+	Events     uint64 `json:"events"`
+	Printed    uint64 `json:"printed"`
+	Lost       uint64 `json:"lost"`
+	AcceptHook string `json:"accept_hook"`
+	Kernel     struct {
 		RecursionMisses uint64 `json:"recursion_misses"`
 		Sockets         uint64 `json:"sockets"`
 		Accepts         uint64 `json:"accepts"`

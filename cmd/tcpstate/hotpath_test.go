@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"io"
 	"net/netip"
 	"testing"
@@ -65,7 +64,7 @@ func newBenchHandler(mode string, w io.Writer) *traceHandler {
 	}
 	m, _ := model.ModelByName("linux")
 	return &traceHandler{
-		out: bufio.NewWriterSize(w, 64<<10), p: p, buf: make([]byte, 0, 512),
+		out: w, p: p, buf: make([]byte, 0, 64<<10),
 		tracker: model.NewTracker(m, 0),
 	}
 }

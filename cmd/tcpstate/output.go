@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/tcpstate/tcpstate/model"
 )
@@ -30,17 +31,17 @@ func newPrinter(mode string) (printer, error) {
 	case outWide:
 		return newTablePrinter(true), nil
 	case outJSON:
-		return jsonPrinter{}, nil
+		return &jsonPrinter{}, nil
 	}
 	return nil, usagef("unknown output mode %q: want table, wide or json", mode)
 }
 
-type jsonPrinter struct{}
+type jsonPrinter struct{ enc model.RecordEncoder }
 
-func (jsonPrinter) header(buf []byte) []byte { return buf }
+func (*jsonPrinter) header(buf []byte) []byte { return buf }
 
-func (jsonPrinter) appendEvent(buf []byte, e *model.Event, v *model.Verdict) []byte {
-	return model.AppendJSON(buf, e, v)
+func (p *jsonPrinter) appendEvent(buf []byte, e *model.Event, v *model.Verdict) []byte {
+	return p.enc.Append(buf, e, v)
 }
 
 // tablePrinter writes aligned columns. The address columns start wide enough
@@ -49,6 +50,32 @@ func (jsonPrinter) appendEvent(buf []byte, e *model.Event, v *model.Verdict) []b
 type tablePrinter struct {
 	wide  bool
 	addrW int
+	clock clockCache
+}
+
+// clockCache formats a time as 15:04:05.000000, keeping the formatted
+// second of the last time.
+type clockCache struct {
+	sec  int64
+	loc  *time.Location
+	hms  [8]byte
+	have bool
+}
+
+func (c *clockCache) append(buf []byte, t time.Time) []byte {
+	if sec := t.Unix(); !c.have || sec != c.sec || t.Location() != c.loc {
+		t.AppendFormat(c.hms[:0], "15:04:05")
+		c.sec, c.loc, c.have = sec, t.Location(), true
+	}
+	buf = append(buf, c.hms[:]...)
+	us := t.Nanosecond() / 1000
+	var d [7]byte
+	d[0] = '.'
+	for i := 6; i >= 1; i-- {
+		d[i] = byte('0' + us%10)
+		us /= 10
+	}
+	return append(buf, d[:]...)
 }
 
 const (
@@ -89,7 +116,7 @@ func (p *tablePrinter) header(buf []byte) []byte {
 }
 
 func (p *tablePrinter) appendEvent(buf []byte, e *model.Event, v *model.Verdict) []byte {
-	buf = e.Time.AppendFormat(buf, "15:04:05.000000")
+	buf = p.clock.append(buf, e.Time)
 	buf = append(buf, ' ')
 	if e.OwnerKnown() {
 		buf = padLeftNum(buf, uint64(e.Pid), pidW)

@@ -24,16 +24,15 @@ const (
 
 type statsOptions struct {
 	filterFlags
-	output     string
-	interval   time.Duration
-	duration   time.Duration
-	count      int
-	top        int
-	model      string
-	stuck      *stuckFlag
-	maxSockets int
-	verbose    bool
-	summary    string
+	output   string
+	interval time.Duration
+	duration time.Duration
+	count    int
+	top      int
+	model    string
+	stuck    *stuckFlag
+	kernel   kernelFlags
+	summary  string
 }
 
 func newStatsCmd() *cobra.Command {
@@ -153,8 +152,7 @@ trace --summary-json).`,
 	f.IntVar(&o.top, "top", defaultStatsTop, "rows of the per-port and per-owner tables; the rest are summed as other (0: all)")
 	f.StringVar(&o.model, "model", model.DefaultModelName, "transition model whose missing edges are marked with ! ("+strings.Join(model.ModelNames(), ", ")+")")
 	f.Var(o.stuck, "stuck", "list sockets in STATE longer than DURATION (repeat or comma-separate; overrides that state's default; DURATION 0 or off: never)")
-	f.IntVar(&o.maxSockets, "max-sockets", tracer.DefaultMaxSockets, "sockets the kernel remembers (owner, state, addresses); least recently used are evicted (and counted)")
-	f.BoolVar(&o.verbose, "verbose", false, "print the verifier's full log if the kernel rejects the program")
+	o.kernel.register(f)
 	f.StringVar(&o.summary, "summary-json", "", "also write the end-of-run counters (transitions, lost by cause, kernel counters) as JSON to this file")
 	return cmd
 }
@@ -182,8 +180,6 @@ func (o *statsOptions) tracerOptions() (tracer.Options, *model.Model, error) {
 		return t, nil, usagef("--count %d counts interval reports: it needs an --interval", o.count)
 	case o.top < 0:
 		return t, nil, usagef("--top %d: must not be negative (0: all rows)", o.top)
-	case o.maxSockets < 16 || o.maxSockets > 1<<24:
-		return t, nil, usagef("--max-sockets %d: must be from 16 to %d", o.maxSockets, 1<<24)
 	}
 	m, err := model.ModelByName(o.model)
 	if err != nil {
@@ -191,8 +187,9 @@ func (o *statsOptions) tracerOptions() (tracer.Options, *model.Model, error) {
 	}
 	t.Mode = tracer.ModeAggregate
 	t.Model = m
-	t.MaxSockets = o.maxSockets
-	t.Verbose = o.verbose
+	if err := o.kernel.apply(&t); err != nil {
+		return t, nil, err
+	}
 	return t, m, nil
 }
 

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -17,14 +16,13 @@ import (
 
 type traceOptions struct {
 	filterFlags
+	kernel      kernelFlags
 	check       checkOptions
 	output      string
 	count       uint64
 	duration    time.Duration
-	maxSockets  int
 	ringSize    int
 	summaryJSON string
-	verbose     bool
 	noHeader    bool
 }
 
@@ -80,10 +78,9 @@ Exit status: 0 success; 1 the run failed; 2 bad flags; 3 --fail-on was hit.`,
 	f.Uint64Var(&o.count, "count", 0, "stop after this many events (0: no limit)")
 	f.DurationVar(&o.duration, "duration", 0, "stop after this long, e.g. 30s or 5m (0: until interrupted)")
 	f.BoolVar(&o.noHeader, "no-header", false, "omit the table header")
-	f.IntVar(&o.maxSockets, "max-sockets", tracer.DefaultMaxSockets, "sockets the kernel remembers owners for; least recently used are evicted (and counted)")
 	f.IntVar(&o.ringSize, "ring-size", tracer.DefaultRingSize, "ring buffer size in bytes (a power of two)")
 	f.StringVar(&o.summaryJSON, "summary-json", "", "also write the end-of-run summary as JSON to this file")
-	f.BoolVar(&o.verbose, "verbose", false, "print the verifier's full log if the kernel rejects the program")
+	o.kernel.register(f)
 	return cmd
 }
 
@@ -98,23 +95,24 @@ func (o *traceOptions) tracerOptions() (tracer.Options, error) {
 	if o.duration < 0 {
 		return t, usagef("--duration %v: must not be negative", o.duration)
 	}
-	if o.maxSockets < 16 || o.maxSockets > 1<<24 {
-		return t, usagef("--max-sockets %d: must be from 16 to %d", o.maxSockets, 1<<24)
+	if err := o.kernel.apply(&t); err != nil {
+		return t, err
 	}
 	if o.ringSize < os.Getpagesize() || o.ringSize > 1<<30 || o.ringSize&(o.ringSize-1) != 0 {
 		return t, usagef("--ring-size %d: must be a power of two from %d to %d", o.ringSize, os.Getpagesize(), 1<<30)
 	}
-	t.MaxSockets, t.RingSize, t.Verbose = o.maxSockets, o.ringSize, o.verbose
+	t.RingSize = o.ringSize
 	return t, nil
 }
 
-// traceHandler formats each event and writes it out; Flush pushes the
-// buffered lines to the output, so output is never more than one poll
-// interval (10 ms) behind the kernel.
+// traceHandler formats each event into its output buffer and writes the
+// buffer out when it is full and at every Flush, so output is never more
+// than one poll interval (10 ms) behind the kernel. Formatting appends
+// straight into the buffer: no copy per event.
 type traceHandler struct {
-	out     *bufio.Writer
+	out     io.Writer
 	p       printer
-	buf     []byte
+	buf     []byte // formatted lines not written yet
 	tracker *model.Tracker
 	verdict model.Verdict // the current event's; a field, so it does not escape per event
 	// anomalies: print only what the tracker confirms as an anomaly.
@@ -130,9 +128,11 @@ func (h *traceHandler) Event(e *model.Event) error {
 	if h.anomalies && !h.verdict.Kind.Anomaly() {
 		return nil
 	}
-	h.buf = h.p.appendEvent(h.buf[:0], e, &h.verdict)
-	if _, err := h.out.Write(h.buf); err != nil {
-		return fmt.Errorf("writing output: %w", err)
+	h.buf = h.p.appendEvent(h.buf, e, &h.verdict)
+	if len(h.buf) >= outBufferSize {
+		if err := h.write(); err != nil {
+			return err
+		}
 	}
 	h.printed++
 	if h.limit > 0 && h.printed >= h.limit {
@@ -141,8 +141,19 @@ func (h *traceHandler) Event(e *model.Event) error {
 	return nil
 }
 
-func (h *traceHandler) Flush() error {
-	if err := h.out.Flush(); err != nil {
+func (h *traceHandler) Flush() error { return h.write() }
+
+// outBufferSize is when the output buffer is written: 64 KiB less room for
+// one more line, so the buffer never grows.
+const outBufferSize = 63 << 10
+
+func (h *traceHandler) write() error {
+	if len(h.buf) == 0 {
+		return nil
+	}
+	_, err := h.out.Write(h.buf)
+	h.buf = h.buf[:0]
+	if err != nil {
 		return fmt.Errorf("writing output: %w", err)
 	}
 	return nil
@@ -182,16 +193,14 @@ func runTrace(ctx context.Context, o *traceOptions, stdout, stderr io.Writer) er
 	defer t.Close()
 
 	h := &traceHandler{
-		out: bufio.NewWriterSize(stdout, 64<<10), p: p, buf: make([]byte, 0, 512),
+		out: stdout, p: p, buf: make([]byte, 0, 64<<10),
 		tracker: tracker, anomalies: o.check.Anomalies, limit: o.count,
 	}
 	if o.output != outJSON && !o.noHeader {
-		if err := writeAll(h.out, p.header(nil)); err != nil {
-			return err
-		}
+		h.buf = p.header(h.buf)
 	}
-	if err := h.out.Flush(); err != nil {
-		return fmt.Errorf("writing output: %w", err)
+	if err := h.write(); err != nil {
+		return err
 	}
 	fmt.Fprintln(stderr, "tcpstate: tracing TCP state transitions; Ctrl-C to stop")
 
@@ -207,8 +216,8 @@ func runTrace(ctx context.Context, o *traceOptions, stdout, stderr io.Writer) er
 	if runErr == nil && (h.limit == 0 || h.printed < h.limit) {
 		runErr = t.Drain(h)
 	}
-	if err := h.out.Flush(); err != nil && runErr == nil {
-		runErr = fmt.Errorf("writing output: %w", err)
+	if err := h.write(); err != nil && runErr == nil {
+		runErr = err
 	}
 	c, sumErr := t.Counters()
 	if sumErr != nil {
@@ -247,15 +256,15 @@ func runTrace(ctx context.Context, o *traceOptions, stdout, stderr io.Writer) er
 // traceSummary is what trace prints on stderr at the end, and writes with
 // --summary-json.
 type traceSummary struct {
-	Transitions    uint64             `json:"transitions"` // handled by the kernel, host-wide, before filters
-	Events         uint64             `json:"events"`
-	Printed        uint64             `json:"printed"`
-	Lost           uint64             `json:"lost"`
-	Kernel         tracer.Counters    `json:"kernel"`
-	AcceptHook     tracer.AcceptHook  `json:"accept_hook"`
-	Model          string             `json:"model"`
-	Check          model.TrackerStats `json:"check"`
-	Stuck          []model.SocketInfo `json:"stuck"`
+	Transitions uint64             `json:"transitions"` // handled by the kernel, host-wide, before filters
+	Events      uint64             `json:"events"`
+	Printed     uint64             `json:"printed"`
+	Lost        uint64             `json:"lost"`
+	Kernel      tracer.Counters    `json:"kernel"`
+	AcceptHook  tracer.AcceptHook  `json:"accept_hook"`
+	Model       string             `json:"model"`
+	Check       model.TrackerStats `json:"check"`
+	Stuck       []model.SocketInfo `json:"stuck"`
 }
 
 func (s *traceSummary) write(w io.Writer) {

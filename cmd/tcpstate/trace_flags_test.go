@@ -130,6 +130,13 @@ func traceOptionsFrom(t *testing.T, args ...string) traceOptions {
 		}
 		return v
 	}
+	str := func(name string) string {
+		v, err := f.GetString(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
 	d, err := f.GetDuration("duration")
 	if err != nil {
 		t.Fatal(err)
@@ -143,7 +150,8 @@ func traceOptionsFrom(t *testing.T, args ...string) traceOptions {
 			ports: ss("port"), lports: ss("lport"), rports: ss("rport"), pids: ss("pid"),
 			ipv4: b("ipv4"), ipv6: b("ipv6"), states: ss("state"),
 		},
-		output: out, duration: d, maxSockets: i("max-sockets"), ringSize: i("ring-size"),
+		kernel: kernelFlags{maxSockets: i("max-sockets"), acceptHook: str("accept-hook"), rescueNested: b("rescue-nested")},
+		output: out, duration: d, ringSize: i("ring-size"),
 	}
 }
 
@@ -162,6 +170,7 @@ func TestTraceFlagsMapToTracerOptions(t *testing.T) {
 			tracer.Options{Filter: model.Filter{States: []model.State{model.CloseWait, model.LastAck, model.SynRecv}}}},
 		{[]string{"--max-sockets", "16", "--ring-size", fmt.Sprint(os.Getpagesize())},
 			tracer.Options{MaxSockets: 16, RingSize: os.Getpagesize()}},
+		{[]string{"--accept-hook", "OFF", "--rescue-nested"}, tracer.Options{Accept: tracer.AcceptOff, RescueNested: true}},
 	} {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
 			o := traceOptionsFrom(t, c.args...)
@@ -176,9 +185,12 @@ func TestTraceFlagsMapToTracerOptions(t *testing.T) {
 			if w.RingSize == 0 {
 				w.RingSize = tracer.DefaultRingSize
 			}
+			if w.Accept == "" {
+				w.Accept = tracer.AcceptAuto
+			}
 			if !slices.Equal(got.Ports, w.Ports) || !slices.Equal(got.LPorts, w.LPorts) || !slices.Equal(got.RPorts, w.RPorts) ||
 				!slices.Equal(got.Pids, w.Pids) || got.Family != w.Family || !slices.Equal(got.States, w.States) ||
-				got.MaxSockets != w.MaxSockets || got.RingSize != w.RingSize {
+				got.MaxSockets != w.MaxSockets || got.RingSize != w.RingSize || got.Accept != w.Accept || got.RescueNested != w.RescueNested {
 				t.Errorf("tracer options\n got %+v\nwant %+v", got, w)
 			}
 		})
