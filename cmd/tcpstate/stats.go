@@ -235,7 +235,7 @@ func runStats(ctx context.Context, o *statsOptions, stdout, stderr io.Writer) er
 		if err != nil {
 			fmt.Fprintf(stderr, "tcpstate: warning: %v\n", err)
 		}
-		r.Stuck = model.Stuck(filterSockets(socks, &topts), o.stuck.th)
+		r.Stuck = model.Stuck(topts.FilterSockets(socks), o.stuck.th)
 		return r
 	}
 	fmt.Fprintln(stderr, "tcpstate: counting TCP state transitions in the kernel; Ctrl-C to stop")
@@ -333,31 +333,6 @@ func sat(a, b uint64) uint64 {
 	return 0
 }
 
-// filterSockets applies the port and pid filters to the kernel's socket
-// list: the kernel remembers every TCP socket it sees (to name owners and
-// time states), not only those that match. The family filter already ran
-// in the kernel; --state selects transitions, not sockets, so it does not
-// apply here.
-func filterSockets(socks []model.SocketInfo, o *tracer.Options) []model.SocketInfo {
-	out := socks[:0:0]
-	for _, s := range socks {
-		if len(o.Ports) > 0 && !slices.Contains(o.Ports, s.Sport) && !slices.Contains(o.Ports, s.Dport) {
-			continue
-		}
-		if len(o.LPorts) > 0 && !slices.Contains(o.LPorts, s.Sport) {
-			continue
-		}
-		if len(o.RPorts) > 0 && !slices.Contains(o.RPorts, s.Dport) {
-			continue
-		}
-		if len(o.Pids) > 0 && (!s.OwnerKnown || !slices.Contains(o.Pids, s.Pid)) {
-			continue
-		}
-		out = append(out, s)
-	}
-	return out
-}
-
 // stuckFlag is --stuck STATE=DURATION: thresholds per state over
 // model.DefaultStuckThresholds. A duration of 0 (or "off") removes a state.
 type stuckFlag struct {
@@ -377,7 +352,7 @@ var stuckStates = []model.State{
 
 func (s *stuckFlag) String() string {
 	var parts []string
-	for _, st := range statsStateOrder {
+	for _, st := range model.LifeOrder {
 		if d, ok := s.th[st]; ok && d > 0 {
 			parts = append(parts, st.String()+"="+d.String())
 		}

@@ -1,12 +1,10 @@
 package main
 
 import (
-	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/netip"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -31,41 +29,6 @@ type statsReport struct {
 	Stuck      []model.SocketInfo
 	Thresholds map[model.State]time.Duration
 	Model      *model.Model
-}
-
-// statsStateOrder lists the states in the order of a connection's life, for the
-// matrix's rows and columns and the histograms.
-var statsStateOrder = []model.State{
-	model.Close, model.Listen, model.SynSent, model.SynRecv, model.Established,
-	model.FinWait1, model.FinWait2, model.Closing, model.TimeWait,
-	model.CloseWait, model.LastAck, model.NewSynRecv,
-}
-
-// outcomeMeaning explains each outcome class in the tables and the help.
-var outcomeMeaning = [model.NumOutcomes]string{
-	model.OutcomeActiveClose:       "we sent FIN first: FIN_WAIT1/FIN_WAIT2 -> CLOSE (then TIME_WAIT)",
-	model.OutcomePassiveClose:      "the peer sent FIN first: LAST_ACK -> CLOSE",
-	model.OutcomeSimultaneousClose: "both sent FIN at once: through CLOSING",
-	model.OutcomeReset:             "RST received (socket error ECONNRESET/EPIPE)",
-	model.OutcomeTimeout:           "retransmissions gave up (ETIMEDOUT)",
-	model.OutcomeAbort:             "closed locally without FIN: SO_LINGER 0, unread data, child never accepted",
-	model.OutcomeConnectRefused:    "connect() answered by RST (ECONNREFUSED)",
-	model.OutcomeConnectTimeout:    "connect() got no answer (ETIMEDOUT)",
-	model.OutcomeConnectAborted:    "closed or failed while connecting, for another reason",
-	model.OutcomeListenerClosed:    "a listening socket closed: LISTEN -> CLOSE",
-}
-
-// illegalCount sums the transitions on edges the model does not have.
-func illegalCount(a *model.Aggregate, m *model.Model) uint64 {
-	var n uint64
-	for old := range a.Matrix {
-		for nw, v := range a.Matrix[old] {
-			if v > 0 && !m.Allowed(model.State(old), model.State(nw)) {
-				n += v
-			}
-		}
-	}
-	return n
 }
 
 // ---- tables ----
@@ -95,7 +58,7 @@ func renderTable(t *tablewriter.Table) error {
 func writeStatsTable(w io.Writer, r *statsReport, top int) error {
 	a := r.Agg
 	total := a.Transitions()
-	ill := illegalCount(a, r.Model)
+	ill := a.Illegal(r.Model)
 	span := r.End.Sub(r.Start)
 	if r.Final {
 		fmt.Fprintf(w, "=== totals %s -> %s (%s): %d transitions, %d illegal under model %s, %d lost ===\n",
@@ -141,9 +104,9 @@ func writeStatsTable(w io.Writer, r *statsReport, top int) error {
 // (transitions into a state). Cells the model calls illegal end in "!".
 func writeMatrix(w io.Writer, a *model.Aggregate, m *model.Model) error {
 	var rows, cols []model.State
-	for _, s := range statsStateOrder {
+	for _, s := range model.LifeOrder {
 		var out, in uint64
-		for _, t := range statsStateOrder {
+		for _, t := range model.LifeOrder {
 			out += a.Matrix[s][t]
 			in += a.Matrix[t][s]
 		}
@@ -232,7 +195,7 @@ func writeOutcomes(w io.Writer, a *model.Aggregate) error {
 	t.Header("OUTCOME", "SOCKETS", "MEANING")
 	for o := range model.NumOutcomes {
 		if v := a.Outcomes[o]; v > 0 {
-			if err := t.Append(o.String(), strconv.FormatUint(v, 10), outcomeMeaning[o]); err != nil {
+			if err := t.Append(o.String(), strconv.FormatUint(v, 10), o.Meaning()); err != nil {
 				return fmt.Errorf("writing output: %w", err)
 			}
 		}
@@ -241,65 +204,10 @@ func writeOutcomes(w io.Writer, a *model.Aggregate) error {
 	return renderTable(t)
 }
 
-type portRow struct {
-	Port        uint16 `json:"port"`
-	Side        string `json:"side"` // "local" (listeners, accepted sockets) or "remote" (sockets that connected)
-	Transitions uint64 `json:"transitions"`
-	Opened      uint64 `json:"opened"`
-}
-
-type ownerRow struct {
-	Pid         uint32 `json:"pid"`
-	Comm        string `json:"comm"`
-	Transitions uint64 `json:"transitions"`
-	Opened      uint64 `json:"opened"`
-}
-
-// portRows sorts the per-port counts, most transitions first.
-func portRows(a *model.Aggregate) []portRow {
-	rows := make([]portRow, 0, len(a.Ports))
-	for p, c := range a.Ports {
-		side := "local"
-		if p.Remote {
-			side = "remote"
-		}
-		rows = append(rows, portRow{Port: p.Port, Side: side, Transitions: c.Transitions, Opened: c.Opened})
-	}
-	slices.SortFunc(rows, func(x, y portRow) int {
-		return cmp.Or(cmp.Compare(y.Transitions, x.Transitions), cmp.Compare(x.Port, y.Port), cmp.Compare(x.Side, y.Side))
-	})
-	return rows
-}
-
-func ownerRows(a *model.Aggregate) []ownerRow {
-	rows := make([]ownerRow, 0, len(a.Owners))
-	for p, c := range a.Owners {
-		rows = append(rows, ownerRow{Pid: p, Comm: c.Comm, Transitions: c.Transitions, Opened: c.Opened})
-	}
-	slices.SortFunc(rows, func(x, y ownerRow) int {
-		return cmp.Or(cmp.Compare(y.Transitions, x.Transitions), cmp.Compare(x.Pid, y.Pid))
-	})
-	return rows
-}
-
-// ownerUnknown counts the transitions of sockets whose owner the kernel did
-// not know: they are in no owner's row. Readings are not atomic, so an
-// interval's difference may not add up exactly; never below 0.
-func ownerUnknown(a *model.Aggregate) uint64 {
-	known := a.OwnerOther
-	for _, c := range a.Owners {
-		known += c.Transitions
-	}
-	if t := a.Transitions(); t > known {
-		return t - known
-	}
-	return 0
-}
-
 func fmtU(v uint64) string { return strconv.FormatUint(v, 10) }
 
 func writePorts(w io.Writer, a *model.Aggregate, top int) error {
-	rows := portRows(a)
+	rows := a.PortRows()
 	if len(rows) == 0 && a.PortOther == 0 {
 		return nil
 	}
@@ -317,8 +225,8 @@ func writePorts(w io.Writer, a *model.Aggregate, top int) error {
 }
 
 func writeOwners(w io.Writer, a *model.Aggregate, top int) error {
-	rows := ownerRows(a)
-	unknown := ownerUnknown(a)
+	rows := a.OwnerRows()
+	unknown := a.OwnerUnknown()
 	if len(rows) == 0 && a.OwnerOther == 0 && unknown == 0 {
 		return nil
 	}
@@ -375,30 +283,11 @@ func writeCountTable(w io.Writer, keys []string, rows []countCells, top int, res
 	return renderTable(t)
 }
 
-// histKinds lists the histograms in the order they are drawn: time in each
-// state in the order of a connection's life, then the handshakes and the
-// lifetime.
-func histKinds() []model.HistKind {
-	var ks []model.HistKind
-	for _, s := range statsStateOrder {
-		ks = append(ks, model.HistKind(s))
-	}
-	return append(ks, model.HistActiveOpen, model.HistPassiveOpen, model.HistLifetime)
-}
-
-func histCount(vals []uint64) uint64 {
-	var n uint64
-	for _, v := range vals {
-		n += v
-	}
-	return n
-}
-
 // writeHists draws every histogram that has data.
 func writeHists(w io.Writer, a *model.Aggregate) {
-	for _, k := range histKinds() {
+	for _, k := range model.HistOrder() {
 		vals := a.Hists[k][:]
-		n := histCount(vals)
+		n := model.HistCount(vals)
 		if n == 0 {
 			continue
 		}
@@ -452,7 +341,7 @@ func starBar(v, vmax uint64, width int) string {
 // fmtThresholds lists thresholds as "CLOSE_WAIT 1m0s, ..." in life order.
 func fmtThresholds(th map[model.State]time.Duration) string {
 	var parts []string
-	for _, s := range statsStateOrder {
+	for _, s := range model.LifeOrder {
 		if d, ok := th[s]; ok && d > 0 {
 			parts = append(parts, s.String()+" "+d.String())
 		}
@@ -537,9 +426,9 @@ type statsDoc struct {
 	Lost        uint64             `json:"lost"`
 	Matrix      []matrixDoc        `json:"matrix"`
 	Outcomes    map[string]uint64  `json:"outcomes"`
-	Ports       []portRow          `json:"ports"`
+	Ports       []model.PortRow    `json:"ports"`
 	PortOther   uint64             `json:"port_other"`
-	Owners      []ownerRow         `json:"owners"`
+	Owners      []model.OwnerRow   `json:"owners"`
 	OwnerOther  uint64             `json:"owner_other"`
 	OwnerUnkn   uint64             `json:"owner_unknown"`
 	Histograms  []histDoc          `json:"histograms"`
@@ -584,16 +473,6 @@ type stuckDoc struct {
 	Dport      uint16  `json:"dport"`
 }
 
-// bucketBounds is bucket i's range in microseconds, as drawn.
-func bucketBounds(i int) (low, high uint64) {
-	low = (uint64(1) << (i + 1)) >> 1
-	high = (uint64(1) << (i + 1)) - 1
-	if low == high {
-		low--
-	}
-	return low, high
-}
-
 func newStatsDoc(r *statsReport) statsDoc {
 	a := r.Agg
 	d := statsDoc{
@@ -604,22 +483,22 @@ func newStatsDoc(r *statsReport) statsDoc {
 		Seconds:     r.End.Sub(r.Start).Seconds(),
 		Model:       r.Model.Name(),
 		Transitions: a.Transitions(),
-		Illegal:     illegalCount(a, r.Model),
+		Illegal:     a.Illegal(r.Model),
 		Lost:        r.Lost,
 		Matrix:      []matrixDoc{},
 		Outcomes:    map[string]uint64{},
-		Ports:       portRows(a),
+		Ports:       a.PortRows(),
 		PortOther:   a.PortOther,
-		Owners:      ownerRows(a),
+		Owners:      a.OwnerRows(),
 		OwnerOther:  a.OwnerOther,
-		OwnerUnkn:   ownerUnknown(a),
+		OwnerUnkn:   a.OwnerUnknown(),
 		Histograms:  []histDoc{},
 		Stuck:       []stuckDoc{},
 		Thresholds:  map[string]float64{},
 		Kernel:      r.Kernel,
 	}
-	for _, old := range statsStateOrder {
-		for _, nw := range statsStateOrder {
+	for _, old := range model.LifeOrder {
+		for _, nw := range model.LifeOrder {
 			if v := a.Matrix[old][nw]; v > 0 {
 				d.Matrix = append(d.Matrix, matrixDoc{Old: old.String(), New: nw.String(), Count: v, Illegal: !r.Model.Allowed(old, nw)})
 			}
@@ -628,16 +507,16 @@ func newStatsDoc(r *statsReport) statsDoc {
 	for o := range model.NumOutcomes {
 		d.Outcomes[o.String()] = a.Outcomes[o]
 	}
-	for _, k := range histKinds() {
+	for _, k := range model.HistOrder() {
 		vals := a.Hists[k][:]
-		n := histCount(vals)
+		n := model.HistCount(vals)
 		if n == 0 {
 			continue
 		}
 		h := histDoc{Kind: k.Key(), Title: k.String(), Unit: "usecs", Count: n, Buckets: []bucketDoc{}}
 		for i, v := range vals {
 			if v > 0 {
-				lo, hi := bucketBounds(i)
+				lo, hi := model.BucketBounds(i)
 				h.Buckets = append(h.Buckets, bucketDoc{Low: lo, High: hi, Count: v})
 			}
 		}

@@ -183,8 +183,8 @@ func TestMatrixMarking(t *testing.T) {
 		if got, _ := cell(t, out, "TOTAL", "TOTAL"); got != "21" {
 			t.Errorf("%s: grand TOTAL = %q, want 21", c.model, got)
 		}
-		if got := illegalCount(a, m); got != map[string]uint64{"linux": 1, "rfc793": 11}[c.model] {
-			t.Errorf("%s: illegalCount = %d", c.model, got)
+		if got := a.Illegal(m); got != map[string]uint64{"linux": 1, "rfc793": 11}[c.model] {
+			t.Errorf("%s: Illegal = %d", c.model, got)
 		}
 	}
 	// A matrix without illegal cells says so.
@@ -288,11 +288,11 @@ func TestStatsJSONShape(t *testing.T) {
 	if !reflect.DeepEqual(doc.Matrix, wantMatrix) {
 		t.Errorf("matrix %+v, want %+v", doc.Matrix, wantMatrix)
 	}
-	wantPorts := []portRow{{8080, "local", 12, 5}, {443, "remote", 5, 5}, {9090, "local", 2, 0}}
+	wantPorts := []model.PortRow{{Port: 8080, Side: "local", Transitions: 12, Opened: 5}, {Port: 443, Side: "remote", Transitions: 5, Opened: 5}, {Port: 9090, Side: "local", Transitions: 2}}
 	if !reflect.DeepEqual(doc.Ports, wantPorts) || doc.PortOther != 2 {
 		t.Errorf("ports %+v other %d, want %+v other 2", doc.Ports, doc.PortOther, wantPorts)
 	}
-	wantOwners := []ownerRow{{10, "nginx", 12, 5}, {20, "curl", 5, 5}}
+	wantOwners := []model.OwnerRow{{Pid: 10, Comm: "nginx", Transitions: 12, Opened: 5}, {Pid: 20, Comm: "curl", Transitions: 5, Opened: 5}}
 	// 21 transitions: 17 with a known owner, 1 not counted, 3 unknown.
 	if !reflect.DeepEqual(doc.Owners, wantOwners) || doc.OwnerOther != 1 || doc.OwnerUnkn != 3 {
 		t.Errorf("owners %+v other %d unknown %d, want %+v 1 3", doc.Owners, doc.OwnerOther, doc.OwnerUnkn, wantOwners)
@@ -498,7 +498,7 @@ func TestFilterSockets(t *testing.T) {
 		{"port and pid", tracer.Options{Filter: model.Filter{Ports: []uint16{80}, Pids: []uint32{20}}}, []uint64{2}},
 	} {
 		var got []uint64
-		for _, s := range filterSockets(socks, &c.o) {
+		for _, s := range c.o.FilterSockets(socks) {
 			got = append(got, s.Skaddr)
 		}
 		if !reflect.DeepEqual(got, c.want) {

@@ -233,7 +233,7 @@ func runTrace(ctx context.Context, o *traceOptions, stdout, stderr io.Writer) er
 	if socks, err := t.Sockets(); err != nil {
 		fmt.Fprintf(stderr, "tcpstate: warning: %v\n", err)
 	} else {
-		s.Stuck = model.Stuck(filterSockets(socks, &topts), thresholds)
+		s.Stuck = model.Stuck(topts.FilterSockets(socks), thresholds)
 		fmt.Fprint(stderr, "  ")
 		if err := writeStuck(stderr, s.Stuck, thresholds); err != nil && runErr == nil {
 			runErr = err
