@@ -28,6 +28,7 @@ struct event {
 	__u64 skaddr;       /* struct sock address */
 	__u64 old_state_ns; /* time in oldstate, if EVF_DURATION_KNOWN */
 	__u64 loss_seq;     /* events counted lost host-wide before this one (loss_seq) */
+	__u64 prev_loss_seq; /* loss_seq at this socket's previous event (0: none seen) */
 	__u32 pid;          /* owner tgid (0: unknown) */
 	__u32 cpu_pid;      /* tgid on the CPU when it fired, if EVF_CPU_TASK */
 	__u32 netns;        /* inode number of the socket's network namespace */

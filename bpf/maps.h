@@ -16,6 +16,7 @@ enum owner_kind {
 /* What the programs remember of one socket incarnation. */
 struct sock_state {
 	__u64 state_ts; /* when it entered its current state (0: unknown) */
+	__u64 loss_seq; /* loss_seq at its last event */
 	__u64 born_ts;  /* its birth (0: born before we started) */
 	__u32 pid;      /* owner tgid */
 	__u16 visited;  /* bit n: it has been in state n */

@@ -15,6 +15,7 @@ struct tctx {
 	__u64 key; /* skaddr */
 	__u64 dur; /* time in old, if EVF_DURATION_KNOWN */
 	__u64 loss_seq;
+	__u64 prev_loss_seq;
 	__u32 netns;
 	__u32 cpu_pid;
 	__u16 family;
@@ -35,6 +36,7 @@ static __always_inline void fill(struct event *e, const struct tctx *c, const st
 	e->skaddr = c->key;
 	e->old_state_ns = c->dur;
 	e->loss_seq = c->loss_seq;
+	e->prev_loss_seq = c->prev_loss_seq;
 	e->netns = c->netns;
 	e->family = c->family;
 	e->sport = c->sport;
@@ -206,6 +208,7 @@ static __always_inline int on_set_state(const struct sock *sk, int oldstate, int
 	else if (birth)
 		__builtin_memset(st, 0, sizeof(*st));
 	c.last_state = prev;
+	c.prev_loss_seq = prev ? st->loss_seq : 0;
 	if (!birth && st->state_ts) {
 		c.dur = c.now - st->state_ts;
 		c.flags |= EVF_DURATION_KNOWN;
@@ -255,6 +258,7 @@ static __always_inline int on_set_state(const struct sock *sk, int oldstate, int
 			hist(HIST_LIFETIME, c.now - born_ts);
 	}
 	st->state_ts = c.now;
+	st->loss_seq = c.loss_seq;
 	st->state = newstate;
 	st->born_ts = born_ts;
 	st->visited = visited;

@@ -17,6 +17,7 @@
 //   pipeline.h   one transition, from the tracepoint to the ring buffer
 //   accept.h     accept() names the owner of a child socket
 //   iter.h       iterators: socket listings and the tests' replay
+//   misses.h     recursion misses counted exactly into the loss sequence
 //
 // docs/kernel.md explains the kernel behaviour this code depends on.
 
@@ -38,6 +39,7 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 #include "pipeline.h"
 #include "accept.h"
 #include "iter.h"
+#include "misses.h"
 
 /* Attach the rescue program (tracer.Options.RescueNested): handle_set_state
  * then marks itself busy on its CPU. */
@@ -58,15 +60,29 @@ struct {
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const int newstate)
 {
-	if (!rescue_nested)
-		return on_set_state(sk, oldstate, newstate);
+	__u64 missed = my_misses();
 	__u32 zero = 0;
-	__u32 *b = bpf_map_lookup_elem(&busy, &zero);
-	if (b)
-		*b = 1;
+	__u32 *b = NULL;
+	__u64 rescued = 0;
+	if (rescue_nested) {
+		b = bpf_map_lookup_elem(&busy, &zero);
+		if (b)
+			*b = 1;
+		__u32 r = CNT_RESCUED;
+		__u64 *v = bpf_map_lookup_elem(&counters, &r);
+		rescued = v ? *v : 0;
+	}
 	on_set_state(sk, oldstate, newstate);
-	if (b)
+	if (b) {
 		*b = 0;
+		__u32 r = CNT_RESCUED;
+		__u64 *v = bpf_map_lookup_elem(&counters, &r);
+		rescued = v ? *v - rescued : 0; /* nested runs the rescue program handled */
+	}
+	/* Transitions the kernel skipped while this run was going on. */
+	__u64 skipped = my_misses() - missed;
+	if (skipped > rescued)
+		__sync_fetch_and_add(&loss_seq, skipped - rescued);
 	return 0;
 }
 

@@ -110,6 +110,13 @@ type Event struct {
 	// when it handled this one: two events of a socket with the same
 	// LossSeq had no counted loss between them.
 	LossSeq uint64
+	// PrevLossSeq is LossSeq at the socket's previous event as the kernel
+	// remembers it (0: it saw none): LossSeq - PrevLossSeq events were
+	// counted lost between the two, on any socket.
+	PrevLossSeq uint64
+	// LossKnown says LossSeq and PrevLossSeq were recorded (always, for
+	// events from the kernel; for records read back, when they carry them).
+	LossKnown bool
 	// LastState is the new state of the socket's previous event as the
 	// kernel remembers it (0: the kernel saw none). With only anomalies
 	// crossing to user space, it is what a gap is checked against.

@@ -28,6 +28,8 @@ import (
 //	last_state    the socket's previous new state as the kernel remembers it (omitted when none)
 //	netns         inode number of the socket's network namespace (omitted when 0)
 //	held          true when the kernel held the event until its socket matched the filters (omitted otherwise)
+//	loss_seq      events the kernel had counted lost, host-wide, when it handled this one
+//	prev_loss_seq loss_seq at the socket's previous event (omitted when the kernel saw none)
 //	verdict       "ok", "illegal", "gap" or "unknown" when checked (omitted otherwise)
 //	reason        why an anomaly was flagged (omitted when empty)
 
@@ -135,6 +137,14 @@ func (c *RecordEncoder) Append(buf []byte, e *Event, v *Verdict) []byte {
 	if e.Flags&FlagHeld != 0 {
 		buf = append(buf, `,"held":true`...)
 	}
+	if e.LossKnown {
+		buf = append(buf, `,"loss_seq":`...)
+		buf = strconv.AppendUint(buf, e.LossSeq, 10)
+		if e.LastState != 0 {
+			buf = append(buf, `,"prev_loss_seq":`...)
+			buf = strconv.AppendUint(buf, e.PrevLossSeq, 10)
+		}
+	}
 	if v != nil && v.Kind != VerdictNone {
 		buf = append(buf, `,"verdict":"`...)
 		buf = append(buf, v.Kind.String()...)
@@ -237,6 +247,8 @@ type jsonRecord struct {
 	LastState  string  `json:"last_state"`
 	Netns      uint32  `json:"netns"`
 	Held       bool    `json:"held"`
+	LossSeq    *uint64 `json:"loss_seq"`
+	PrevLoss   uint64  `json:"prev_loss_seq"`
 	Verdict    string  `json:"verdict"`
 	Reason     string  `json:"reason"`
 }
@@ -346,6 +358,9 @@ func ParseRecord(line []byte) (Event, Verdict, error) {
 	}
 	if r.Held {
 		e.Flags |= FlagHeld
+	}
+	if r.LossSeq != nil {
+		e.LossSeq, e.PrevLossSeq, e.LossKnown = *r.LossSeq, r.PrevLoss, true
 	}
 	var v Verdict
 	if r.Verdict != "" {

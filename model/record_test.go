@@ -61,6 +61,10 @@ func TestRecordRoundTrip(t *testing.T) {
 
 	kernelMemory := sampleEvent()
 	kernelMemory.LastState, kernelMemory.Netns = FinWait1, 4026531840
+	kernelMemory.LossSeq, kernelMemory.PrevLossSeq, kernelMemory.LossKnown = 77, 75, true
+
+	firstSeen := sampleEvent()
+	firstSeen.LossSeq, firstSeen.LossKnown = 3, true // no previous event: no prev_loss_seq
 
 	quoted := sampleEvent()
 	quoted.Comm = CommFrom("a\"b\\c\td\x01\x7f")
@@ -86,7 +90,8 @@ func TestRecordRoundTrip(t *testing.T) {
 		{"null old_state_ns, inherited owner", noDuration, &Verdict{Kind: VerdictUnknown}},
 		{"unknown owner, held", unknownOwner, &Verdict{Kind: VerdictIllegal, Reason: "X -> Y is not a transition\nof model z"}},
 		{"quotes and control characters", quoted, nil},
-		{"last_state and netns", kernelMemory, &Verdict{Kind: VerdictGap, Reason: "r"}},
+		{"last_state, netns and loss sequence", kernelMemory, &Verdict{Kind: VerdictGap, Reason: "r"}},
+		{"loss sequence of a first event", firstSeen, nil},
 		{"extreme numbers", extremes, nil},
 		{"local time", local, nil},
 		{"verdict none is omitted", sampleEvent(), &Verdict{}},

@@ -71,9 +71,12 @@ type Tracker struct {
 type sockNode struct {
 	skaddr uint64
 	// lostAt is Tracker.lost when the socket's previous event was checked.
-	lostAt     uint64
+	lostAt uint64
+	// lossSeq is the previous event's Event.LossSeq, if seqKnown.
+	lossSeq    uint64
 	prev, next int32
 	state      State
+	seqKnown   bool
 }
 
 type slot struct {
@@ -102,6 +105,11 @@ type TrackerStats struct {
 	GapAfterLoss uint64
 	// IllegalGap counts illegal verdicts whose event also broke continuity.
 	IllegalGap uint64
+	// Missing counts the transitions the gaps prove missing (the fewest
+	// the model needs to go from a socket's last state to the old state of
+	// its next event); MissingUncounted those of gaps between two events
+	// with no loss counted in between: transitions lost without any count.
+	Missing, MissingUncounted uint64
 	// Lost is the total NoteLoss reported.
 	Lost uint64
 }
@@ -186,7 +194,9 @@ func (t *Tracker) Check(e *Event) Verdict {
 	birth := old == Close || IsChildBirth(old, nw)
 
 	// last is the state e must continue from (0: unknown); lost counts the
-	// events lost since the socket's previous event, when lostKnown.
+	// events lost since the socket's previous event, when lostKnown: the
+	// difference of the two events' loss sequences where the kernel gave
+	// them (exact), plus the losses NoteLoss reported meanwhile.
 	var (
 		last      State
 		lost      uint64
@@ -199,7 +209,13 @@ func (t *Tracker) Check(e *Event) Verdict {
 	}
 	if i >= 0 {
 		n := &t.nodes[i]
-		last, lost, lostKnown = n.state, t.lost-n.lostAt, !t.noLoss
+		last = n.state
+		if e.LossKnown && n.seqKnown {
+			lost, lostKnown = e.LossSeq-n.lossSeq, true
+		}
+		if !t.noLoss {
+			lost, lostKnown = lost+t.lost-n.lostAt, true
+		}
 		if birth {
 			t.stats.Sockets++ // a new incarnation on the same address
 		}
@@ -207,26 +223,40 @@ func (t *Tracker) Check(e *Event) Verdict {
 			t.stats.Closed++
 			t.remove(e.Skaddr, i)
 		} else {
-			n.state, n.lostAt = nw, t.lost
+			n.state, n.lostAt, n.lossSeq, n.seqKnown = nw, t.lost, e.LossSeq, e.LossKnown
 			t.touch(i)
 		}
 	} else {
 		last, byKernel = e.LastState, true
+		if e.LossKnown && last != 0 {
+			lost, lostKnown = e.LossSeq-e.PrevLossSeq, true
+		}
 		if birth || last == 0 || !t.sparse {
 			t.stats.Sockets++
 		}
 		if !t.sparse && nw != Close {
-			t.insert(e.Skaddr, nw)
+			t.insert(e.Skaddr, nw, e)
 		}
 	}
-	// A tracked socket must continue from its last state; a birth on it
-	// means the previous incarnation's ->CLOSE was missed.
-	// A birth from CLOSE continues a socket last seen in CLOSE (the kernel
-	// remembers a socket that connects again after its ->CLOSE); a child's
-	// birth continues nothing.
+	// A tracked socket must continue from its last state. A birth from
+	// CLOSE continues a socket last seen in CLOSE (the kernel remembers a
+	// socket that connects again after its ->CLOSE); a child's birth
+	// continues nothing, so a child born on a known address means that
+	// socket's ->CLOSE was missed.
 	broken := last != 0 && (old != last || (birth && old != Close))
-	if broken && birth {
-		t.stats.Reborn++
+	if broken {
+		if birth {
+			t.stats.Reborn++
+		}
+		to := old
+		if birth {
+			to = Close
+		}
+		m := t.m.Missing(last, to)
+		t.stats.Missing += m
+		if lostKnown && lost == 0 {
+			t.stats.MissingUncounted += m
+		}
 	}
 
 	switch {
@@ -272,9 +302,9 @@ func gapReason(old, nw, last State, birth, byKernel bool, lost uint64, lostKnown
 	case !lostKnown:
 		return r
 	case lost > 0:
-		return r + "; " + strconv.FormatUint(lost, 10) + " events lost meanwhile (any socket)"
+		return r + "; " + strconv.FormatUint(lost, 10) + " events counted lost meanwhile (any socket)"
 	}
-	return r + "; no events reported lost"
+	return r + "; no loss counted meanwhile: lost without a count"
 }
 
 // hash spreads kernel addresses (slab objects, aligned to their size) over
@@ -308,7 +338,7 @@ func (t *Tracker) lookup(key uint64) int32 {
 
 // insert tracks a socket that is not tracked yet, evicting the least
 // recently seen one when full.
-func (t *Tracker) insert(key uint64, st State) {
+func (t *Tracker) insert(key uint64, st State, e *Event) {
 	if t.live >= t.max {
 		t.evict()
 	}
@@ -320,7 +350,7 @@ func (t *Tracker) insert(key uint64, st State) {
 		t.nodes = append(t.nodes, sockNode{})
 		i = int32(len(t.nodes) - 1)
 	}
-	t.nodes[i] = sockNode{skaddr: key, lostAt: t.lost, state: st, prev: -1, next: t.head}
+	t.nodes[i] = sockNode{skaddr: key, lostAt: t.lost, lossSeq: e.LossSeq, seqKnown: e.LossKnown, state: st, prev: -1, next: t.head}
 	if t.head >= 0 {
 		t.nodes[t.head].prev = i
 	} else {

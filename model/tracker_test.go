@@ -124,8 +124,8 @@ func TestTrackerScenarios(t *testing.T) {
 			name: "gap without loss", model: "linux",
 			steps: append(activeClose[:3:3],
 				step{sk: skA, old: FinWait2, new: Close, kind: gap,
-					reason: "expected old state FIN_WAIT1 (last seen), got FIN_WAIT2; no events reported lost"}),
-			want: TrackerStats{Sockets: 1, Closed: 1, Events: 4, OK: 3, Gap: 1},
+					reason: "expected old state FIN_WAIT1 (last seen), got FIN_WAIT2; no loss counted meanwhile: lost without a count"}),
+			want: TrackerStats{Sockets: 1, Closed: 1, Events: 4, OK: 3, Gap: 1, Missing: 1, MissingUncounted: 1},
 		},
 		{
 			name: "gap after loss", model: "linux",
@@ -136,11 +136,11 @@ func TestTrackerScenarios(t *testing.T) {
 				{sk: skA, old: Established, new: FinWait1, kind: ok, loss: 1},
 				{sk: skB, old: SynSent, new: Established, kind: ok, loss: 2},
 				{sk: skA, old: FinWait2, new: Close, kind: gap,
-					reason: "expected old state FIN_WAIT1 (last seen), got FIN_WAIT2; 2 events lost meanwhile (any socket)"},
+					reason: "expected old state FIN_WAIT1 (last seen), got FIN_WAIT2; 2 events counted lost meanwhile (any socket)"},
 				{sk: skB, old: FinWait1, new: FinWait2, kind: gap,
-					reason: "expected old state ESTABLISHED (last seen), got FIN_WAIT1; no events reported lost"},
+					reason: "expected old state ESTABLISHED (last seen), got FIN_WAIT1; no loss counted meanwhile: lost without a count"},
 			},
-			want: TrackerStats{Sockets: 2, Closed: 1, Events: 7, OK: 5, Gap: 2, GapAfterLoss: 1, Lost: 5, LiveSockets: 1},
+			want: TrackerStats{Sockets: 2, Closed: 1, Events: 7, OK: 5, Gap: 2, GapAfterLoss: 1, Lost: 5, LiveSockets: 1, Missing: 2, MissingUncounted: 1},
 		},
 		{
 			name: "missed close, then reuse", model: "linux",
@@ -148,15 +148,15 @@ func TestTrackerScenarios(t *testing.T) {
 				{sk: skA, old: Close, new: SynSent, kind: ok},
 				{sk: skA, old: SynSent, new: Established, kind: ok},
 				{sk: skA, old: Close, new: SynSent, kind: gap, loss: 4,
-					reason: "the previous socket at this address, last seen in ESTABLISHED, never reported -> CLOSE; CLOSE -> SYN_SENT starts a new one; 4 events lost meanwhile (any socket)"},
+					reason: "the previous socket at this address, last seen in ESTABLISHED, never reported -> CLOSE; CLOSE -> SYN_SENT starts a new one; 4 events counted lost meanwhile (any socket)"},
 				{sk: skA, old: SynSent, new: Established, kind: ok},
 				// A listener whose close was lost, its address reused by a child.
 				{sk: skB, old: Close, new: Listen, kind: ok},
 				{sk: skB, old: Listen, new: SynRecv, kind: gap,
-					reason: "the previous socket at this address, last seen in LISTEN, never reported -> CLOSE; LISTEN -> SYN_RECV starts a new one; no events reported lost"},
+					reason: "the previous socket at this address, last seen in LISTEN, never reported -> CLOSE; LISTEN -> SYN_RECV starts a new one; no loss counted meanwhile: lost without a count"},
 				{sk: skB, old: SynRecv, new: Established, kind: ok},
 			},
-			want: TrackerStats{Sockets: 4, Reborn: 2, Events: 7, OK: 5, Gap: 2, GapAfterLoss: 1, Lost: 4, LiveSockets: 2},
+			want: TrackerStats{Sockets: 4, Reborn: 2, Events: 7, OK: 5, Gap: 2, GapAfterLoss: 1, Lost: 4, LiveSockets: 2, Missing: 2, MissingUncounted: 1},
 		},
 		{
 			name: "unknown sockets", model: "linux",
@@ -182,8 +182,8 @@ func TestTrackerScenarios(t *testing.T) {
 			name: "illegal wins over gap and says so", model: "rfc793",
 			steps: append(activeClose[:3:3],
 				step{sk: skA, old: FinWait2, new: Close, kind: illegal, loss: 1,
-					reason: "FIN_WAIT2 -> CLOSE is not a transition of model rfc793; also a gap: expected old state FIN_WAIT1 (last seen), got FIN_WAIT2; 1 events lost meanwhile (any socket)"}),
-			want: TrackerStats{Sockets: 1, Closed: 1, Events: 4, OK: 3, Illegal: 1, IllegalGap: 1, Lost: 1},
+					reason: "FIN_WAIT2 -> CLOSE is not a transition of model rfc793; also a gap: expected old state FIN_WAIT1 (last seen), got FIN_WAIT2; 1 events counted lost meanwhile (any socket)"}),
+			want: TrackerStats{Sockets: 1, Closed: 1, Events: 4, OK: 3, Illegal: 1, IllegalGap: 1, Lost: 1, Missing: 1},
 		},
 		{
 			name: "the kernel's memory checks sockets the tracker does not know", model: "linux",
@@ -196,9 +196,9 @@ func TestTrackerScenarios(t *testing.T) {
 				// Tracked: the tracker's own memory wins (it also sees what
 				// was lost between the kernel and user space).
 				{sk: skA, old: FinWait2, new: Close, last: FinWait2, kind: gap,
-					reason: "expected old state FIN_WAIT1 (last seen), got FIN_WAIT2; no events reported lost"},
+					reason: "expected old state FIN_WAIT1 (last seen), got FIN_WAIT2; no loss counted meanwhile: lost without a count"},
 			},
-			want: TrackerStats{Sockets: 3, Closed: 1, Reborn: 1, Events: 4, OK: 1, Gap: 3, LiveSockets: 1},
+			want: TrackerStats{Sockets: 3, Closed: 1, Reborn: 1, Events: 4, OK: 1, Gap: 3, LiveSockets: 1, Missing: 3, MissingUncounted: 1},
 		},
 		{
 			name: "sparse: only the kernel's memory counts", model: "linux", sparse: true,
@@ -212,14 +212,14 @@ func TestTrackerScenarios(t *testing.T) {
 				{sk: skB, old: Close, new: Listen, last: Established, kind: gap,
 					reason: "the previous socket at this address, last seen by the kernel in ESTABLISHED, never reported -> CLOSE; CLOSE -> LISTEN starts a new one"},
 			},
-			want: TrackerStats{Sockets: 3, Reborn: 1, Events: 5, OK: 2, Gap: 2, Unknown: 1, Lost: 3},
+			want: TrackerStats{Sockets: 3, Reborn: 1, Events: 5, OK: 2, Gap: 2, Unknown: 1, Lost: 3, Missing: 2},
 		},
 		{
 			name: "a replayed capture has no loss reports", model: "linux", noLoss: true,
 			steps: append(activeClose[:3:3],
 				step{sk: skA, old: FinWait2, new: Close, kind: gap,
 					reason: "expected old state FIN_WAIT1 (last seen), got FIN_WAIT2"}),
-			want: TrackerStats{Sockets: 1, Closed: 1, Events: 4, OK: 3, Gap: 1},
+			want: TrackerStats{Sockets: 1, Closed: 1, Events: 4, OK: 3, Gap: 1, Missing: 1},
 		},
 		{
 			name: "states outside the kernel's range", model: "linux",
@@ -539,4 +539,63 @@ func BenchmarkTrackerCheck(b *testing.B) {
 			}
 		})
 	}
+}
+
+// TestTrackerLossSequence: with the kernel's loss sequence on every event,
+// a gap says exactly whether a loss was counted between the socket's two
+// events, whatever happened on other sockets meanwhile and however late the
+// counters are read (NoteLoss is never called).
+func TestTrackerLossSequence(t *testing.T) {
+	m, _ := ModelByName("linux")
+	ev := func(sk uint64, old, nw State, seq uint64) Event {
+		return Event{Skaddr: sk, Old: old, New: nw, LossSeq: seq, LossKnown: true}
+	}
+	t.Run("stream", func(t *testing.T) {
+		tr := NewTracker(m, 16)
+		tr.SetNoLossReports(true) // the exact mode: counted losses are in LossSeq
+		steps := []struct {
+			e      Event
+			kind   VerdictKind
+			reason string
+		}{
+			{ev(skA, Close, SynSent, 5), ok, ""},
+			{ev(skA, SynSent, Established, 5), ok, ""},
+			// skB loses events (counted), skA does not.
+			{ev(skB, Close, SynSent, 5), ok, ""},
+			{ev(skB, SynSent, Established, 6), ok, ""},
+			// skA misses FIN_WAIT1 with no loss counted since its previous event.
+			{ev(skA, FinWait1, FinWait2, 7), gap, "expected old state ESTABLISHED (last seen), got FIN_WAIT1; 2 events counted lost meanwhile (any socket)"},
+			// skA's FIN_WAIT2 -> CLOSE missed with no counted loss: the reuse says so.
+			{ev(skA, Close, SynSent, 7), gap, "the previous socket at this address, last seen in FIN_WAIT2, never reported -> CLOSE; CLOSE -> SYN_SENT starts a new one; no loss counted meanwhile: lost without a count"},
+			// Exactly the 2 counted recursion misses between skB's events.
+			{ev(skB, FinWait2, Close, 9), gap, "expected old state ESTABLISHED (last seen), got FIN_WAIT2; 3 events counted lost meanwhile (any socket)"},
+		}
+		for i, s := range steps {
+			v := tr.Check(&s.e)
+			if v.Kind != s.kind || v.Reason != s.reason {
+				t.Errorf("step %d: got %v %q, want %v %q", i, v.Kind, v.Reason, s.kind, s.reason)
+			}
+		}
+		st := tr.Stats()
+		// FIN_WAIT1 (1, counted window), FIN_WAIT2 -> CLOSE (1, uncounted),
+		// ESTABLISHED -> FIN_WAIT1 -> FIN_WAIT2 (2, counted window).
+		if st.Gap != 3 || st.GapAfterLoss != 2 || st.Missing != 4 || st.MissingUncounted != 1 {
+			t.Errorf("stats %+v: want 3 gaps, 2 after counted loss, 4 transitions missing, 1 without a count", st)
+		}
+	})
+	t.Run("sparse: the kernel's previous loss sequence", func(t *testing.T) {
+		tr := NewTracker(m, 16)
+		tr.SetSparse(true)
+		tr.SetNoLossReports(true)
+		e := ev(skA, FinWait1, FinWait2, 12)
+		e.LastState, e.PrevLossSeq = Established, 12
+		if v := tr.Check(&e); v.Kind != gap || !strings.HasSuffix(v.Reason, "no loss counted meanwhile: lost without a count") {
+			t.Errorf("no counted loss since the socket's previous event: %v %q", v.Kind, v.Reason)
+		}
+		e = ev(skB, FinWait1, FinWait2, 14)
+		e.LastState, e.PrevLossSeq = Established, 12
+		if v := tr.Check(&e); v.Kind != gap || !strings.HasSuffix(v.Reason, "2 events counted lost meanwhile (any socket)") {
+			t.Errorf("two counted since the socket's previous event: %v %q", v.Kind, v.Reason)
+		}
+	})
 }

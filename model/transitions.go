@@ -34,6 +34,8 @@ type Model struct {
 	// illegal holds the Reason of an illegal verdict for each edge outside the
 	// model, built once so that flagging an illegal edge allocates nothing.
 	illegal [NumStates][NumStates]string
+	// dist[a][b] is the fewest edges from a to b (0 for a == b; -1: no path).
+	dist [NumStates][NumStates]int8
 }
 
 // Edge is one allowed transition and where it comes from: for linux the kernel
@@ -149,7 +151,43 @@ func newModel(name, summary string, edges []Edge) *Model {
 			m.illegal[old][nw] = r + " is not a transition of model " + name
 		}
 	}
+	m.distances()
 	return m
+}
+
+// distances fills dist by a breadth-first walk from every state.
+func (m *Model) distances() {
+	for a := range NumStates {
+		for b := range NumStates {
+			m.dist[a][b] = -1
+		}
+		m.dist[a][a] = 0
+		queue := []State{State(a)}
+		for len(queue) > 0 {
+			s := queue[0]
+			queue = queue[1:]
+			for n := range State(NumStates) {
+				if m.Allowed(s, n) && m.dist[a][n] < 0 {
+					m.dist[a][n] = m.dist[a][s] + 1
+					queue = append(queue, n)
+				}
+			}
+		}
+	}
+}
+
+// Missing is the fewest transitions a socket must have made, unseen, to get
+// from state from (its last seen new state) to state to (the old state of
+// its next event): at least 1 when they differ, also when the model has no
+// path between them.
+func (m *Model) Missing(from, to State) uint64 {
+	if from == to {
+		return 0
+	}
+	if from < NumStates && to < NumStates && m.dist[from][to] > 0 {
+		return uint64(m.dist[from][to])
+	}
+	return 1
 }
 
 // linuxEdges: every TCP transition Linux emits (kernel 6.18, measured and read

@@ -271,3 +271,28 @@ func TestNewModelRejectsBadTables(t *testing.T) {
 		}()
 	}
 }
+
+func TestMissing(t *testing.T) {
+	m, err := ModelByName("linux")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		from, to State
+		want     uint64
+	}{
+		{Established, Established, 0},
+		{SynSent, Established, 1},
+		{Established, FinWait2, 2}, // ESTABLISHED -> FIN_WAIT1 -> FIN_WAIT2 unseen
+		{Established, Close, 1},    // ESTABLISHED -> CLOSE is an edge
+		{FinWait1, Close, 1},       // FIN_WAIT1 -> CLOSE is an edge
+		{CloseWait, Close, 1},      // CLOSE_WAIT -> CLOSE is an edge
+		{Listen, Established, 2},   // via SYN_RECV
+		{Close, FinWait2, 4},       // through SYN_SENT, ESTABLISHED, FIN_WAIT1
+		{TimeWait, Established, 1}, // no path in linux: at least one
+	} {
+		if got := m.Missing(c.from, c.to); got != c.want {
+			t.Errorf("Missing(%v, %v) = %d, want %d", c.from, c.to, got, c.want)
+		}
+	}
+}

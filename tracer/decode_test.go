@@ -25,7 +25,7 @@ func TestEventLayout(t *testing.T) {
 		t.Errorf("EventSize %d, generated struct event is %d bytes", EventSize, got)
 	}
 	read := map[string]uintptr{
-		"TsNs": 8, "Skaddr": 8, "OldStateNs": 8, "LossSeq": 8, "Pid": 4, "CpuPid": 4, "Netns": 4,
+		"TsNs": 8, "Skaddr": 8, "OldStateNs": 8, "LossSeq": 8, "PrevLossSeq": 8, "Pid": 4, "CpuPid": 4, "Netns": 4,
 		"Family": 2, "Sport": 2, "Dport": 2, "Flags": 2, "Oldstate": 1, "Newstate": 1, "LastState": 1,
 		"Saddr": 16, "Daddr": 16, "Comm": 16, "CpuComm": 16,
 	}
@@ -110,6 +110,7 @@ func sampleEvents() []model.Event {
 		Flags:      model.FlagOwnerKnown | model.FlagDurationKnown,
 		LastState:  model.SynSent,
 		Netns:      4026531840,
+		LossSeq:    9, PrevLossSeq: 7, LossKnown: true,
 	}
 	v6 := model.Event{
 		TsNs:    1,
@@ -127,6 +128,7 @@ func sampleEvents() []model.Event {
 		Flags:   model.FlagOwnerKnown | model.FlagOwnerInherited | model.FlagHeld | model.FlagKernelGap,
 		Netns:   0xffffffff,
 		CPUComm: model.CommFrom("swapper/0"),
+		LossSeq: 1 << 40, LossKnown: true,
 	}
 	return []model.Event{v4, v6}
 }
@@ -199,6 +201,7 @@ func TestDecodeBytes(t *testing.T) {
 		New:        model.FinWait1,
 		Flags:      model.FlagOwnerKnown | model.FlagDurationKnown | 0x100,
 		LossSeq:    42,
+		LossKnown:  true, // every event from the kernel carries its loss sequence
 		LastState:  model.Established,
 		Netns:      4026531993,
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
 	"github.com/tcpstate/tcpstate/model"
@@ -149,6 +150,27 @@ func (t *Tracer) Replay(skaddr uint64, old, new model.State) error {
 	}
 	if after == done {
 		return fmt.Errorf("replaying %s -> %s on 0x%x: no TCP socket at that address in this thread's network namespace", old, new, skaddr)
+	}
+	return nil
+}
+
+// runIter runs an iterator program once and returns its output.
+func runIter(p *ebpf.Program, out io.Writer) error {
+	l, err := link.AttachIter(link.IterOptions{Program: p})
+	if err != nil {
+		return fmt.Errorf("attaching the iterator: %w", err)
+	}
+	defer l.Close()
+	r, err := l.Open()
+	if err != nil {
+		return fmt.Errorf("opening the iterator: %w", err)
+	}
+	defer r.Close()
+	if out == nil {
+		out = io.Discard
+	}
+	if _, err := io.Copy(out, r); err != nil {
+		return fmt.Errorf("reading the iterator: %w", err)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 
 	"github.com/tcpstate/tcpstate/model"
@@ -18,7 +19,7 @@ import (
 type Tracer struct {
 	opts  Options
 	spec  *ebpf.CollectionSpec
-	coll  *ebpf.Collection // the data sections (.rodata, .bss)
+	coll  *ebpf.Collection     // the data sections (.rodata, .bss)
 	all   map[string]*ebpf.Map // every map, for loading programs against them
 	maps  tcpstateMaps
 	vars  tcpstateVariables
@@ -29,8 +30,9 @@ type Tracer struct {
 
 	setState, rescue, dump, replay *ebpf.Program
 
-	accept   AcceptHook // the hook in use, after Attach
-	features []Feature
+	accept    AcceptHook // the hook in use, after Attach
+	exactLoss bool       // LossSeq counts recursion misses (find_self ran)
+	features  []Feature
 }
 
 // Open loads and attaches: the events flow into the ring buffer from then
@@ -93,6 +95,7 @@ func Load(opts Options) (_ *Tracer, err error) {
 	} else {
 		t.features = append(t.features, Feature{Name: "socket listing", Active: true, Detail: "iter/bpf_sk_storage_map"})
 	}
+	t.resolveMisses()
 	if opts.RescueNested {
 		if t.rescue, err = t.loadProgram("rescue_set_state"); err != nil {
 			return nil, err
@@ -169,6 +172,11 @@ func configure(spec *ebpf.CollectionSpec, o *Options) error {
 	s.Events.MaxEntries = uint32(o.RingSize)
 	s.Held.MaxEntries = uint32(o.MaxSockets)
 	s.Accepted.MaxEntries = uint32(o.MaxSockets)
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		return fmt.Errorf("counting the possible CPUs: %w", err)
+	}
+	s.MissAddr.MaxEntries = uint32(cpus)
 	s.PortFilter.MaxEntries = uint32(max(1, len(o.PortKinds())))
 	s.PidFilter.MaxEntries = uint32(max(1, len(o.Pids)))
 	if o.Mode&ModeAggregate == 0 {
@@ -220,3 +228,70 @@ func edgeMask(m *model.Model) [16]uint16 {
 	copy(out[:], mask[:])
 	return out
 }
+
+// resolveMisses runs find_self once, so that handle_set_state can read its
+// own recursion misses (bpf/misses.h), and records whether it could.
+func (t *Tracer) resolveMisses() {
+	const name = "exact loss attribution"
+	info := programInfo("find_self")
+	fail := func(err error) {
+		t.features = append(t.features, Feature{Name: name, Detail: err.Error(), Without: info.Without})
+	}
+	p, err := t.loadOptional("find_self")
+	if err != nil {
+		fail(err)
+		return
+	}
+	if !t.haveRdonlyCast() {
+		fail(fmt.Errorf("%s needs bpf_rdonly_cast (Linux 6.2)", info.Name))
+		return
+	}
+	pi, err := t.setState.Info()
+	if err != nil {
+		fail(fmt.Errorf("reading handle_set_state's id: %w", err))
+		return
+	}
+	pid, _ := pi.ID()
+	mi, err := t.maps.Counters.Info()
+	if err != nil {
+		fail(fmt.Errorf("reading the counters map's id: %w", err))
+		return
+	}
+	mid, _ := mi.ID()
+	cpus, _ := ebpf.PossibleCPU()
+	for _, set := range []struct {
+		v   *ebpf.Variable
+		val uint32
+	}{{t.vars.SelfProgId, uint32(pid)}, {t.vars.CountersMapId, uint32(mid)}, {t.vars.NrCpus, uint32(cpus)}} {
+		if err := set.v.Set(set.val); err != nil {
+			fail(fmt.Errorf("setting up find_self: %w", err))
+			return
+		}
+	}
+	if err := runIter(p, nil); err != nil {
+		fail(fmt.Errorf("running find_self: %w", err))
+		return
+	}
+	var found uint32
+	if err := t.vars.SelfFound.Get(&found); err != nil || int(found) != cpus {
+		fail(fmt.Errorf("find_self resolved %d of %d CPUs", found, cpus))
+		return
+	}
+	t.exactLoss = true
+	t.features = append(t.features, Feature{Name: name, Active: true, Detail: fmt.Sprintf("handle_set_state reads its own recursion misses on %d CPUs", cpus)})
+}
+
+// haveRdonlyCast reports whether the running kernel has the bpf_rdonly_cast
+// kfunc (Linux 6.2), which the exact miss counting reads through.
+func (t *Tracer) haveRdonlyCast() bool {
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return false
+	}
+	var fn *btf.Func
+	return spec.TypeByName("bpf_rdonly_cast", &fn) == nil
+}
+
+// ExactLoss reports whether every event's LossSeq includes the recursion
+// misses (find_self ran): then a gap's window of counted loss is exact.
+func (t *Tracer) ExactLoss() bool { return t.exactLoss }

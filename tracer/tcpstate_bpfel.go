@@ -46,26 +46,27 @@ const (
 )
 
 type tcpstateEvent struct {
-	_          structs.HostLayout
-	TsNs       uint64
-	Skaddr     uint64
-	OldStateNs uint64
-	LossSeq    uint64
-	Pid        uint32
-	CpuPid     uint32
-	Netns      uint32
-	Family     uint16
-	Sport      uint16
-	Dport      uint16
-	Flags      uint16
-	Oldstate   uint8
-	Newstate   uint8
-	LastState  uint8
-	Pad        uint8
-	Saddr      [16]uint8
-	Daddr      [16]uint8
-	Comm       [16]int8
-	CpuComm    [16]int8
+	_           structs.HostLayout
+	TsNs        uint64
+	Skaddr      uint64
+	OldStateNs  uint64
+	LossSeq     uint64
+	PrevLossSeq uint64
+	Pid         uint32
+	CpuPid      uint32
+	Netns       uint32
+	Family      uint16
+	Sport       uint16
+	Dport       uint16
+	Flags       uint16
+	Oldstate    uint8
+	Newstate    uint8
+	LastState   uint8
+	Pad         uint8
+	Saddr       [16]uint8
+	Daddr       [16]uint8
+	Comm        [16]int8
+	CpuComm     [16]int8
 }
 
 type tcpstateEventFlag uint32
@@ -159,6 +160,7 @@ type tcpstateSockRecord struct {
 type tcpstateSockState struct {
 	_       structs.HostLayout
 	StateTs uint64
+	LossSeq uint64
 	BornTs  uint64
 	Pid     uint32
 	Visited uint16
@@ -181,6 +183,7 @@ const (
 	tcpstateMapHeldZero         = "held_zero"
 	tcpstateMapHists            = "hists"
 	tcpstateMapMatrix           = "matrix"
+	tcpstateMapMissAddr         = "miss_addr"
 	tcpstateMapOutcomes         = "outcomes"
 	tcpstateMapPidCounts        = "pid_counts"
 	tcpstateMapPidFilter        = "pid_filter"
@@ -191,10 +194,13 @@ const (
 	tcpstateProgAcceptExit      = "accept_exit"
 	tcpstateProgAcceptFexit     = "accept_fexit"
 	tcpstateProgDumpSockStates  = "dump_sock_states"
+	tcpstateProgFindSelf        = "find_self"
 	tcpstateProgHandleSetState  = "handle_set_state"
 	tcpstateProgReplaySetState  = "replay_set_state"
 	tcpstateProgRescueSetState  = "rescue_set_state"
 	tcpstateVarAcceptOwner      = "accept_owner"
+	tcpstateVarAsNumber         = "as_number"
+	tcpstateVarCountersMapId    = "counters_map_id"
 	tcpstateVarEdgeMask         = "edge_mask"
 	tcpstateVarFilterFamily     = "filter_family"
 	tcpstateVarFilterPids       = "filter_pids"
@@ -204,11 +210,14 @@ const (
 	tcpstateVarModeAggregate    = "mode_aggregate"
 	tcpstateVarModeAnomalies    = "mode_anomalies"
 	tcpstateVarModeStream       = "mode_stream"
+	tcpstateVarNrCpus           = "nr_cpus"
 	tcpstateVarReplayDone       = "replay_done"
 	tcpstateVarReplayNew        = "replay_new"
 	tcpstateVarReplayOld        = "replay_old"
 	tcpstateVarReplaySkaddr     = "replay_skaddr"
 	tcpstateVarRescueNested     = "rescue_nested"
+	tcpstateVarSelfFound        = "self_found"
+	tcpstateVarSelfProgId       = "self_prog_id"
 	tcpstateVarUnusedCounter    = "unused_counter"
 	tcpstateVarUnusedEvent      = "unused_event"
 	tcpstateVarUnusedEventFlag  = "unused_event_flag"
@@ -266,6 +275,7 @@ type tcpstateProgramSpecs struct {
 	AcceptExit     *ebpf.ProgramSpec `ebpf:"accept_exit"`
 	AcceptFexit    *ebpf.ProgramSpec `ebpf:"accept_fexit"`
 	DumpSockStates *ebpf.ProgramSpec `ebpf:"dump_sock_states"`
+	FindSelf       *ebpf.ProgramSpec `ebpf:"find_self"`
 	HandleSetState *ebpf.ProgramSpec `ebpf:"handle_set_state"`
 	ReplaySetState *ebpf.ProgramSpec `ebpf:"replay_set_state"`
 	RescueSetState *ebpf.ProgramSpec `ebpf:"rescue_set_state"`
@@ -283,6 +293,7 @@ type tcpstateMapSpecs struct {
 	HeldZero   *ebpf.MapSpec `ebpf:"held_zero"`
 	Hists      *ebpf.MapSpec `ebpf:"hists"`
 	Matrix     *ebpf.MapSpec `ebpf:"matrix"`
+	MissAddr   *ebpf.MapSpec `ebpf:"miss_addr"`
 	Outcomes   *ebpf.MapSpec `ebpf:"outcomes"`
 	PidCounts  *ebpf.MapSpec `ebpf:"pid_counts"`
 	PidFilter  *ebpf.MapSpec `ebpf:"pid_filter"`
@@ -296,6 +307,8 @@ type tcpstateMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpstateVariableSpecs struct {
 	AcceptOwner      *ebpf.VariableSpec `ebpf:"accept_owner"`
+	AsNumber         *ebpf.VariableSpec `ebpf:"as_number"`
+	CountersMapId    *ebpf.VariableSpec `ebpf:"counters_map_id"`
 	EdgeMask         *ebpf.VariableSpec `ebpf:"edge_mask"`
 	FilterFamily     *ebpf.VariableSpec `ebpf:"filter_family"`
 	FilterPids       *ebpf.VariableSpec `ebpf:"filter_pids"`
@@ -305,11 +318,14 @@ type tcpstateVariableSpecs struct {
 	ModeAggregate    *ebpf.VariableSpec `ebpf:"mode_aggregate"`
 	ModeAnomalies    *ebpf.VariableSpec `ebpf:"mode_anomalies"`
 	ModeStream       *ebpf.VariableSpec `ebpf:"mode_stream"`
+	NrCpus           *ebpf.VariableSpec `ebpf:"nr_cpus"`
 	ReplayDone       *ebpf.VariableSpec `ebpf:"replay_done"`
 	ReplayNew        *ebpf.VariableSpec `ebpf:"replay_new"`
 	ReplayOld        *ebpf.VariableSpec `ebpf:"replay_old"`
 	ReplaySkaddr     *ebpf.VariableSpec `ebpf:"replay_skaddr"`
 	RescueNested     *ebpf.VariableSpec `ebpf:"rescue_nested"`
+	SelfFound        *ebpf.VariableSpec `ebpf:"self_found"`
+	SelfProgId       *ebpf.VariableSpec `ebpf:"self_prog_id"`
 	UnusedCounter    *ebpf.VariableSpec `ebpf:"unused_counter"`
 	UnusedEvent      *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedEventFlag  *ebpf.VariableSpec `ebpf:"unused_event_flag"`
@@ -349,6 +365,7 @@ type tcpstateMaps struct {
 	HeldZero   *ebpf.Map `ebpf:"held_zero"`
 	Hists      *ebpf.Map `ebpf:"hists"`
 	Matrix     *ebpf.Map `ebpf:"matrix"`
+	MissAddr   *ebpf.Map `ebpf:"miss_addr"`
 	Outcomes   *ebpf.Map `ebpf:"outcomes"`
 	PidCounts  *ebpf.Map `ebpf:"pid_counts"`
 	PidFilter  *ebpf.Map `ebpf:"pid_filter"`
@@ -367,6 +384,7 @@ func (m *tcpstateMaps) Close() error {
 		m.HeldZero,
 		m.Hists,
 		m.Matrix,
+		m.MissAddr,
 		m.Outcomes,
 		m.PidCounts,
 		m.PidFilter,
@@ -381,6 +399,8 @@ func (m *tcpstateMaps) Close() error {
 // It can be passed to loadTcpstateObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpstateVariables struct {
 	AcceptOwner      *ebpf.Variable `ebpf:"accept_owner"`
+	AsNumber         *ebpf.Variable `ebpf:"as_number"`
+	CountersMapId    *ebpf.Variable `ebpf:"counters_map_id"`
 	EdgeMask         *ebpf.Variable `ebpf:"edge_mask"`
 	FilterFamily     *ebpf.Variable `ebpf:"filter_family"`
 	FilterPids       *ebpf.Variable `ebpf:"filter_pids"`
@@ -390,11 +410,14 @@ type tcpstateVariables struct {
 	ModeAggregate    *ebpf.Variable `ebpf:"mode_aggregate"`
 	ModeAnomalies    *ebpf.Variable `ebpf:"mode_anomalies"`
 	ModeStream       *ebpf.Variable `ebpf:"mode_stream"`
+	NrCpus           *ebpf.Variable `ebpf:"nr_cpus"`
 	ReplayDone       *ebpf.Variable `ebpf:"replay_done"`
 	ReplayNew        *ebpf.Variable `ebpf:"replay_new"`
 	ReplayOld        *ebpf.Variable `ebpf:"replay_old"`
 	ReplaySkaddr     *ebpf.Variable `ebpf:"replay_skaddr"`
 	RescueNested     *ebpf.Variable `ebpf:"rescue_nested"`
+	SelfFound        *ebpf.Variable `ebpf:"self_found"`
+	SelfProgId       *ebpf.Variable `ebpf:"self_prog_id"`
 	UnusedCounter    *ebpf.Variable `ebpf:"unused_counter"`
 	UnusedEvent      *ebpf.Variable `ebpf:"unused_event"`
 	UnusedEventFlag  *ebpf.Variable `ebpf:"unused_event_flag"`
@@ -414,6 +437,7 @@ type tcpstatePrograms struct {
 	AcceptExit     *ebpf.Program `ebpf:"accept_exit"`
 	AcceptFexit    *ebpf.Program `ebpf:"accept_fexit"`
 	DumpSockStates *ebpf.Program `ebpf:"dump_sock_states"`
+	FindSelf       *ebpf.Program `ebpf:"find_self"`
 	HandleSetState *ebpf.Program `ebpf:"handle_set_state"`
 	ReplaySetState *ebpf.Program `ebpf:"replay_set_state"`
 	RescueSetState *ebpf.Program `ebpf:"rescue_set_state"`
@@ -425,6 +449,7 @@ func (p *tcpstatePrograms) Close() error {
 		p.AcceptExit,
 		p.AcceptFexit,
 		p.DumpSockStates,
+		p.FindSelf,
 		p.HandleSetState,
 		p.ReplaySetState,
 		p.RescueSetState,

@@ -69,6 +69,7 @@ type options struct {
 	newNetns    bool
 	wideRange   bool
 	delay       time.Duration
+	pidFile     string
 }
 
 const childEnv = "TCPSTATE_LOADGEN_CHILD"
@@ -82,6 +83,7 @@ func main() {
 	flag.BoolVar(&o.newNetns, "new-netns", false, "run in a new network namespace (root), with lo up")
 	flag.BoolVar(&o.wideRange, "wide-port-range", true, "in a new namespace, use ephemeral ports 1024-65535")
 	flag.DurationVar(&o.delay, "start-delay", 0, "wait this long after listening before the first dial")
+	flag.StringVar(&o.pidFile, "pid-file", "", "once listening, write the pid of the process that makes the connections (with --new-netns: the child in the namespace) to this file")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintf(os.Stderr, "loadgen: %v\n", err)
@@ -184,6 +186,11 @@ func load(o options) (*Result, error) {
 	}
 	tl := ln.(*net.TCPListener)
 	addr := ln.Addr().String() // the real port, if --addr asked for port 0
+	if o.pidFile != "" {
+		if err := os.WriteFile(o.pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+			return nil, fmt.Errorf("writing --pid-file: %w", err)
+		}
+	}
 	if o.delay > 0 {
 		time.Sleep(o.delay)
 	}
