@@ -19,7 +19,8 @@ struct sock_record {
 	__u8 state;    /* the last new state the programs saw */
 	__u8 sk_state; /* the socket's state as the iterator found it */
 	__u8 owner;    /* enum owner_kind */
-	__u8 _pad[7];
+	__u8 flags;    /* enum sock_flag */
+	__u8 _pad[6];
 	__u8 saddr[16];
 	__u8 daddr[16];
 	char comm[TASK_COMM_LEN];
@@ -43,6 +44,7 @@ int dump_sock_states(struct bpf_iter__bpf_sk_storage_map *ctx)
 	r.pid = st->pid;
 	r.owner = st->owner;
 	r.state = st->state;
+	r.flags = st->flags;
 	__builtin_memcpy(r.comm, st->comm, sizeof(r.comm));
 	r.sk_state = sk->__sk_common.skc_state;
 	r.family = sk_family(sk);

@@ -13,6 +13,12 @@ enum owner_kind {
 	OWNER_FINAL = 2,     /* seen acting on the socket in process context, or its acceptor */
 };
 
+/* sock_state.flags */
+enum sock_flag {
+	SF_SEEDED_STATE = 0x1, /* the state came from a snapshot: it began before state_ts */
+	SF_SEEDED_OWNER = 0x2, /* the owner came from a snapshot: a process that holds it */
+};
+
 /* What the programs remember of one socket incarnation. */
 struct sock_state {
 	__u64 state_ts; /* when it entered its current state (0: unknown) */
@@ -23,7 +29,8 @@ struct sock_state {
 	__u8 owner;     /* enum owner_kind */
 	__u8 matched;   /* the filters matched once: sticky */
 	__u8 state;     /* the last new state seen (0: none) */
-	__u8 _pad[7];
+	__u8 flags;     /* enum sock_flag */
+	__u8 _pad[6];
 	char comm[TASK_COMM_LEN];
 };
 

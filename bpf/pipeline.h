@@ -209,7 +209,8 @@ static __always_inline int on_set_state(const struct sock *sk, int oldstate, int
 		__builtin_memset(st, 0, sizeof(*st));
 	c.last_state = prev;
 	c.prev_loss_seq = prev ? st->loss_seq : 0;
-	if (!birth && st->state_ts) {
+	/* A state seeded by the snapshot began before state_ts: no duration. */
+	if (!birth && st->state_ts && !(st->flags & SF_SEEDED_STATE)) {
 		c.dur = c.now - st->state_ts;
 		c.flags |= EVF_DURATION_KNOWN;
 	}
@@ -258,6 +259,7 @@ static __always_inline int on_set_state(const struct sock *sk, int oldstate, int
 			hist(HIST_LIFETIME, c.now - born_ts);
 	}
 	st->state_ts = c.now;
+	st->flags &= ~SF_SEEDED_STATE;
 	st->loss_seq = c.loss_seq;
 	st->state = newstate;
 	st->born_ts = born_ts;

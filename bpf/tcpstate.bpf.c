@@ -18,6 +18,7 @@
 //   accept.h     accept() names the owner of a child socket
 //   iter.h       iterators: socket listings and the tests' replay
 //   misses.h     recursion misses counted exactly into the loss sequence
+//   snapshot.h   every socket that exists: ls, seeding, reconciliation
 //
 // docs/kernel.md explains the kernel behaviour this code depends on.
 
@@ -40,6 +41,7 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 #include "accept.h"
 #include "iter.h"
 #include "misses.h"
+#include "snapshot.h"
 
 /* Attach the rescue program (tracer.Options.RescueNested): handle_set_state
  * then marks itself busy on its CPU. */

@@ -164,21 +164,59 @@ func (a *Aggregate) Sub(prev *Aggregate) Aggregate {
 	return d
 }
 
-// SocketInfo is what the kernel remembers of one live socket.
+// SocketKind says what kind of kernel object a listed socket is.
+type SocketKind uint8
+
+// The kinds, as the kernel numbers them in a snapshot (enum snap_kind).
+const (
+	KindFull     SocketKind = 1 // a full socket: listener, connecting, connected, orphan
+	KindTimeWait SocketKind = 2 // a timewait socket; its State is the substate (as ss shows it)
+	KindRequest  SocketKind = 3 // a request socket: a connection still in its handshake
+)
+
+// String returns "full", "timewait" or "request".
+func (k SocketKind) String() string {
+	switch k {
+	case KindFull:
+		return "full"
+	case KindTimeWait:
+		return "timewait"
+	case KindRequest:
+		return "request"
+	}
+	return "kind(" + itoa(uint64(k)) + ")"
+}
+
+// Holder is a process that holds a socket open (a file descriptor).
+type Holder struct {
+	Pid  uint32 `json:"pid"`
+	Comm string `json:"comm"`
+	Fd   uint32 `json:"fd"`
+}
+
+// SocketInfo is one socket: one the kernel follows (the stuck-socket lists),
+// or one a snapshot found (ls).
 type SocketInfo struct {
-	Skaddr     uint64
-	State      State
-	Since      time.Duration // time in State
-	Age        time.Duration // since birth; 0 when born before tracing began
-	Pid        uint32
-	Comm       string
-	OwnerKnown bool
-	Family     Family
-	Saddr      netip.Addr
-	Sport      uint16
-	Daddr      netip.Addr
-	Dport      uint16
-	Netns      uint32 // inode number of its network namespace
+	Skaddr uint64
+	Kind   SocketKind // 0: not from a snapshot (a followed socket)
+	State  State
+	// Since is the time in State; 0 when unknown. SinceAtLeast: the socket
+	// was already in State when tracing began, Since is a lower bound.
+	Since        time.Duration
+	SinceAtLeast bool
+	Age          time.Duration // since birth; 0 when born before tracing began
+	Pid          uint32        // the owner
+	Comm         string
+	OwnerKnown   bool
+	Family       Family
+	Saddr        netip.Addr
+	Sport        uint16
+	Daddr        netip.Addr
+	Dport        uint16
+	Netns        uint32 // inode number of its network namespace
+	Uid          uint32
+	Inode        uint64   // its socket file's inode (0: none)
+	Holders      []Holder // the processes that hold it open (a snapshot), by pid
 }
 
 // DefaultStuckThresholds are how long a socket may stay in a state before

@@ -73,7 +73,9 @@ type sockNode struct {
 	// lostAt is Tracker.lost when the socket's previous event was checked.
 	lostAt uint64
 	// lossSeq is the previous event's Event.LossSeq, if seqKnown.
-	lossSeq    uint64
+	lossSeq uint64
+	// ts is the previous event's TsNs.
+	ts         uint64
 	prev, next int32
 	state      State
 	seqKnown   bool
@@ -223,7 +225,7 @@ func (t *Tracker) Check(e *Event) Verdict {
 			t.stats.Closed++
 			t.remove(e.Skaddr, i)
 		} else {
-			n.state, n.lostAt, n.lossSeq, n.seqKnown = nw, t.lost, e.LossSeq, e.LossKnown
+			n.state, n.lostAt, n.lossSeq, n.seqKnown, n.ts = nw, t.lost, e.LossSeq, e.LossKnown, e.TsNs
 			t.touch(i)
 		}
 	} else {
@@ -350,7 +352,7 @@ func (t *Tracker) insert(key uint64, st State, e *Event) {
 		t.nodes = append(t.nodes, sockNode{})
 		i = int32(len(t.nodes) - 1)
 	}
-	t.nodes[i] = sockNode{skaddr: key, lostAt: t.lost, lossSeq: e.LossSeq, seqKnown: e.LossKnown, state: st, prev: -1, next: t.head}
+	t.nodes[i] = sockNode{skaddr: key, lostAt: t.lost, lossSeq: e.LossSeq, seqKnown: e.LossKnown, ts: e.TsNs, state: st, prev: -1, next: t.head}
 	if t.head >= 0 {
 		t.nodes[t.head].prev = i
 	} else {
@@ -455,4 +457,33 @@ func (t *Tracker) touch(i int32) {
 	n.prev, n.next = -1, t.head
 	t.nodes[t.head].prev = i
 	t.head = i
+}
+
+// OutOfStep is a socket whose state a snapshot contradicts: transitions the
+// kernel never delivered.
+type OutOfStep struct {
+	Skaddr uint64 `json:"skaddr"`
+	// Believed is the state the tracker (or the kernel's own memory)
+	// last saw; Actual the socket's state in the snapshot (CLOSE: the
+	// socket no longer exists).
+	Believed State `json:"believed"`
+	Actual   State `json:"actual"`
+	// Missing is the fewest transitions that must have been missed.
+	Missing uint64 `json:"missing"`
+}
+
+// Gone reports the sockets the tracker believes alive, last seen before
+// the kernel time before, that a snapshot taken at that time no longer
+// found (exists says whether a socket address is in it): their ->CLOSE,
+// at least, was never delivered.
+func (t *Tracker) Gone(before uint64, exists func(skaddr uint64) bool) []OutOfStep {
+	var out []OutOfStep
+	for i := t.head; i >= 0; i = t.nodes[i].next {
+		n := &t.nodes[i]
+		if n.ts >= before || exists(n.skaddr) {
+			continue
+		}
+		out = append(out, OutOfStep{Skaddr: n.skaddr, Believed: n.state, Actual: Close, Missing: t.m.Missing(n.state, Close)})
+	}
+	return out
 }

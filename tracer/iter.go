@@ -1,7 +1,6 @@
 package tracer
 
 import (
-	"encoding/binary"
 	"fmt"
 	"io"
 	"net/netip"
@@ -41,8 +40,8 @@ func (t *Tracer) Sockets() ([]model.SocketInfo, error) {
 	now := uint64(monotonicNow())
 	var out []model.SocketInfo
 	for i := 0; i+sockRecordSize <= len(buf); i += sockRecordSize {
-		var rec tcpstateSockRecord
-		decodeSockRecord(buf[i:i+sockRecordSize], &rec)
+		// Records are the generated struct's layout, host byte order.
+		rec := *(*tcpstateSockRecord)(unsafe.Pointer(&buf[i]))
 		st := model.State(rec.State)
 		// Closed (the storage outlives the connection until the socket is
 		// freed), or only an accept() record so far: not live.
@@ -50,17 +49,18 @@ func (t *Tracer) Sockets() ([]model.SocketInfo, error) {
 			continue
 		}
 		s := model.SocketInfo{
-			Skaddr:     rec.Skaddr,
-			State:      st,
-			Since:      since(now, rec.StateTs),
-			Age:        since(now, rec.BornTs),
-			Pid:        rec.Pid,
-			Comm:       cString(rec.Comm[:]),
-			OwnerKnown: rec.Owner != 0,
-			Family:     model.Family(rec.Family),
-			Sport:      rec.Sport,
-			Dport:      rec.Dport,
-			Netns:      rec.Netns,
+			Skaddr:       rec.Skaddr,
+			State:        st,
+			Since:        since(now, rec.StateTs),
+			SinceAtLeast: rec.Flags&uint8(tcpstateSockFlagSF_SEEDED_STATE) != 0,
+			Age:          since(now, rec.BornTs),
+			Pid:          rec.Pid,
+			Comm:         cString(rec.Comm[:]),
+			OwnerKnown:   rec.Owner != 0,
+			Family:       model.Family(rec.Family),
+			Sport:        rec.Sport,
+			Dport:        rec.Dport,
+			Netns:        rec.Netns,
 		}
 		if s.Family == model.AFInet {
 			s.Saddr = netip.AddrFrom4([4]byte(rec.Saddr[:4]))
@@ -72,28 +72,6 @@ func (t *Tracer) Sockets() ([]model.SocketInfo, error) {
 		out = append(out, s)
 	}
 	return out, nil
-}
-
-func decodeSockRecord(b []byte, r *tcpstateSockRecord) {
-	le := binary.LittleEndian
-	o := func(off uintptr) []byte { return b[off:] }
-	var z tcpstateSockRecord
-	r.Skaddr = le.Uint64(o(unsafe.Offsetof(z.Skaddr)))
-	r.StateTs = le.Uint64(o(unsafe.Offsetof(z.StateTs)))
-	r.BornTs = le.Uint64(o(unsafe.Offsetof(z.BornTs)))
-	r.Pid = le.Uint32(o(unsafe.Offsetof(z.Pid)))
-	r.Netns = le.Uint32(o(unsafe.Offsetof(z.Netns)))
-	r.Family = le.Uint16(o(unsafe.Offsetof(z.Family)))
-	r.Sport = le.Uint16(o(unsafe.Offsetof(z.Sport)))
-	r.Dport = le.Uint16(o(unsafe.Offsetof(z.Dport)))
-	r.State = b[unsafe.Offsetof(z.State)]
-	r.SkState = b[unsafe.Offsetof(z.SkState)]
-	r.Owner = b[unsafe.Offsetof(z.Owner)]
-	copy(r.Saddr[:], o(unsafe.Offsetof(z.Saddr)))
-	copy(r.Daddr[:], o(unsafe.Offsetof(z.Daddr)))
-	for i := range r.Comm {
-		r.Comm[i] = int8(b[unsafe.Offsetof(z.Comm)+uintptr(i)])
-	}
 }
 
 func since(now, ts uint64) time.Duration {

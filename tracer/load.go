@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
@@ -29,8 +30,10 @@ type Tracer struct {
 	clock Clock
 
 	setState, rescue, dump, replay *ebpf.Program
+	snapTCP, snapFiles             *ebpf.Program
 
 	accept    AcceptHook // the hook in use, after Attach
+	startSnap *Snapshot  // taken by Attach
 	exactLoss bool       // LossSeq counts recursion misses (find_self ran)
 	features  []Feature
 }
@@ -86,15 +89,20 @@ func Load(opts Options) (_ *Tracer, err error) {
 	if err := t.coll.Assign(&t.vars); err != nil {
 		return nil, fmt.Errorf("assigning BPF variables: %w", err)
 	}
+	if opts.ListOnly {
+		if t.snapTCP, err = t.loadProgram("snap_tcp"); err != nil {
+			return nil, err
+		}
+		if t.snapFiles, err = t.loadProgram("snap_files"); err != nil {
+			return nil, err
+		}
+		return t, nil
+	}
 	if t.setState, err = t.loadProgram("handle_set_state"); err != nil {
 		return nil, err
 	}
-	if t.dump, err = t.loadOptional("dump_sock_states"); err != nil {
-		t.features = append(t.features, Feature{Name: "socket listing", Detail: err.Error(), Without: programInfo("dump_sock_states").Without})
-		opts.Warn(fmt.Sprintf("%s: %v", programInfo("dump_sock_states").Without, err))
-	} else {
-		t.features = append(t.features, Feature{Name: "socket listing", Active: true, Detail: "iter/bpf_sk_storage_map"})
-	}
+	t.loadListing()
+	t.loadSnapshot()
 	t.resolveMisses()
 	if opts.RescueNested {
 		if t.rescue, err = t.loadProgram("rescue_set_state"); err != nil {
@@ -112,6 +120,37 @@ func Load(opts Options) (_ *Tracer, err error) {
 	return t, nil
 }
 
+// loadListing loads the iterator that lists the sockets the kernel follows.
+func (t *Tracer) loadListing() {
+	info := programInfo("dump_sock_states")
+	p, err := t.loadOptional(info.Name)
+	if err != nil {
+		t.features = append(t.features, Feature{Name: "socket listing", Detail: err.Error(), Without: info.Without})
+		t.opts.Warn(fmt.Sprintf("%s: %v", info.Without, err))
+		return
+	}
+	t.dump = p
+	t.features = append(t.features, Feature{Name: "socket listing", Active: true, Detail: "iter/bpf_sk_storage_map"})
+}
+
+// loadSnapshot loads the snapshot iterators (Snapshot).
+func (t *Tracer) loadSnapshot() {
+	var err error
+	for _, p := range []struct {
+		name string
+		into **ebpf.Program
+	}{{"snap_tcp", &t.snapTCP}, {"snap_files", &t.snapFiles}} {
+		if *p.into, err = t.loadOptional(p.name); err != nil {
+			t.snapTCP, t.snapFiles = nil, nil
+			info := programInfo(p.name)
+			t.features = append(t.features, Feature{Name: "snapshot", Detail: err.Error(), Without: info.Without})
+			t.opts.Warn(fmt.Sprintf("%s: %v", info.Without, err))
+			return
+		}
+	}
+	t.features = append(t.features, Feature{Name: "snapshot", Active: true, Detail: "iter/task_file and iter/tcp in each network namespace"})
+}
+
 // Attach starts the events: the reader first, so nothing attached writes
 // into a ring nobody maps, then the main program, then the accept hook.
 func (t *Tracer) Attach() error {
@@ -127,8 +166,41 @@ func (t *Tracer) Attach() error {
 	if t.rescue != nil {
 		t.features = append(t.features, Feature{Name: "rescue of nested transitions", Active: true, Detail: "rescue_set_state (--rescue-nested)"})
 	}
+	t.seed()
 	return nil
 }
+
+// seed takes the snapshot that tells the programs about every socket that
+// already exists, after they are attached (bpf/snapshot.h says why that
+// order loses nothing).
+func (t *Tracer) seed() {
+	if t.snapTCP == nil {
+		return
+	}
+	s, err := t.Snapshot(SnapshotOptions{Seed: true})
+	if err != nil {
+		info := programInfo("snap_tcp")
+		t.features = append(t.features, Feature{Name: "snapshot at start", Detail: err.Error(), Without: info.Without})
+		t.opts.Warn(fmt.Sprintf("%s: %v", info.Without, err))
+		return
+	}
+	t.startSnap = s
+	var skipped []string
+	for _, n := range s.Namespaces {
+		if n.Err != "" {
+			skipped = append(skipped, n.Err)
+		}
+	}
+	f := Feature{Name: "snapshot at start", Active: true,
+		Detail: fmt.Sprintf("%d sockets in %d network namespaces, %d seeded, in %v", len(s.Sockets), len(s.Namespaces), s.Seeded, s.End.Sub(s.Start).Round(time.Millisecond))}
+	if len(skipped) > 0 {
+		f.Detail += fmt.Sprintf("; %d namespaces not entered (their sockets that processes hold are seen through the processes' files): %s", len(skipped), skipped[0])
+	}
+	t.features = append(t.features, f)
+}
+
+// StartSnapshot is the snapshot Attach took (nil without one).
+func (t *Tracer) StartSnapshot() *Snapshot { return t.startSnap }
 
 // configure writes the settings and map sizes into the spec before loading,
 // through bpf2go's typed specs.
@@ -166,12 +238,15 @@ func configure(spec *ebpf.CollectionSpec, o *Options) error {
 		}
 	}
 
-	if o.Mode == ModeAggregate {
+	if o.Mode == ModeAggregate || o.ListOnly {
 		o.RingSize = os.Getpagesize() // nothing is sent
 	}
 	s.Events.MaxEntries = uint32(o.RingSize)
 	s.Held.MaxEntries = uint32(o.MaxSockets)
 	s.Accepted.MaxEntries = uint32(o.MaxSockets)
+	if o.ListOnly {
+		s.Held.MaxEntries, s.Accepted.MaxEntries = 1, 1
+	}
 	cpus, err := ebpf.PossibleCPU()
 	if err != nil {
 		return fmt.Errorf("counting the possible CPUs: %w", err)

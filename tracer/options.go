@@ -98,6 +98,9 @@ type Options struct {
 	CPUTask bool
 	// Replay loads the test-only replay program (Tracer.Replay).
 	Replay bool
+	// ListOnly loads only what a snapshot needs (tcpstate ls): the
+	// iterators, no tracepoint program; Attach is not called.
+	ListOnly bool
 
 	// Warn receives non-fatal problems (for example: no tracefs, so accepted
 	// sockets keep their listener's owner). Nil discards them.

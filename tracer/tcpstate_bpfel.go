@@ -107,6 +107,22 @@ const (
 	tcpstateHistSizeHIST_BUCKETS tcpstateHistSize = 48
 )
 
+type tcpstateHolderRecord struct {
+	_      structs.HostLayout
+	Skaddr uint64
+	Tgid   uint32
+	Fd     uint32
+	Netns  uint32
+	Family uint16
+	Sport  uint16
+	Dport  uint16
+	State  uint8
+	Pad    [5]uint8
+	Saddr  [16]uint8
+	Daddr  [16]uint8
+	Comm   [16]int8
+}
+
 type tcpstateOutcome uint32
 
 const (
@@ -138,6 +154,53 @@ const (
 	tcpstatePortKindPORT_REMOTE tcpstatePortKind = 4
 )
 
+type tcpstateSnapFlag uint32
+
+const (
+	tcpstateSnapFlagSNAPF_TRACKED tcpstateSnapFlag = 1
+	tcpstateSnapFlagSNAPF_SEEDED  tcpstateSnapFlag = 2
+	tcpstateSnapFlagSNAPF_OWNER   tcpstateSnapFlag = 4
+)
+
+type tcpstateSnapKind uint32
+
+const (
+	tcpstateSnapKindSNAP_FULL     tcpstateSnapKind = 1
+	tcpstateSnapKindSNAP_TIMEWAIT tcpstateSnapKind = 2
+	tcpstateSnapKindSNAP_REQUEST  tcpstateSnapKind = 3
+)
+
+type tcpstateSnapRecord struct {
+	_            structs.HostLayout
+	Skaddr       uint64
+	StateTs      uint64
+	Ino          uint64
+	Listener     uint64
+	Netns        uint32
+	Uid          uint32
+	OwnerPid     uint32
+	Family       uint16
+	Sport        uint16
+	Dport        uint16
+	Kind         uint8
+	State        uint8
+	TrackedState uint8
+	Flags        uint8
+	OwnerKind    uint8
+	Pad          [5]uint8
+	Saddr        [16]uint8
+	Daddr        [16]uint8
+	OwnerComm    [16]int8
+	_            [4]byte
+}
+
+type tcpstateSockFlag uint32
+
+const (
+	tcpstateSockFlagSF_SEEDED_STATE tcpstateSockFlag = 1
+	tcpstateSockFlagSF_SEEDED_OWNER tcpstateSockFlag = 2
+)
+
 type tcpstateSockRecord struct {
 	_       structs.HostLayout
 	Skaddr  uint64
@@ -151,7 +214,8 @@ type tcpstateSockRecord struct {
 	State   uint8
 	SkState uint8
 	Owner   uint8
-	Pad     [7]uint8
+	Flags   uint8
+	Pad     [6]uint8
 	Saddr   [16]uint8
 	Daddr   [16]uint8
 	Comm    [16]int8
@@ -167,7 +231,8 @@ type tcpstateSockState struct {
 	Owner   uint8
 	Matched uint8
 	State   uint8
-	Pad     [7]uint8
+	Flags   uint8
+	Pad     [6]uint8
 	Comm    [16]int8
 }
 
@@ -175,58 +240,66 @@ type tcpstateSockState struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	tcpstateMapAccepted         = "accepted"
-	tcpstateMapBusy             = "busy"
-	tcpstateMapCounters         = "counters"
-	tcpstateMapEvents           = "events"
-	tcpstateMapHeld             = "held"
-	tcpstateMapHeldZero         = "held_zero"
-	tcpstateMapHists            = "hists"
-	tcpstateMapMatrix           = "matrix"
-	tcpstateMapMissAddr         = "miss_addr"
-	tcpstateMapOutcomes         = "outcomes"
-	tcpstateMapPidCounts        = "pid_counts"
-	tcpstateMapPidFilter        = "pid_filter"
-	tcpstateMapPortCounts       = "port_counts"
-	tcpstateMapPortFilter       = "port_filter"
-	tcpstateMapSockStates       = "sock_states"
-	tcpstateProgAccept4Exit     = "accept4_exit"
-	tcpstateProgAcceptExit      = "accept_exit"
-	tcpstateProgAcceptFexit     = "accept_fexit"
-	tcpstateProgDumpSockStates  = "dump_sock_states"
-	tcpstateProgFindSelf        = "find_self"
-	tcpstateProgHandleSetState  = "handle_set_state"
-	tcpstateProgReplaySetState  = "replay_set_state"
-	tcpstateProgRescueSetState  = "rescue_set_state"
-	tcpstateVarAcceptOwner      = "accept_owner"
-	tcpstateVarAsNumber         = "as_number"
-	tcpstateVarCountersMapId    = "counters_map_id"
-	tcpstateVarEdgeMask         = "edge_mask"
-	tcpstateVarFilterFamily     = "filter_family"
-	tcpstateVarFilterPids       = "filter_pids"
-	tcpstateVarFilterPorts      = "filter_ports"
-	tcpstateVarFilterStates     = "filter_states"
-	tcpstateVarLossSeq          = "loss_seq"
-	tcpstateVarModeAggregate    = "mode_aggregate"
-	tcpstateVarModeAnomalies    = "mode_anomalies"
-	tcpstateVarModeStream       = "mode_stream"
-	tcpstateVarNrCpus           = "nr_cpus"
-	tcpstateVarReplayDone       = "replay_done"
-	tcpstateVarReplayNew        = "replay_new"
-	tcpstateVarReplayOld        = "replay_old"
-	tcpstateVarReplaySkaddr     = "replay_skaddr"
-	tcpstateVarRescueNested     = "rescue_nested"
-	tcpstateVarSelfFound        = "self_found"
-	tcpstateVarSelfProgId       = "self_prog_id"
-	tcpstateVarUnusedCounter    = "unused_counter"
-	tcpstateVarUnusedEvent      = "unused_event"
-	tcpstateVarUnusedEventFlag  = "unused_event_flag"
-	tcpstateVarUnusedHistKind   = "unused_hist_kind"
-	tcpstateVarUnusedHistSize   = "unused_hist_size"
-	tcpstateVarUnusedOutcome    = "unused_outcome"
-	tcpstateVarUnusedPortKind   = "unused_port_kind"
-	tcpstateVarUnusedSockRecord = "unused_sock_record"
-	tcpstateVarWantCpuTask      = "want_cpu_task"
+	tcpstateMapAccepted           = "accepted"
+	tcpstateMapBusy               = "busy"
+	tcpstateMapCounters           = "counters"
+	tcpstateMapEvents             = "events"
+	tcpstateMapHeld               = "held"
+	tcpstateMapHeldZero           = "held_zero"
+	tcpstateMapHists              = "hists"
+	tcpstateMapMatrix             = "matrix"
+	tcpstateMapMissAddr           = "miss_addr"
+	tcpstateMapOutcomes           = "outcomes"
+	tcpstateMapPidCounts          = "pid_counts"
+	tcpstateMapPidFilter          = "pid_filter"
+	tcpstateMapPortCounts         = "port_counts"
+	tcpstateMapPortFilter         = "port_filter"
+	tcpstateMapSockStates         = "sock_states"
+	tcpstateProgAccept4Exit       = "accept4_exit"
+	tcpstateProgAcceptExit        = "accept_exit"
+	tcpstateProgAcceptFexit       = "accept_fexit"
+	tcpstateProgDumpSockStates    = "dump_sock_states"
+	tcpstateProgFindSelf          = "find_self"
+	tcpstateProgHandleSetState    = "handle_set_state"
+	tcpstateProgReplaySetState    = "replay_set_state"
+	tcpstateProgRescueSetState    = "rescue_set_state"
+	tcpstateProgSnapFiles         = "snap_files"
+	tcpstateProgSnapTcp           = "snap_tcp"
+	tcpstateVarAcceptOwner        = "accept_owner"
+	tcpstateVarAsNumber           = "as_number"
+	tcpstateVarCountersMapId      = "counters_map_id"
+	tcpstateVarEdgeMask           = "edge_mask"
+	tcpstateVarFilterFamily       = "filter_family"
+	tcpstateVarFilterPids         = "filter_pids"
+	tcpstateVarFilterPorts        = "filter_ports"
+	tcpstateVarFilterStates       = "filter_states"
+	tcpstateVarLossSeq            = "loss_seq"
+	tcpstateVarModeAggregate      = "mode_aggregate"
+	tcpstateVarModeAnomalies      = "mode_anomalies"
+	tcpstateVarModeStream         = "mode_stream"
+	tcpstateVarNrCpus             = "nr_cpus"
+	tcpstateVarReplayDone         = "replay_done"
+	tcpstateVarReplayNew          = "replay_new"
+	tcpstateVarReplayOld          = "replay_old"
+	tcpstateVarReplaySkaddr       = "replay_skaddr"
+	tcpstateVarRescueNested       = "rescue_nested"
+	tcpstateVarSelfFound          = "self_found"
+	tcpstateVarSelfProgId         = "self_prog_id"
+	tcpstateVarSnapSeed           = "snap_seed"
+	tcpstateVarUnusedCounter      = "unused_counter"
+	tcpstateVarUnusedEvent        = "unused_event"
+	tcpstateVarUnusedEventFlag    = "unused_event_flag"
+	tcpstateVarUnusedHistKind     = "unused_hist_kind"
+	tcpstateVarUnusedHistSize     = "unused_hist_size"
+	tcpstateVarUnusedHolderRecord = "unused_holder_record"
+	tcpstateVarUnusedOutcome      = "unused_outcome"
+	tcpstateVarUnusedPortKind     = "unused_port_kind"
+	tcpstateVarUnusedSnapFlag     = "unused_snap_flag"
+	tcpstateVarUnusedSnapKind     = "unused_snap_kind"
+	tcpstateVarUnusedSnapRecord   = "unused_snap_record"
+	tcpstateVarUnusedSockFlag     = "unused_sock_flag"
+	tcpstateVarUnusedSockRecord   = "unused_sock_record"
+	tcpstateVarWantCpuTask        = "want_cpu_task"
 )
 
 // loadTcpstate returns the embedded CollectionSpec for tcpstate.
@@ -279,6 +352,8 @@ type tcpstateProgramSpecs struct {
 	HandleSetState *ebpf.ProgramSpec `ebpf:"handle_set_state"`
 	ReplaySetState *ebpf.ProgramSpec `ebpf:"replay_set_state"`
 	RescueSetState *ebpf.ProgramSpec `ebpf:"rescue_set_state"`
+	SnapFiles      *ebpf.ProgramSpec `ebpf:"snap_files"`
+	SnapTcp        *ebpf.ProgramSpec `ebpf:"snap_tcp"`
 }
 
 // tcpstateMapSpecs contains maps before they are loaded into the kernel.
@@ -306,35 +381,41 @@ type tcpstateMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpstateVariableSpecs struct {
-	AcceptOwner      *ebpf.VariableSpec `ebpf:"accept_owner"`
-	AsNumber         *ebpf.VariableSpec `ebpf:"as_number"`
-	CountersMapId    *ebpf.VariableSpec `ebpf:"counters_map_id"`
-	EdgeMask         *ebpf.VariableSpec `ebpf:"edge_mask"`
-	FilterFamily     *ebpf.VariableSpec `ebpf:"filter_family"`
-	FilterPids       *ebpf.VariableSpec `ebpf:"filter_pids"`
-	FilterPorts      *ebpf.VariableSpec `ebpf:"filter_ports"`
-	FilterStates     *ebpf.VariableSpec `ebpf:"filter_states"`
-	LossSeq          *ebpf.VariableSpec `ebpf:"loss_seq"`
-	ModeAggregate    *ebpf.VariableSpec `ebpf:"mode_aggregate"`
-	ModeAnomalies    *ebpf.VariableSpec `ebpf:"mode_anomalies"`
-	ModeStream       *ebpf.VariableSpec `ebpf:"mode_stream"`
-	NrCpus           *ebpf.VariableSpec `ebpf:"nr_cpus"`
-	ReplayDone       *ebpf.VariableSpec `ebpf:"replay_done"`
-	ReplayNew        *ebpf.VariableSpec `ebpf:"replay_new"`
-	ReplayOld        *ebpf.VariableSpec `ebpf:"replay_old"`
-	ReplaySkaddr     *ebpf.VariableSpec `ebpf:"replay_skaddr"`
-	RescueNested     *ebpf.VariableSpec `ebpf:"rescue_nested"`
-	SelfFound        *ebpf.VariableSpec `ebpf:"self_found"`
-	SelfProgId       *ebpf.VariableSpec `ebpf:"self_prog_id"`
-	UnusedCounter    *ebpf.VariableSpec `ebpf:"unused_counter"`
-	UnusedEvent      *ebpf.VariableSpec `ebpf:"unused_event"`
-	UnusedEventFlag  *ebpf.VariableSpec `ebpf:"unused_event_flag"`
-	UnusedHistKind   *ebpf.VariableSpec `ebpf:"unused_hist_kind"`
-	UnusedHistSize   *ebpf.VariableSpec `ebpf:"unused_hist_size"`
-	UnusedOutcome    *ebpf.VariableSpec `ebpf:"unused_outcome"`
-	UnusedPortKind   *ebpf.VariableSpec `ebpf:"unused_port_kind"`
-	UnusedSockRecord *ebpf.VariableSpec `ebpf:"unused_sock_record"`
-	WantCpuTask      *ebpf.VariableSpec `ebpf:"want_cpu_task"`
+	AcceptOwner        *ebpf.VariableSpec `ebpf:"accept_owner"`
+	AsNumber           *ebpf.VariableSpec `ebpf:"as_number"`
+	CountersMapId      *ebpf.VariableSpec `ebpf:"counters_map_id"`
+	EdgeMask           *ebpf.VariableSpec `ebpf:"edge_mask"`
+	FilterFamily       *ebpf.VariableSpec `ebpf:"filter_family"`
+	FilterPids         *ebpf.VariableSpec `ebpf:"filter_pids"`
+	FilterPorts        *ebpf.VariableSpec `ebpf:"filter_ports"`
+	FilterStates       *ebpf.VariableSpec `ebpf:"filter_states"`
+	LossSeq            *ebpf.VariableSpec `ebpf:"loss_seq"`
+	ModeAggregate      *ebpf.VariableSpec `ebpf:"mode_aggregate"`
+	ModeAnomalies      *ebpf.VariableSpec `ebpf:"mode_anomalies"`
+	ModeStream         *ebpf.VariableSpec `ebpf:"mode_stream"`
+	NrCpus             *ebpf.VariableSpec `ebpf:"nr_cpus"`
+	ReplayDone         *ebpf.VariableSpec `ebpf:"replay_done"`
+	ReplayNew          *ebpf.VariableSpec `ebpf:"replay_new"`
+	ReplayOld          *ebpf.VariableSpec `ebpf:"replay_old"`
+	ReplaySkaddr       *ebpf.VariableSpec `ebpf:"replay_skaddr"`
+	RescueNested       *ebpf.VariableSpec `ebpf:"rescue_nested"`
+	SelfFound          *ebpf.VariableSpec `ebpf:"self_found"`
+	SelfProgId         *ebpf.VariableSpec `ebpf:"self_prog_id"`
+	SnapSeed           *ebpf.VariableSpec `ebpf:"snap_seed"`
+	UnusedCounter      *ebpf.VariableSpec `ebpf:"unused_counter"`
+	UnusedEvent        *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedEventFlag    *ebpf.VariableSpec `ebpf:"unused_event_flag"`
+	UnusedHistKind     *ebpf.VariableSpec `ebpf:"unused_hist_kind"`
+	UnusedHistSize     *ebpf.VariableSpec `ebpf:"unused_hist_size"`
+	UnusedHolderRecord *ebpf.VariableSpec `ebpf:"unused_holder_record"`
+	UnusedOutcome      *ebpf.VariableSpec `ebpf:"unused_outcome"`
+	UnusedPortKind     *ebpf.VariableSpec `ebpf:"unused_port_kind"`
+	UnusedSnapFlag     *ebpf.VariableSpec `ebpf:"unused_snap_flag"`
+	UnusedSnapKind     *ebpf.VariableSpec `ebpf:"unused_snap_kind"`
+	UnusedSnapRecord   *ebpf.VariableSpec `ebpf:"unused_snap_record"`
+	UnusedSockFlag     *ebpf.VariableSpec `ebpf:"unused_sock_flag"`
+	UnusedSockRecord   *ebpf.VariableSpec `ebpf:"unused_sock_record"`
+	WantCpuTask        *ebpf.VariableSpec `ebpf:"want_cpu_task"`
 }
 
 // tcpstateObjects contains all objects after they have been loaded into the kernel.
@@ -398,35 +479,41 @@ func (m *tcpstateMaps) Close() error {
 //
 // It can be passed to loadTcpstateObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpstateVariables struct {
-	AcceptOwner      *ebpf.Variable `ebpf:"accept_owner"`
-	AsNumber         *ebpf.Variable `ebpf:"as_number"`
-	CountersMapId    *ebpf.Variable `ebpf:"counters_map_id"`
-	EdgeMask         *ebpf.Variable `ebpf:"edge_mask"`
-	FilterFamily     *ebpf.Variable `ebpf:"filter_family"`
-	FilterPids       *ebpf.Variable `ebpf:"filter_pids"`
-	FilterPorts      *ebpf.Variable `ebpf:"filter_ports"`
-	FilterStates     *ebpf.Variable `ebpf:"filter_states"`
-	LossSeq          *ebpf.Variable `ebpf:"loss_seq"`
-	ModeAggregate    *ebpf.Variable `ebpf:"mode_aggregate"`
-	ModeAnomalies    *ebpf.Variable `ebpf:"mode_anomalies"`
-	ModeStream       *ebpf.Variable `ebpf:"mode_stream"`
-	NrCpus           *ebpf.Variable `ebpf:"nr_cpus"`
-	ReplayDone       *ebpf.Variable `ebpf:"replay_done"`
-	ReplayNew        *ebpf.Variable `ebpf:"replay_new"`
-	ReplayOld        *ebpf.Variable `ebpf:"replay_old"`
-	ReplaySkaddr     *ebpf.Variable `ebpf:"replay_skaddr"`
-	RescueNested     *ebpf.Variable `ebpf:"rescue_nested"`
-	SelfFound        *ebpf.Variable `ebpf:"self_found"`
-	SelfProgId       *ebpf.Variable `ebpf:"self_prog_id"`
-	UnusedCounter    *ebpf.Variable `ebpf:"unused_counter"`
-	UnusedEvent      *ebpf.Variable `ebpf:"unused_event"`
-	UnusedEventFlag  *ebpf.Variable `ebpf:"unused_event_flag"`
-	UnusedHistKind   *ebpf.Variable `ebpf:"unused_hist_kind"`
-	UnusedHistSize   *ebpf.Variable `ebpf:"unused_hist_size"`
-	UnusedOutcome    *ebpf.Variable `ebpf:"unused_outcome"`
-	UnusedPortKind   *ebpf.Variable `ebpf:"unused_port_kind"`
-	UnusedSockRecord *ebpf.Variable `ebpf:"unused_sock_record"`
-	WantCpuTask      *ebpf.Variable `ebpf:"want_cpu_task"`
+	AcceptOwner        *ebpf.Variable `ebpf:"accept_owner"`
+	AsNumber           *ebpf.Variable `ebpf:"as_number"`
+	CountersMapId      *ebpf.Variable `ebpf:"counters_map_id"`
+	EdgeMask           *ebpf.Variable `ebpf:"edge_mask"`
+	FilterFamily       *ebpf.Variable `ebpf:"filter_family"`
+	FilterPids         *ebpf.Variable `ebpf:"filter_pids"`
+	FilterPorts        *ebpf.Variable `ebpf:"filter_ports"`
+	FilterStates       *ebpf.Variable `ebpf:"filter_states"`
+	LossSeq            *ebpf.Variable `ebpf:"loss_seq"`
+	ModeAggregate      *ebpf.Variable `ebpf:"mode_aggregate"`
+	ModeAnomalies      *ebpf.Variable `ebpf:"mode_anomalies"`
+	ModeStream         *ebpf.Variable `ebpf:"mode_stream"`
+	NrCpus             *ebpf.Variable `ebpf:"nr_cpus"`
+	ReplayDone         *ebpf.Variable `ebpf:"replay_done"`
+	ReplayNew          *ebpf.Variable `ebpf:"replay_new"`
+	ReplayOld          *ebpf.Variable `ebpf:"replay_old"`
+	ReplaySkaddr       *ebpf.Variable `ebpf:"replay_skaddr"`
+	RescueNested       *ebpf.Variable `ebpf:"rescue_nested"`
+	SelfFound          *ebpf.Variable `ebpf:"self_found"`
+	SelfProgId         *ebpf.Variable `ebpf:"self_prog_id"`
+	SnapSeed           *ebpf.Variable `ebpf:"snap_seed"`
+	UnusedCounter      *ebpf.Variable `ebpf:"unused_counter"`
+	UnusedEvent        *ebpf.Variable `ebpf:"unused_event"`
+	UnusedEventFlag    *ebpf.Variable `ebpf:"unused_event_flag"`
+	UnusedHistKind     *ebpf.Variable `ebpf:"unused_hist_kind"`
+	UnusedHistSize     *ebpf.Variable `ebpf:"unused_hist_size"`
+	UnusedHolderRecord *ebpf.Variable `ebpf:"unused_holder_record"`
+	UnusedOutcome      *ebpf.Variable `ebpf:"unused_outcome"`
+	UnusedPortKind     *ebpf.Variable `ebpf:"unused_port_kind"`
+	UnusedSnapFlag     *ebpf.Variable `ebpf:"unused_snap_flag"`
+	UnusedSnapKind     *ebpf.Variable `ebpf:"unused_snap_kind"`
+	UnusedSnapRecord   *ebpf.Variable `ebpf:"unused_snap_record"`
+	UnusedSockFlag     *ebpf.Variable `ebpf:"unused_sock_flag"`
+	UnusedSockRecord   *ebpf.Variable `ebpf:"unused_sock_record"`
+	WantCpuTask        *ebpf.Variable `ebpf:"want_cpu_task"`
 }
 
 // tcpstatePrograms contains all programs after they have been loaded into the kernel.
@@ -441,6 +528,8 @@ type tcpstatePrograms struct {
 	HandleSetState *ebpf.Program `ebpf:"handle_set_state"`
 	ReplaySetState *ebpf.Program `ebpf:"replay_set_state"`
 	RescueSetState *ebpf.Program `ebpf:"rescue_set_state"`
+	SnapFiles      *ebpf.Program `ebpf:"snap_files"`
+	SnapTcp        *ebpf.Program `ebpf:"snap_tcp"`
 }
 
 func (p *tcpstatePrograms) Close() error {
@@ -453,6 +542,8 @@ func (p *tcpstatePrograms) Close() error {
 		p.HandleSetState,
 		p.ReplaySetState,
 		p.RescueSetState,
+		p.SnapFiles,
+		p.SnapTcp,
 	)
 }
 
