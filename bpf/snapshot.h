@@ -113,12 +113,14 @@ static __always_inline void snap_common(struct snap_record *r, const struct sock
 /* Storage of a full socket: what the programs know, seeded when asked. */
 static __always_inline void snap_state(struct snap_record *r, struct sock *sk, __u8 state)
 {
-	struct sock_state *st = bpf_sk_storage_get(&sock_states, sk, 0, snap_seed ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
+	/* Seed only what the programs follow (the family filter). */
+	bool seed = snap_seed && (!filter_family || r->family == filter_family);
+	struct sock_state *st = bpf_sk_storage_get(&sock_states, sk, 0, seed ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
 	if (!st)
 		return;
 	if (st->state) {
 		r->flags |= SNAPF_TRACKED;
-	} else if (snap_seed && state != TCP_CLOSE) {
+	} else if (seed && state != TCP_CLOSE) {
 		st->state = state;
 		st->state_ts = bpf_ktime_get_ns();
 		st->loss_seq = loss_seq;
@@ -213,7 +215,7 @@ int snap_files(struct bpf_iter__task_file *ctx)
 	__builtin_memcpy(h.saddr, addr.saddr, sizeof(h.saddr));
 	__builtin_memcpy(h.daddr, addr.daddr, sizeof(h.daddr));
 	__builtin_memcpy(h.comm, task->comm, sizeof(h.comm));
-	if (snap_seed && !(task->flags & PF_KTHREAD)) {
+	if (snap_seed && !(task->flags & PF_KTHREAD) && (!filter_family || family == filter_family)) {
 		struct sock_state *st = bpf_sk_storage_get(&sock_states, sk, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 		if (st) {
 			/* A socket in CLOSE has made no transition yet: its
