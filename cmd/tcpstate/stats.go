@@ -91,11 +91,9 @@ What is counted (each transition that passes the filters, which are trace's):
                 listeners excluded).
   stuck sockets live sockets that have stayed in a state longer than its
                 threshold (--stuck), with owner, addresses, time in the state
-                and age; listed in every report. A socket that existed before
-                stats started and has made no transition since is invisible
-                to it: the kernel side learns of a socket at its first
-                transition. A socket stuck in SYN_SENT shows local port 0: its
-                only transition fired before connect() chose the port.
+                and age; listed in every report. Sockets that existed before
+                stats started are known from the snapshot it takes at start:
+                their time in state is a lower bound (">=", since the start).
 
 Intervals: each interval report holds only what was counted between two
 readings of the kernel maps (the difference of cumulative counters), so the
