@@ -341,8 +341,11 @@ func (d *document) printLong(w io.Writer) {
 	fmt.Fprintf(w, "  peak RSS %.1f MiB; tracer CPU %.2f s / M transitions (%.1f s after attach, %.2f s to start)\n",
 		r.MaxRSSMiB, r.CPUPerM, r.TracerCPUTotal-r.TracerCPUStartup, r.TracerCPUStartup)
 	if r.ReceivedKnown {
-		fmt.Fprintf(w, "  received %d%s; lost: ring full %d, recursion %d, other %d", r.Received, receivedMark(r.ReceivedFrom),
-			r.LostRingbuf, r.LostRecursion, r.LostOther)
+		fmt.Fprintf(w, "  received %d%s", r.Received, receivedMark(r.ReceivedFrom))
+		if r.ExtraEvents > 0 {
+			fmt.Fprintf(w, " (%d more than expected: other namespaces' transitions)", r.ExtraEvents)
+		}
+		fmt.Fprintf(w, "; lost: ring full %d, recursion %d, other %d", r.LostRingbuf, r.LostRecursion, r.LostOther)
 		if r.MissingKnown {
 			fmt.Fprintf(w, ", missing (tcpstate's) %d", r.Missing)
 		}

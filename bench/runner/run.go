@@ -42,6 +42,10 @@ type runResult struct {
 	Error   string `json:"error,omitempty"`
 	// Discarded says why this run was replaced by another (not in medians).
 	Discarded string `json:"discarded,omitempty"`
+	// Started and WallSeconds: when the run began (waiting for quiet
+	// included) and how long it took in all.
+	Started     time.Time `json:"started"`
+	WallSeconds float64   `json:"wall_s"`
 
 	// Before the run: how busy the machine was, and whether it got quiet.
 	BusyBeforePct float64 `json:"busy_before_pct"`
@@ -138,7 +142,7 @@ type env struct {
 // After e.deadline it neither waits for quiet nor retries.
 func runOne(ctx context.Context, e *env, c config, round, order int) (kept *runResult, discarded []*runResult) {
 	for attempt := 0; ; attempt++ {
-		r := &runResult{Config: c.ID, Clients: e.clients, Round: round, Order: order}
+		r := &runResult{Config: c.ID, Clients: e.clients, Round: round, Order: order, Started: time.Now()}
 		wait := e.quietWait
 		if time.Now().After(e.deadline) {
 			wait = 0
@@ -152,6 +156,7 @@ func runOne(ctx context.Context, e *env, c config, round, order int) (kept *runR
 		} else {
 			err = runTraced(ctx, e, c, r)
 		}
+		r.WallSeconds = time.Since(r.Started).Seconds()
 		if err != nil {
 			r.Error = err.Error()
 			return r, discarded
