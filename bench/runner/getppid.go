@@ -22,14 +22,14 @@ import (
 // load, measures that per-call cost; the baseline runs it with no tracer.
 
 // measureGetppid fills r's getppid figures, unless e says not to measure,
-// and notes the syscall tracepoints attached meanwhile: own is the tracer's
-// programs (nil: no tracer).
-func measureGetppid(e *env, r *runResult, own map[uint64]progStat) {
+// and notes the syscall tracepoints attached meanwhile: tracerPid is the
+// tracer's (0: no tracer).
+func measureGetppid(e *env, r *runResult, tracerPid int) {
 	if e.sysSamples < 1 || e.sysCalls < 1 {
 		return
 	}
-	noteForeignSyscallTracepoints(r, own)
-	defer noteForeignSyscallTracepoints(r, own)
+	noteForeignSyscallTracepoints(r, tracerPid)
+	defer noteForeignSyscallTracepoints(r, tracerPid)
 	self := os.Getpid()
 	c0, _ := processCPU(self)
 	sys0, _ := readCPUTimes()
@@ -69,7 +69,7 @@ func getppidNs(samples, calls int) float64 {
 // on every task, so another process's slows every system call, the
 // baseline's and the load's included. Not seen: BPF programs attached with
 // the older perf ioctl (no link to list) and tp_btf programs on sys_enter.
-func syscallTracepoints(own map[uint64]progStat) (mine int, others []string) {
+func syscallTracepoints(own map[uint64]bool) (mine int, others []string) {
 	it := new(link.Iterator)
 	defer it.Close()
 	for it.Next() {
@@ -88,7 +88,7 @@ func syscallTracepoints(own map[uint64]progStat) (mine int, others []string) {
 		if name == "" {
 			continue
 		}
-		if _, ok := own[uint64(info.Program)]; ok {
+		if own[uint64(info.Program)] {
 			mine++
 		} else {
 			others = append(others, fmt.Sprintf("%s (prog %d)", name, info.Program))
@@ -109,9 +109,14 @@ func syscallTracepoints(own map[uint64]progStat) (mine int, others []string) {
 	return mine, others
 }
 
-// noteForeignSyscallTracepoints adds to r the syscall tracepoints others
-// hold now, once each.
-func noteForeignSyscallTracepoints(r *runResult, own map[uint64]progStat) {
+// noteForeignSyscallTracepoints adds to r the syscall tracepoints that
+// processes other than tracerPid (0: no tracer) hold now, once each, and
+// how many the tracer holds.
+func noteForeignSyscallTracepoints(r *runResult, tracerPid int) {
+	var own map[uint64]bool
+	if tracerPid != 0 {
+		own = heldProgIDs(tracerPid)
+	}
 	mine, others := syscallTracepoints(own)
 	r.OwnSyscallTracepoints = max(r.OwnSyscallTracepoints, mine)
 	for _, o := range others {

@@ -150,9 +150,9 @@ func runOne(ctx context.Context, e *env, c config, round, order int) (kept *runR
 		r.BusyBeforePct, r.Quiet = waitQuiet(ctx, wait, e.quietPct)
 		var err error
 		if c.Kind == kindNone {
-			measureGetppid(e, r, nil)
+			measureGetppid(e, r, 0)
 			err = runLoad(ctx, e, r, 0, nil, nil)
-			noteForeignSyscallTracepoints(r, nil)
+			noteForeignSyscallTracepoints(r, 0)
 		} else {
 			err = runTraced(ctx, e, c, r)
 		}
@@ -428,7 +428,7 @@ func runTraced(ctx context.Context, e *env, c config, r *runResult) error {
 		return fmt.Errorf("%s did not attach: %w: %s", c.Label, err, lastLines(watch.text(), 8))
 	}
 	r.TracerCPUStartup, _ = processCPU(pid)
-	measureGetppid(e, r, before)
+	measureGetppid(e, r, pid)
 	if c.PidFilter {
 		// The load generator dials pidDelay after it listened, which was
 		// at most one poll before pidSeen.
@@ -442,7 +442,7 @@ func runTraced(ctx context.Context, e *env, c config, r *runResult) error {
 	}
 
 	loadErr := runLoad(ctx, e, r, pid, before, lp)
-	noteForeignSyscallTracepoints(r, before)
+	noteForeignSyscallTracepoints(r, pid)
 	if loadErr == nil && c.PidFilter {
 		// The listener's CLOSE->LISTEN came before the tracer knew the pid.
 		r.Expected--

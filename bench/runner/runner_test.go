@@ -384,12 +384,12 @@ func TestGetppidNs(t *testing.T) {
 	}
 	e := &env{sysSamples: 1, sysCalls: 10000}
 	var r runResult
-	measureGetppid(e, &r, nil)
+	measureGetppid(e, &r, 0)
 	if r.GetppidNs <= 0 || r.GetppidOthersPct < 0 {
 		t.Fatalf("measureGetppid: %+v", r)
 	}
 	var none runResult
-	measureGetppid(&env{}, &none, nil)
+	measureGetppid(&env{}, &none, 0)
 	if none.GetppidNs != 0 {
 		t.Fatal("measured with no samples asked for")
 	}
@@ -443,11 +443,16 @@ func TestSyscallTracepoints(t *testing.T) {
 	}
 	id, _ := info.ID()
 	want := fmt.Sprintf("syscalls:sys_exit_getppid (prog %d)", id)
+	// Only the link holds the program now: its fd still names it.
+	prog.Close()
+	if !heldProgIDs(os.Getpid())[uint64(id)] {
+		t.Fatalf("heldProgIDs(self) = %v, lacks prog %d held by a link", heldProgIDs(os.Getpid()), id)
+	}
 
 	// As someone else's: named, and the run counts as disturbed.
 	var r runResult
-	noteForeignSyscallTracepoints(&r, nil)
-	noteForeignSyscallTracepoints(&r, nil)
+	noteForeignSyscallTracepoints(&r, 0)
+	noteForeignSyscallTracepoints(&r, 0)
 	if n := slices.Index(r.ForeignSyscallTracepoints, want); n < 0 || slices.Index(r.ForeignSyscallTracepoints[n+1:], want) >= 0 {
 		t.Fatalf("foreign %v: want %q once", r.ForeignSyscallTracepoints, want)
 	}
@@ -455,8 +460,9 @@ func TestSyscallTracepoints(t *testing.T) {
 		t.Fatalf("disturbance = %q", why)
 	}
 	// As the tracer's own: counted, not foreign.
-	mine, others := syscallTracepoints(map[uint64]progStat{uint64(id): {ID: uint64(id)}})
-	if mine != 1 || slices.Contains(others, want) {
-		t.Fatalf("own: mine %d, others %v", mine, others)
+	var own runResult
+	noteForeignSyscallTracepoints(&own, os.Getpid())
+	if own.OwnSyscallTracepoints != 1 || slices.Contains(own.ForeignSyscallTracepoints, want) {
+		t.Fatalf("own: %d, foreign %v", own.OwnSyscallTracepoints, own.ForeignSyscallTracepoints)
 	}
 }
