@@ -31,7 +31,7 @@ test-unit: ## only what needs no root (privileged tests skip)
 fuzz: ## a short run of every fuzz target (FUZZTIME: inputs, as Nx, or a duration)
 	$(GO) test -run=NONE -fuzz=FuzzParseRecordAndCheck -fuzztime=$(FUZZTIME) -fuzzminimizetime=1s ./model
 
-bench: ## load benchmark: the same loopback TCP load with no tracer, each tcpstate mode and bpftrace (root; 2-8 min; BENCHFLAGS="--rounds 5")
+bench: ## load benchmark: loopback TCP loads of 4 and 16 clients with no tracer, each tcpstate mode and bpftrace, the syscall tax, a 10M-transition run (root; 6-8 min idle, more on a busy host; BENCHFLAGS="--long 0")
 	$(GO) run ./bench/runner $(BENCHFLAGS)
 
 latency: ## how long an event takes to reach trace's output on an idle host (root)

@@ -35,6 +35,11 @@ type config struct {
 	// (in-kernel checking or counting), so what it received is counted by
 	// its BPF program, not by the events it printed.
 	Aggregates bool `json:"aggregates,omitempty"`
+	// PidFilter: the tracer is given --pid with the load generator's pid
+	// (the process in the namespace that makes the connections). It is
+	// started after the load generator listens, so the listener's
+	// CLOSE->LISTEN is not expected.
+	PidFilter bool `json:"pid_filter,omitempty"`
 	// ReadyLine, when set, is a substring of the stderr line that says the
 	// tracer is attached. Canary asks for proof instead: a probe connection
 	// must run one of the tracer's BPF programs.
@@ -49,6 +54,8 @@ type config struct {
 //
 //   - trace with each output mode its -o flag lists (json and table first);
 //   - trace with each known processing flag its help lists (--anomalies, ...);
+//   - trace -o json with --accept-hook off, --rescue-nested and --pid (the
+//     load generator's), when it has them;
 //   - every other command that runs live: its usage takes no arguments and
 //     it has a --duration flag (stats, ...).
 //
@@ -113,6 +120,12 @@ func discoverTcpstate(ctx context.Context, bin string) ([]config, []string, erro
 			out = append(out, config{ID: "trace-json-" + v.id, Label: "tcpstate trace -o json " + v.flag, Kind: kindTcpstate,
 				Argv: append([]string{bin, "trace", "-o", "json"}, strings.Fields(v.flag)...), Summary: summary, ReadyLine: tcpstateReady})
 		}
+	}
+	// A pid filter: the per-socket decision and the held events cost the
+	// kernel side more, and user space sees only the load's transitions.
+	if hasFlag(traceHelp, "pid") && slices.Contains(modes, "json") {
+		out = append(out, config{ID: "trace-json-pid", Label: "tcpstate trace -o json --pid LOADGEN", Kind: kindTcpstate,
+			Argv: []string{bin, "trace", "-o", "json"}, Summary: summary, ReadyLine: tcpstateReady, PidFilter: true})
 	}
 	for _, c := range cmds {
 		if c == "trace" || c == "help" || c == "completion" {

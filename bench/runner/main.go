@@ -1,9 +1,17 @@
 // Command runner is tcpstate's load benchmark (`make bench`): it runs the
 // same bounded loopback TCP load (bench/loadgen) with no tracer, under every
-// tcpstate mode it finds, and under peer tracers that are present (bpftrace
-// running bench/bpftrace/tcpstates.bt; bcc's libbpf-tools tcpstates when given
-// its path), interleaved over several rounds, and reports the medians in one
-// table and as JSON.
+// tcpstate mode it finds (trace -o json --pid with the load generator's pid
+// among them), and under peer tracers that are present (bpftrace running
+// bench/bpftrace/tcpstates.bt; bcc's libbpf-tools tcpstates when given its
+// path), each under every load (--clients: 4 and 16 concurrent clients, each
+// load against its own baseline), interleaved over several rounds, and
+// reports the medians in one table and as JSON.
+//
+// Before each load, with the tracer attached, it also times a getppid(2)
+// loop of its own: the tax a tracer puts on every system call of the host
+// (syscall tracepoints), against the baseline's. After the rounds, one long
+// run of trace -o json (--long connections) gives its memory and CPU after
+// millions of transitions.
 //
 // It needs root and Go only. Each run happens in a fresh network namespace,
 // so the ~20k TIME_WAIT sockets a run leaves die with it instead of slowing
@@ -20,6 +28,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -31,8 +40,12 @@ import (
 
 type options struct {
 	connections  int
-	clients      int
+	clients      []int
 	rounds       int
+	long         int
+	pidDelay     time.Duration
+	sysSamples   int
+	sysCalls     int
 	tcpstate     string
 	bpftrace     string
 	libbpf       string
@@ -56,8 +69,12 @@ func main() {
 	f := pflag.NewFlagSet("runner", pflag.ContinueOnError)
 	f.SortFlags = false
 	f.IntVar(&o.connections, "connections", 20000, "connections per run (10 TCP state transitions each)")
-	f.IntVar(&o.clients, "clients", 4, "concurrent clients of the load generator")
-	f.IntVar(&o.rounds, "rounds", 3, "rounds; each runs every configuration once, in a rotated order")
+	f.IntSliceVar(&o.clients, "clients", []int{4, 16}, "concurrent clients of the load generator: each count is a load of its own, every configuration runs under each against that load's own baseline")
+	f.IntVar(&o.rounds, "rounds", 5, "rounds; each runs every configuration under every load once, in a rotated order")
+	f.IntVar(&o.long, "long", 1_000_000, "after the rounds, one run of trace -o json with this many connections (10 transitions each), for its peak memory and CPU per million transitions (0: none)")
+	f.DurationVar(&o.pidDelay, "pid-start-delay", 2*time.Second, "for trace --pid: the load generator waits this long after listening, so the tracer started with its pid attaches before the first dial")
+	f.IntVar(&o.sysSamples, "syscall-samples", 3, "samples of the getppid(2) loop per run (the best one counts)")
+	f.IntVar(&o.sysCalls, "syscall-calls", 200_000, "getppid(2) calls per sample")
 	f.StringVar(&o.tcpstate, "tcpstate", "", "tcpstate binary to test (default: build ./cmd/tcpstate into a temporary directory)")
 	f.StringVar(&o.bpftrace, "bpftrace", "", "bpftrace binary (default: bpftrace from PATH; skipped with a note when absent)")
 	f.StringVar(&o.libbpf, "libbpf-tcpstates", "", "a build of bcc's libbpf-tools tcpstates to compare with")
@@ -71,7 +88,7 @@ func main() {
 	f.Float64Var(&o.quietPct, "quiet-threshold", 20, "idle means less than this percent of all CPUs busy")
 	f.Float64Var(&o.noisyPct, "noisy-threshold", 20, "run again a run during which other work used more than this percent of all CPUs")
 	f.IntVar(&o.retries, "retries", 2, "how often a disturbed run is run again")
-	f.DurationVar(&o.budget, "budget", 8*time.Minute, "after this long, stop waiting for quiet and stop retrying")
+	f.DurationVar(&o.budget, "budget", 20*time.Minute, "after this long, stop waiting for quiet and stop retrying")
 	f.DurationVar(&o.timeout, "timeout", 3*time.Minute, "give up on one load run after this long")
 	f.BoolVar(&o.warmup, "warmup", true, "run the load once, unmeasured, before the first round")
 	f.Usage = func() {
@@ -97,11 +114,19 @@ func run(ctx context.Context, o *options) error {
 	switch {
 	case o.connections < 1 || o.connections > 200_000:
 		return fmt.Errorf("--connections %d: must be from 1 to 200000", o.connections)
-	case o.clients < 1 || o.clients > 256:
-		return fmt.Errorf("--clients %d: must be from 1 to 256", o.clients)
 	case o.rounds < 1 || o.rounds > 50:
 		return fmt.Errorf("--rounds %d: must be from 1 to 50", o.rounds)
-	case os.Geteuid() != 0:
+	case o.long < 0 || o.long > 1_000_000:
+		return fmt.Errorf("--long %d: must be from 0 (none) to 1000000", o.long)
+	case o.sysSamples < 1 || o.sysCalls < 1000:
+		return fmt.Errorf("--syscall-samples %d, --syscall-calls %d: need at least 1 sample of 1000 calls", o.sysSamples, o.sysCalls)
+	case o.pidDelay < 0:
+		return fmt.Errorf("--pid-start-delay %v: must not be negative", o.pidDelay)
+	}
+	if err := checkClients(o.clients); err != nil {
+		return err
+	}
+	if os.Geteuid() != 0 {
 		return errors.New("the benchmark loads BPF programs and creates network namespaces: run it as root")
 	}
 	root, err := moduleRoot(ctx)
@@ -195,12 +220,14 @@ func run(ctx context.Context, o *options) error {
 		notes = append(notes, fmt.Sprintf("BPF statistics unavailable (%v; %v): no BPF run times, and peers cannot be checked for attachment", err, err2))
 	}
 
-	e := &env{loadgen: loadgen, connections: o.connections, clients: o.clients, timeout: o.timeout,
+	e := &env{loadgen: loadgen, connections: o.connections, clients: o.clients[0], timeout: o.timeout,
 		drain: o.drain, quietWait: o.quietWait, quietPct: o.quietPct, noisyPct: o.noisyPct, retries: o.retries,
-		deadline: time.Now().Add(o.budget), tmp: tmp, statsOn: statsOn}
+		deadline: time.Now().Add(o.budget), tmp: tmp, statsOn: statsOn,
+		sysSamples: o.sysSamples, sysCalls: o.sysCalls, pidDelay: o.pidDelay}
 	doc := newDocument(o, configs, notes)
-	logf("%d configurations x %d rounds, %d connections each (%d transitions), %d clients; each run in a fresh network namespace",
-		len(configs), o.rounds, o.connections, 10*o.connections+2, o.clients)
+	jobs := makeJobs(configs, o.clients)
+	logf("%d configurations x %d loads (%s clients) x %d rounds, %d connections each (%d transitions); each run in a fresh network namespace",
+		len(configs), len(o.clients), joinInts(o.clients), o.rounds, o.connections, 10*o.connections+2)
 	if o.warmup {
 		logf("warm-up run (not measured)")
 		w := *e
@@ -213,17 +240,20 @@ func run(ctx context.Context, o *options) error {
 	for round := 1; round <= o.rounds; round++ {
 		// Rotate the order each round, so no configuration always runs
 		// first or right after the same one.
-		n := len(configs)
+		n := len(jobs)
 		for i := range n {
-			c := configs[(i+round-1)%n]
+			j := jobs[(i+round-1)%n]
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			r, discarded := runOne(ctx, e, c, round, i+1)
+			je := *e
+			je.clients = j.clients
+			r, discarded := runOne(ctx, &je, j.c, round, i+1)
+			label := j.label(o.clients)
 			for _, d := range discarded {
-				logRun(c, d, o.rounds)
+				logRun(j.c, label, d, o.rounds)
 			}
-			logRun(c, r, o.rounds)
+			logRun(j.c, label, r, o.rounds)
 			doc.Runs = append(doc.Runs, r)
 			doc.Discarded = append(doc.Discarded, discarded...)
 		}
@@ -231,14 +261,26 @@ func run(ctx context.Context, o *options) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	doc.summarize(configs)
+	doc.summarize(configs, o.clients)
+	if o.long > 0 {
+		if i := slices.IndexFunc(tc, func(c config) bool { return c.ID == "trace-json" }); i < 0 {
+			doc.Notes = append(doc.Notes, "long run skipped: this tcpstate has no trace -o json")
+		} else {
+			doc.Long, doc.LongLabel = runLong(ctx, e, tc[i], o.long), tc[i].Label
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+		}
+	}
 
 	fmt.Println()
 	doc.printTable(os.Stdout, false)
+	doc.printLong(os.Stdout)
 	doc.printNotes(os.Stdout)
 	if o.markdown {
 		fmt.Println()
 		doc.printTable(os.Stdout, true)
+		doc.printLong(os.Stdout)
 	}
 	path := o.jsonPath
 	if path == "" {
@@ -258,9 +300,13 @@ func logf(format string, a ...any) {
 	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", a...)
 }
 
-func logRun(c config, r *runResult, rounds int) {
+func logRun(c config, label string, r *runResult, rounds int) {
+	round := fmt.Sprintf("round %d/%d", r.Round, rounds)
+	if r.Round == 0 {
+		round = "long run"
+	}
 	if r.Error != "" {
-		logf("round %d/%d %-26s FAILED: %s", r.Round, rounds, c.Label, r.Error)
+		logf("%s %-40s FAILED: %s", round, label, r.Error)
 		return
 	}
 	quiet := ""
@@ -270,16 +316,91 @@ func logRun(c config, r *runResult, rounds int) {
 	if r.Discarded != "" {
 		quiet += "  DISCARDED: " + r.Discarded
 	}
+	getppid := ""
+	if r.GetppidNs > 0 {
+		getppid = fmt.Sprintf("  getppid %.1f ns", r.GetppidNs)
+	}
 	if c.Kind == kindNone {
-		logf("round %d/%d %-26s %7.0f conn/s  others %.0f%% CPU%s", r.Round, rounds, c.Label, r.Load.ConnPerSec, r.OthersCPUPct, quiet)
+		logf("%s %-40s %7.0f conn/s%s  others %.0f%% CPU%s", round, label, r.Load.ConnPerSec, getppid, r.OthersCPUPct, quiet)
 		return
 	}
 	recv := "received ?"
 	if r.ReceivedKnown {
 		recv = fmt.Sprintf("received %d/%d (ring %d, recursion %d, other %d)", r.Received, r.Expected, r.LostRingbuf, r.LostRecursion, r.LostOther)
 	}
-	logf("round %d/%d %-26s %7.0f conn/s  %s  cpu %.2f s  others %.0f%% CPU%s",
-		r.Round, rounds, c.Label, r.Load.ConnPerSec, recv, r.TracerCPUTotal-r.TracerCPUStartup, r.OthersCPUPct, quiet)
+	logf("%s %-40s %7.0f conn/s  %s  cpu %.2f s%s  others %.0f%% CPU%s",
+		round, label, r.Load.ConnPerSec, recv, r.TracerCPUTotal-r.TracerCPUStartup, getppid, r.OthersCPUPct, quiet)
+}
+
+// job is one configuration under one load (a count of concurrent clients).
+type job struct {
+	c       config
+	clients int
+}
+
+// makeJobs lists every configuration under every load, load by load.
+func makeJobs(configs []config, clients []int) []job {
+	var out []job
+	for _, n := range clients {
+		for _, c := range configs {
+			out = append(out, job{c, n})
+		}
+	}
+	return out
+}
+
+// label is the configuration's label, with the client count when it is not
+// the first load's.
+func (j job) label(clients []int) string { return rowLabel(j.c.Label, j.clients, clients) }
+
+func rowLabel(label string, n int, clients []int) string {
+	if len(clients) > 0 && n != clients[0] {
+		return fmt.Sprintf("%s (%d clients)", label, n)
+	}
+	return label
+}
+
+// checkClients validates --clients: at least one count, each from 1 to 256,
+// none twice.
+func checkClients(clients []int) error {
+	if len(clients) == 0 {
+		return errors.New("--clients: give at least one count")
+	}
+	for i, n := range clients {
+		if n < 1 || n > 256 {
+			return fmt.Errorf("--clients %d: must be from 1 to 256", n)
+		}
+		if slices.Contains(clients[:i], n) {
+			return fmt.Errorf("--clients %d: given twice", n)
+		}
+	}
+	return nil
+}
+
+func joinInts(xs []int) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = strconv.Itoa(x)
+	}
+	return strings.Join(s, ",")
+}
+
+// runLong runs trace -o json once under a long load (connections
+// connections, the first load's clients), for the tracer's peak memory and
+// CPU per million transitions after millions of them. It waits for quiet
+// like every run, is not retried, and has a timeout that grows with it.
+func runLong(ctx context.Context, e *env, c config, connections int) *runResult {
+	l := *e
+	l.connections = connections
+	l.retries = 0
+	l.sysSamples = 0
+	// At least 2,000 connections a second: 500 s for a million.
+	l.timeout = max(e.timeout, time.Duration(connections/2000)*time.Second)
+	l.deadline = time.Now().Add(l.quietWait + time.Second)
+	logf("long run: %s, %d connections (%d transitions), %d clients", c.Label, connections, 10*connections+2, l.clients)
+	r, _ := runOne(ctx, &l, c, 0, 0)
+	logRun(c, c.Label, r, 0)
+	return r
 }
 
 func selectConfigs(all []config, only []string) ([]config, error) {

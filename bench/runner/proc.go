@@ -105,6 +105,31 @@ func progStats(pid int) (map[uint64]progStat, error) {
 	return out, nil
 }
 
+// heldProgIDs returns the ids of the BPF programs pid holds, through a
+// program's fd or a link's (whose fdinfo names its program too).
+func heldProgIDs(pid int) map[uint64]bool {
+	out := map[uint64]bool{}
+	dir := fmt.Sprintf("/proc/%d/fdinfo", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return out
+	}
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "prog_id:"); ok {
+				if id, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64); err == nil {
+					out[id] = true
+				}
+			}
+		}
+	}
+	return out
+}
+
 // progDelta is what the programs did between two snapshots.
 type progDelta struct {
 	Programs        int    `json:"programs"`

@@ -35,16 +35,35 @@ type loadResult struct {
 
 // runResult is one configuration in one round.
 type runResult struct {
-	Config string `json:"config"`
-	Round  int    `json:"round"`
-	Order  int    `json:"order"` // position within the round
-	Error  string `json:"error,omitempty"`
+	Config  string `json:"config"`
+	Clients int    `json:"clients"` // the load's concurrent clients
+	Round   int    `json:"round"`
+	Order   int    `json:"order"` // position within the round
+	Error   string `json:"error,omitempty"`
 	// Discarded says why this run was replaced by another (not in medians).
 	Discarded string `json:"discarded,omitempty"`
+	// Started and WallSeconds: when the run began (waiting for quiet
+	// included) and how long it took in all.
+	Started     time.Time `json:"started"`
+	WallSeconds float64   `json:"wall_s"`
 
 	// Before the run: how busy the machine was, and whether it got quiet.
 	BusyBeforePct float64 `json:"busy_before_pct"`
 	Quiet         bool    `json:"quiet"`
+
+	// GetppidNs: ns per getppid(2) call from the runner itself, the best
+	// of the samples, with the tracer attached and before the load (no
+	// tracer: the baseline); GetppidOthersPct: percent of all CPUs that
+	// anything but the runner (the tracer included) used meanwhile.
+	GetppidNs        float64 `json:"getppid_ns,omitempty"`
+	GetppidOthersPct float64 `json:"getppid_others_cpu_pct,omitempty"`
+	// Syscall tracepoints attached around the getppid samples and after the
+	// load: the tracer's own (BPF links), and other processes' (they slow
+	// every system call: the run counts as disturbed).
+	OwnSyscallTracepoints     int      `json:"own_syscall_tracepoints"`
+	ForeignSyscallTracepoints []string `json:"foreign_syscall_tracepoints,omitempty"`
+	// LoadgenPid: the process a pid-filtered tracer was given.
+	LoadgenPid int `json:"loadgen_pid,omitempty"`
 
 	Load loadResult `json:"load"`
 	// Percent of all CPUs used during the load by anything but the load
@@ -71,6 +90,11 @@ type runResult struct {
 	LostRecursion uint64 `json:"lost_recursion"`
 	LostOther     uint64 `json:"lost_other"`
 	ExtraEvents   uint64 `json:"extra_events"`
+	// What tcpstate's summary says itself: "lost" (all causes), and
+	// "missing" when it reports one (transitions it knows it missed).
+	LostReported uint64 `json:"lost_reported,omitempty"`
+	Missing      uint64 `json:"missing,omitempty"`
+	MissingKnown bool   `json:"missing_known,omitempty"`
 
 	TracerCPUTotal   float64 `json:"tracer_cpu_total_s"`   // from wait4 rusage
 	TracerCPUStartup float64 `json:"tracer_cpu_startup_s"` // until attached
@@ -105,6 +129,11 @@ type env struct {
 	deadline    time.Time // after it: no more waiting for quiet, no retries
 	tmp         string
 	statsOn     bool
+	// The getppid(2) loop: samples of calls each (0 samples: not measured).
+	sysSamples, sysCalls int
+	// pidDelay: how long a load generator traced by pid waits after
+	// listening before it dials.
+	pidDelay time.Duration
 }
 
 // runOne runs the load once under c. A run that other work on the machine
@@ -113,7 +142,7 @@ type env struct {
 // After e.deadline it neither waits for quiet nor retries.
 func runOne(ctx context.Context, e *env, c config, round, order int) (kept *runResult, discarded []*runResult) {
 	for attempt := 0; ; attempt++ {
-		r := &runResult{Config: c.ID, Round: round, Order: order}
+		r := &runResult{Config: c.ID, Clients: e.clients, Round: round, Order: order, Started: time.Now()}
 		wait := e.quietWait
 		if time.Now().After(e.deadline) {
 			wait = 0
@@ -121,10 +150,13 @@ func runOne(ctx context.Context, e *env, c config, round, order int) (kept *runR
 		r.BusyBeforePct, r.Quiet = waitQuiet(ctx, wait, e.quietPct)
 		var err error
 		if c.Kind == kindNone {
-			err = runLoad(ctx, e, r, 0, nil)
+			measureGetppid(e, r, 0)
+			err = runLoad(ctx, e, r, 0, nil, nil)
+			noteForeignSyscallTracepoints(r, 0)
 		} else {
 			err = runTraced(ctx, e, c, r)
 		}
+		r.WallSeconds = time.Since(r.Started).Seconds()
 		if err != nil {
 			r.Error = err.Error()
 			return r, discarded
@@ -138,26 +170,75 @@ func runOne(ctx context.Context, e *env, c config, round, order int) (kept *runR
 	}
 }
 
-// runLoad runs bench/loadgen in a fresh network namespace and fills r.Load.
-// tracerPid, if not 0, is sampled for the CPU it uses during the load.
-func runLoad(ctx context.Context, e *env, r *runResult, tracerPid int, own map[uint64]progStat) error {
-	ctx, cancel := context.WithTimeout(ctx, e.timeout+30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, e.loadgen, "--new-netns",
-		"--connections", strconv.Itoa(e.connections), "--clients", strconv.Itoa(e.clients),
-		"--timeout", e.timeout.String())
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+// loadProc is one bench/loadgen process, started in a fresh network
+// namespace. Its stdout and stderr may be read once done is closed.
+type loadProc struct {
+	cmd            *exec.Cmd
+	stdout, stderr bytes.Buffer
+	done           chan struct{}
+	err            error // cmd.Wait's, once done is closed
+}
 
+// startLoad starts bench/loadgen with e's connections and clients, and
+// extra arguments.
+func startLoad(ctx context.Context, e *env, extra ...string) (*loadProc, error) {
+	ctx, cancel := context.WithTimeout(ctx, e.timeout+30*time.Second)
+	args := append([]string{"--new-netns",
+		"--connections", strconv.Itoa(e.connections), "--clients", strconv.Itoa(e.clients),
+		"--timeout", e.timeout.String()}, extra...)
+	lp := &loadProc{done: make(chan struct{})}
+	lp.cmd = exec.CommandContext(ctx, e.loadgen, args...)
+	lp.cmd.Stdout, lp.cmd.Stderr = &lp.stdout, &lp.stderr
+	lp.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	lp.cmd.Cancel = func() error { return syscall.Kill(-lp.cmd.Process.Pid, syscall.SIGKILL) }
+	if err := lp.cmd.Start(); err != nil {
+		cancel()
+		return nil, fmt.Errorf("starting the load generator: %w", err)
+	}
+	go func() {
+		lp.err = lp.cmd.Wait()
+		cancel()
+		close(lp.done)
+	}()
+	return lp, nil
+}
+
+// wait waits for the load generator to exit.
+func (lp *loadProc) wait() error {
+	<-lp.done
+	return lp.err
+}
+
+// kill ends the load generator if it still runs (its namespace child too:
+// they share its process group) and waits for it.
+func (lp *loadProc) kill() {
+	select {
+	case <-lp.done:
+	default:
+		_ = syscall.Kill(-lp.cmd.Process.Pid, syscall.SIGKILL)
+		<-lp.done
+	}
+}
+
+// runLoad runs bench/loadgen in a fresh network namespace and fills r.Load:
+// started, if not nil, is a load generator already running (it has not
+// dialled yet); else runLoad starts one. tracerPid, if not 0, is sampled for
+// the CPU it uses during the load.
+func runLoad(ctx context.Context, e *env, r *runResult, tracerPid int, own map[uint64]progStat, started *loadProc) error {
 	var t0 float64
 	if tracerPid != 0 {
 		t0, _ = processCPU(tracerPid)
 	}
 	progs0 := systemProgStats()
 	sys0, _ := readCPUTimes()
-	err := cmd.Run()
+	lp := started
+	var err error
+	if lp == nil {
+		if lp, err = startLoad(ctx, e); err != nil {
+			return err
+		}
+	}
+	err = lp.wait()
 	sys1, _ := readCPUTimes()
 	r.ForeignBPFRuns, r.ForeignBPFNs = foreignRuns(progs0, systemProgStats(), own)
 	var t1 float64
@@ -166,12 +247,12 @@ func runLoad(ctx context.Context, e *env, r *runResult, tracerPid int, own map[u
 		r.TracerCPULoad = t1 - t0
 	}
 	if err != nil {
-		return fmt.Errorf("load generator: %w: %s", err, lastLines(stderr.String(), 5))
+		return fmt.Errorf("load generator: %w: %s", err, lastLines(lp.stderr.String(), 5))
 	}
-	if err := json.Unmarshal(stdout.Bytes(), &r.Load); err != nil {
-		return fmt.Errorf("load generator printed %q: %w", stdout.String(), err)
+	if err := json.Unmarshal(lp.stdout.Bytes(), &r.Load); err != nil {
+		return fmt.Errorf("load generator printed %q: %w", lp.stdout.String(), err)
 	}
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+	if ru, ok := lp.cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 		r.LoadgenCPU = tvSeconds(ru.Utime) + tvSeconds(ru.Stime)
 	}
 	// Others' share: all busy CPU time (including softirq, which the kernel
@@ -185,6 +266,32 @@ func runLoad(ctx context.Context, e *env, r *runResult, tracerPid int, own map[u
 	}
 	r.Expected = uint64(r.Load.ExpectedTransitions)
 	return nil
+}
+
+// waitPidFile waits until the load generator has written its pid file (it
+// does once it listens) and returns the pid and when it was seen. On an error
+// the load generator is ended.
+func waitPidFile(ctx context.Context, path string, lp *loadProc, limit time.Duration) (int, time.Time, error) {
+	deadline := time.Now().Add(limit)
+	for {
+		if b, err := os.ReadFile(path); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 {
+				return pid, time.Now(), nil
+			}
+		}
+		select {
+		case <-lp.done:
+			return 0, time.Time{}, fmt.Errorf("the load generator exited before writing its pid file (%v): %s", lp.err, lastLines(lp.stderr.String(), 5))
+		case <-ctx.Done():
+			lp.kill()
+			return 0, time.Time{}, ctx.Err()
+		case <-time.After(2 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			lp.kill()
+			return 0, time.Time{}, fmt.Errorf("the load generator wrote no pid file within %v: %s", limit, lastLines(lp.stderr.String(), 5))
+		}
+	}
 }
 
 func tvSeconds(tv syscall.Timeval) float64 {
@@ -231,8 +338,14 @@ func (w *stderrWatch) text() string {
 	return strings.Join(w.lines, "\n")
 }
 
-// runTraced starts the tracer, waits until it is attached, runs the load,
-// lets the tracer drain, stops it with SIGINT, and collects its figures.
+// runTraced starts the tracer, waits until it is attached, measures the
+// getppid(2) loop, runs the load, lets the tracer drain, stops it with
+// SIGINT, and collects its figures.
+//
+// A configuration that traces the load generator's pid (c.PidFilter) starts
+// the load generator first, with a start delay: it writes its pid once it
+// listens, the tracer is started with that pid, and must be attached (and the
+// getppid loop done) before the delay ends and the first dial happens.
 func runTraced(ctx context.Context, e *env, c config, r *runResult) error {
 	dir, err := os.MkdirTemp(e.tmp, c.ID+"-")
 	if err != nil {
@@ -241,6 +354,21 @@ func runTraced(ctx context.Context, e *env, c config, r *runResult) error {
 	defer os.RemoveAll(dir)
 
 	argv := slices.Clone(c.Argv)
+	var (
+		lp      *loadProc
+		pidSeen time.Time
+	)
+	if c.PidFilter {
+		pidPath := filepath.Join(dir, "loadgen.pid")
+		if lp, err = startLoad(ctx, e, "--pid-file", pidPath, "--start-delay", e.pidDelay.String()); err != nil {
+			return err
+		}
+		defer lp.kill()
+		if r.LoadgenPid, pidSeen, err = waitPidFile(ctx, pidPath, lp, 30*time.Second); err != nil {
+			return err
+		}
+		argv = append(argv, "--pid", strconv.Itoa(r.LoadgenPid))
+	}
 	summaryPath := filepath.Join(dir, "summary.json")
 	if c.Summary {
 		argv = append(argv, "--summary-json", summaryPath)
@@ -300,8 +428,25 @@ func runTraced(ctx context.Context, e *env, c config, r *runResult) error {
 		return fmt.Errorf("%s did not attach: %w: %s", c.Label, err, lastLines(watch.text(), 8))
 	}
 	r.TracerCPUStartup, _ = processCPU(pid)
+	measureGetppid(e, r, pid)
+	if c.PidFilter {
+		// The load generator dials pidDelay after it listened, which was
+		// at most one poll before pidSeen.
+		late := time.Since(pidSeen)
+		if late > e.pidDelay-50*time.Millisecond {
+			return fmt.Errorf("%s attached %v after the load generator listened, too close to --pid-start-delay %v (the first transitions may have come before it): raise --pid-start-delay",
+				c.Label, late.Round(time.Millisecond), e.pidDelay)
+		}
+		// Sample the CPU times from just before the first dial.
+		time.Sleep(e.pidDelay - late - 20*time.Millisecond)
+	}
 
-	loadErr := runLoad(ctx, e, r, pid, before)
+	loadErr := runLoad(ctx, e, r, pid, before, lp)
+	noteForeignSyscallTracepoints(r, pid)
+	if loadErr == nil && c.PidFilter {
+		// The listener's CLOSE->LISTEN came before the tracer knew the pid.
+		r.Expected--
+	}
 	if loadErr == nil {
 		r.DrainSeconds = waitCaughtUp(ctx, pid, outPath, e.drain).Seconds()
 	}
@@ -478,7 +623,9 @@ func waitAttached(ctx context.Context, c config, pid int, w *stderrWatch, exited
 }
 
 // readTcpstateSummary takes received and lost events from tcpstate's
-// --summary-json, and the main program's run time. Received is, for a mode
+// --summary-json ("events", "lost", "missing" when present, "kernel"'s
+// counters; keys it does not know are kept in r.Summary and otherwise
+// ignored), and the main program's run time. Received is, for a mode
 // that checks or counts in the kernel, the summary's "transitions" (or the
 // main program's runs); else the events delivered.
 func readTcpstateSummary(path string, aggregates bool, r *runResult) error {
@@ -496,6 +643,13 @@ func readTcpstateSummary(path string, aggregates bool, r *runResult) error {
 		return uint64(v), ok
 	}
 	k, _ := s["kernel"].(map[string]any)
+	r.LostReported, _ = num(s, "lost")
+	// "missing": what tcpstate knows it missed, when it says so itself.
+	if m, ok := num(s, "missing"); ok {
+		r.Missing, r.MissingKnown = m, true
+	} else if m, ok := num(k, "missing"); ok {
+		r.Missing, r.MissingKnown = m, true
+	}
 	r.LostRingbuf, _ = num(k, "ringbuf_full")
 	r.LostRecursion, _ = num(k, "recursion_misses")
 	runs, okRuns := num(k, "prog_runs")
