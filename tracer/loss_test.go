@@ -1,4 +1,4 @@
-package tracer
+package tracer_test
 
 import (
 	"encoding/json"
@@ -7,7 +7,9 @@ import (
 	"testing"
 
 	"github.com/tcpstate/tcpstate/internal/testnet"
+	"github.com/tcpstate/tcpstate/internal/tracetest"
 	"github.com/tcpstate/tcpstate/model"
+	"github.com/tcpstate/tcpstate/tracer"
 )
 
 // Nothing is lost silently, under load: the benchmark's load generator makes
@@ -26,7 +28,7 @@ func TestNoSilentLossUnderLoad(t *testing.T) {
 	}
 	const conns = 3000
 	testnet.Retry(t, func(p *testnet.Problems) {
-		s := start(t, Options{})
+		s := tracetest.Start(t, tracer.Options{})
 		out, err := exec.Command(loadgen, "--new-netns", "--connections", "3000", "--clients", "4", "--timeout", "60s").Output()
 		if err != nil {
 			p.Fatalf("load generator: %v\n%s", err, out)
@@ -45,8 +47,8 @@ func TestNoSilentLossUnderLoad(t *testing.T) {
 		}
 		// The generator returns once its namespace has no socket left:
 		// every transition has happened, and stop drains the ring.
-		evs := s.stop()
-		c := s.counters
+		evs := s.Stop()
+		c := s.Counters
 		var got uint64
 		for _, e := range evs {
 			if e.Netns == res.Netns {
