@@ -36,9 +36,15 @@ import (
 // closed with SO_LINGER 0: its ESTABLISHED->CLOSE, and its peer's when the
 // RST arrives, is every socket's one more transition; the listeners close
 // last.
+//
+// The kernel may skip a nested run of the program (a recursion miss,
+// counted) on one of the test's transitions when the machine is busy: a
+// run that lacks events, all of them covered by counted recursion misses,
+// proves nothing about those sockets and is retried in a fresh namespace
+// (testnet.Retry). Any other problem fails at once.
 func TestManyLiveSocketsKeepOwners(t *testing.T) {
 	begin := time.Now()
-	ns := testnet.New(t)
+	testnet.RequireRoot(t)
 	const (
 		conns   = 50000 // 100,000 sockets
 		backlog = 20000 // each listener's accept queue takes all its connections
@@ -71,6 +77,19 @@ func TestManyLiveSocketsKeepOwners(t *testing.T) {
 	if pairs > testnet.ListenPorts {
 		t.Fatalf("%d pairs of helpers need more listening ports than the namespace has (%d)", pairs, testnet.ListenPorts)
 	}
+	testnet.Retry(t, func(retry *testnet.Problems) {
+		liveSockets(t, retry, conns, backlog, pairs)
+	})
+	t.Logf("%v in all", time.Since(begin).Round(time.Millisecond))
+}
+
+// liveSockets is one attempt of TestManyLiveSocketsKeepOwners, in a
+// namespace of its own, removed at its end with its helpers.
+func liveSockets(t *testing.T, retry *testnet.Problems, conns, backlog, pairs int) {
+	ns := testnet.New(t)
+	defer ns.Remove()
+	// What the attempt finds wrong, judged at its end.
+	found := &findings{t: t}
 
 	// The namespace's own settings: ephemeral ports above every test's
 	// port block (20000-32767), and accept queues long enough.
@@ -91,6 +110,8 @@ func TestManyLiveSocketsKeepOwners(t *testing.T) {
 	ps := make([]*pair, pairs)
 	for i := range ps {
 		ps[i] = &pair{server: ns.StartProc(t), client: ns.StartProc(t), port: ns.Port(i), n: conns / pairs}
+		defer ps[i].server.Stop()
+		defer ps[i].client.Stop()
 		if i < conns%pairs {
 			ps[i].n++
 		}
@@ -105,6 +126,7 @@ func TestManyLiveSocketsKeepOwners(t *testing.T) {
 	// than all the test's events (300,006 events of 128 bytes), whatever
 	// the reader's share of the CPUs.
 	s := tracetest.StartConfig(t, tracetest.Config{Netns: ns.Inode(), JudgeLoss: true}, tracer.Options{RingSize: 64 << 20})[0]
+	defer s.Stop()
 	opened := time.Now()
 	for _, p := range ps {
 		lfd, err := p.server.ListenBacklog(netip.AddrPortFrom(loopback, p.port), backlog)
@@ -130,7 +152,6 @@ func TestManyLiveSocketsKeepOwners(t *testing.T) {
 	}
 	listed := map[uint64]bool{}
 	byState := map[model.State]int{}
-	bad := &tracetest.Capped{T: t, Max: 10}
 	for _, si := range socks {
 		if si.Netns != ns.Inode() {
 			continue
@@ -146,17 +167,16 @@ func TestManyLiveSocketsKeepOwners(t *testing.T) {
 		case si.State == model.Established && byPort[si.Dport] != nil:
 			owner = byPort[si.Dport].client
 		default:
-			bad.Errorf("a socket of no role in the namespace: %+v", si)
+			found.Errorf("a socket of no role in the namespace: %+v", si)
 			continue
 		}
 		if !si.OwnerKnown || si.Pid != uint32(owner.Pid()) || si.Comm == "" || si.Family != model.AFInet ||
 			si.Saddr != loopback || si.Daddr != loopback && si.State != model.Listen {
-			bad.Errorf("listed %+v: want owner pid %d, 127.0.0.1 on both sides", si, owner.Pid())
+			found.Errorf("listed %+v: want owner pid %d, 127.0.0.1 on both sides", si, owner.Pid())
 		}
 	}
-	bad.Close()
 	if want := 2*conns + pairs; len(listed) != want || byState[model.Established] != 2*conns || byState[model.Listen] != pairs {
-		t.Errorf("Sockets lists %d sockets of the namespace (%v), want %d: %d established, %d listening", len(listed), byState, want, 2*conns, pairs)
+		found.Errorf("Sockets lists %d sockets of the namespace (%v), want %d: %d established, %d listening", len(listed), byState, want, 2*conns, pairs)
 	}
 	listedAt := time.Now()
 
@@ -175,7 +195,7 @@ func TestManyLiveSocketsKeepOwners(t *testing.T) {
 	}
 	total := 2*conns + pairs
 	if got, ok := s.Collector().WaitCloses(ns.Inode(), total, 30*time.Second); !ok {
-		t.Errorf("waited 30s for %d ->CLOSE events, saw %d", total, got)
+		found.Errorf("waited 30s for %d ->CLOSE events, saw %d", total, got)
 	}
 	closed := time.Now()
 	// The storage outlives the connections until the sockets are freed
@@ -186,8 +206,7 @@ func TestManyLiveSocketsKeepOwners(t *testing.T) {
 	}
 	for _, si := range after {
 		if si.Netns == ns.Inode() {
-			t.Errorf("still listed as live after its ->CLOSE: %+v", si)
-			break
+			found.Errorf("still listed as live after its ->CLOSE: %+v", si)
 		}
 	}
 	evs := s.Stop()
@@ -196,10 +215,9 @@ func TestManyLiveSocketsKeepOwners(t *testing.T) {
 	// Every event of every socket names its owner.
 	ls := tracetest.Lives(evs, ns.Inode())
 	roles := map[string]int{}
-	check := &tracetest.Capped{T: t, Max: 10}
 	for _, l := range ls {
 		if !listed[l.Skaddr] {
-			check.Errorf("socket %s was not listed by Sockets while live", l.Key())
+			found.Errorf("socket %s was not listed by Sockets while live", l.Key())
 		}
 		first, last := l.Evs[0], l.Evs[len(l.Evs)-1]
 		w := tracetest.SockWant{Family: model.AFInet, Local: loopback, Remote: loopback}
@@ -214,19 +232,19 @@ func TestManyLiveSocketsKeepOwners(t *testing.T) {
 			w.Name, w.Edges, w.Lport, w.Rport = "client", []string{"CLOSE>SYN_SENT", "SYN_SENT>ESTABLISHED", "ESTABLISHED>CLOSE"}, last.Sport, p.port
 			w.Owner = uint32(p.client.Pid())
 		default:
-			check.Errorf("a socket of no role in the namespace:\n%s", tracetest.Dump([]*tracetest.Life{l}))
+			found.Errorf("a socket of no role in the namespace:\n%s", tracetest.Dump([]*tracetest.Life{l}))
 			continue
 		}
 		roles[w.Name]++
 		w.Name = fmt.Sprintf("%s %s", w.Name, l.Key())
-		tracetest.CheckSocket(check, l, w)
+		tracetest.CheckSocket(found, l, w)
 	}
-	check.Close()
 	if roles["client"] != conns || roles["accepted"] != conns || roles["listener"] != pairs {
-		t.Errorf("sockets in the trace by role %v, want %d clients, %d accepted, %d listeners", roles, conns, conns, pairs)
+		found.Errorf("sockets in the trace by role %v, want %d clients, %d accepted, %d listeners", roles, conns, conns, pairs)
 	}
-	if want := 6*conns + 2*pairs; len(evs) != want {
-		t.Errorf("%d events in the namespace, want %d", len(evs), want)
+	want := 6*conns + 2*pairs
+	if len(evs) != want {
+		found.Errorf("%d events in the namespace, want %d", len(evs), want)
 	}
 
 	// Nothing lost, nothing without storage. The counters are host-wide:
@@ -236,16 +254,52 @@ func TestManyLiveSocketsKeepOwners(t *testing.T) {
 		c.NoState != 0 || c.AcceptNoSpace != 0 {
 		t.Errorf("counters %+v: want nothing lost, no socket without storage, no accept record refused", c)
 	}
-	if c.RecursionMisses != 0 {
-		if t.Failed() {
-			t.Errorf("the kernel skipped %d nested runs (recursion misses) host-wide", c.RecursionMisses)
-		} else {
+	t.Logf("%d live sockets (%d connections, %d listeners) in %d owners; tracer open to established %v, Sockets listed them in %v, %d resets and closes in %v; %d events, counters %+v",
+		len(listed), conns, pairs, 2*pairs, established.Sub(opened).Round(time.Millisecond), listedAt.Sub(established).Round(time.Millisecond),
+		total, closed.Sub(listedAt).Round(time.Millisecond), len(evs), c)
+	if len(found.errs) == 0 {
+		if c.RecursionMisses != 0 {
 			t.Logf("the kernel skipped %d nested runs (recursion misses) host-wide, none of this test's transitions", c.RecursionMisses)
 		}
+		return
 	}
-	t.Logf("%d live sockets (%d connections, %d listeners) in %d owners; tracer open to established %v, Sockets listed them in %v, %d resets and closes in %v; %d events, counters %+v; %v in all",
-		len(listed), conns, pairs, 2*pairs, established.Sub(opened).Round(time.Millisecond), listedAt.Sub(established).Round(time.Millisecond),
-		total, closed.Sub(listedAt).Round(time.Millisecond), len(evs), c, time.Since(begin).Round(time.Millisecond))
+	if missing := want - len(evs); missing > 0 && uint64(missing) <= c.RecursionMisses {
+		for _, e := range found.errs[:min(10, len(found.errs))] {
+			t.Logf("(with %d events missing) %s", missing, e)
+		}
+		retry.Fatalf("%d of the test's events are missing and the kernel counted %d recursion misses: %d problems, this run proves nothing about those sockets",
+			missing, c.RecursionMisses, len(found.errs))
+	}
+	for _, e := range found.errs[:min(10, len(found.errs))] {
+		t.Error(e)
+	}
+	if len(found.errs) > 10 {
+		t.Errorf("... and %d more problems like these", len(found.errs)-10)
+	}
+	if c.RecursionMisses != 0 {
+		t.Errorf("the kernel skipped %d nested runs (recursion misses) host-wide", c.RecursionMisses)
+	}
+}
+
+// findings is a tracetest.Reporter that keeps the errors the checks
+// report, for the attempt to judge at its end, and passes the first logs
+// on.
+type findings struct {
+	t    testing.TB
+	errs []string
+	logs int
+}
+
+func (f *findings) Helper() {}
+
+func (f *findings) Errorf(format string, args ...any) {
+	f.errs = append(f.errs, fmt.Sprintf(format, args...))
+}
+
+func (f *findings) Logf(format string, args ...any) {
+	if f.logs++; f.logs <= 10 {
+		f.t.Logf(format, args...)
+	}
 }
 
 // parallel runs f(0) ... f(n-1) concurrently and fails the test with their
