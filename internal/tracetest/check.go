@@ -10,7 +10,8 @@ import (
 	"github.com/tcpstate/tcpstate/model"
 )
 
-// Reporter is what the checks report to: a *testing.T, or a Capped one.
+// Reporter is what the checks report to: a *testing.T, or anything that
+// collects the reports to judge them later.
 type Reporter interface {
 	Helper()
 	Errorf(format string, args ...any)
@@ -185,47 +186,5 @@ func CheckSocket(t Reporter, l *Life, w SockWant) {
 		if len(problems) > 0 {
 			t.Errorf("%s: event %d %s: %s", w.Name, i, FmtEvent(e), strings.Join(problems, "; "))
 		}
-	}
-}
-
-// Capped is a Reporter that passes the first Max errors and logs on to T
-// and counts the rest, so that a check of many sockets that fails for all of
-// them stays readable. Call Close at the end: it reports what it held back.
-type Capped struct {
-	T          testing.TB
-	Max        int
-	errs, logs int
-}
-
-// Helper marks the caller as a helper of T.
-func (c *Capped) Helper() { c.T.Helper() }
-
-// Errorf fails T; past Max errors it only counts.
-func (c *Capped) Errorf(format string, args ...any) {
-	c.T.Helper()
-	if c.errs++; c.errs <= c.Max {
-		c.T.Errorf(format, args...)
-	}
-}
-
-// Logf logs to T; past Max logs it only counts.
-func (c *Capped) Logf(format string, args ...any) {
-	c.T.Helper()
-	if c.logs++; c.logs <= c.Max {
-		c.T.Logf(format, args...)
-	}
-}
-
-// Errors is the number of errors reported, held back or not.
-func (c *Capped) Errors() int { return c.errs }
-
-// Close reports how many errors and logs were held back.
-func (c *Capped) Close() {
-	c.T.Helper()
-	if c.errs > c.Max {
-		c.T.Errorf("... and %d more errors like these", c.errs-c.Max)
-	}
-	if c.logs > c.Max {
-		c.T.Logf("... and %d more logs like these", c.logs-c.Max)
 	}
 }
