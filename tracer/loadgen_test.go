@@ -87,6 +87,7 @@ func startLoad(t *testing.T, p *testnet.Problems, loadgen string, conns, clients
 	deadline := time.Now().Add(5 * time.Second)
 	for l.Pid == 0 || !listening(l.Pid, loadPort) {
 		if time.Now().After(deadline) {
+			l.kill() // not to load the next attempt
 			p.Fatalf("the load generator (pid %d, child %d) was not listening on port %d after 5s; stderr: %s", parent, l.Pid, loadPort, l.err.String())
 		}
 		if l.Pid == 0 {
