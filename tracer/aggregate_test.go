@@ -1,4 +1,4 @@
-package tracer
+package tracer_test
 
 // Privileged tests of the aggregation mode (stats), the socket list (stuck
 // sockets) and the anomalies-only mode with replayed transitions. Each test
@@ -13,22 +13,23 @@ import (
 	"net/netip"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/tcpstate/tcpstate/internal/testnet"
+	"github.com/tcpstate/tcpstate/internal/tracetest"
 	"github.com/tcpstate/tcpstate/model"
+	"github.com/tcpstate/tcpstate/tracer"
 )
 
 // aggOpen opens a tracer; the caller closes it.
-func aggOpen(t *testing.T, opts Options) *Tracer {
+func aggOpen(t *testing.T, opts tracer.Options) *tracer.Tracer {
 	t.Helper()
 	testnet.RequireRoot(t)
 	opts.Warn = func(msg string) { t.Logf("tracer warning: %s", msg) }
-	tr, err := Open(opts)
+	tr, err := tracer.Open(opts)
 	if err != nil {
 		t.Fatalf("Open(%+v): %v", opts, err)
 	}
@@ -56,7 +57,7 @@ func (c aggFD) fd(fd int, err error) int {
 // aggWaitFor polls Aggregate until done says the counts are complete (the
 // last transitions of a close fire in softirq, after the test's close()
 // returned), for at most 5 s.
-func aggWaitFor(t *testing.T, tr *Tracer, done func(a *model.Aggregate) bool) *model.Aggregate {
+func aggWaitFor(t *testing.T, tr *tracer.Tracer, done func(a *model.Aggregate) bool) *model.Aggregate {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -109,7 +110,7 @@ func TestAggregateCounts(t *testing.T) {
 		)
 		port, closedPort := ns.Port(0), ns.Port(1)
 		server := testnet.Addr(4, port)
-		tr := aggOpen(t, Options{Mode: ModeAggregate, Filter: model.Filter{Ports: []uint16{port, closedPort}}})
+		tr := aggOpen(t, tracer.Options{Mode: tracer.ModeAggregate, Filter: model.Filter{Ports: []uint16{port, closedPort}}})
 		defer tr.Close()
 
 		lfd := must.fd(ns.Listen(server))
@@ -274,7 +275,7 @@ func TestSocketsStuckCloseWait(t *testing.T) {
 		must := aggFD{t}
 		port := ns.Port(0)
 		server := testnet.Addr(4, port)
-		tr := aggOpen(t, Options{Mode: ModeAggregate, Filter: model.Filter{Ports: []uint16{port}}})
+		tr := aggOpen(t, tracer.Options{Mode: tracer.ModeAggregate, Filter: model.Filter{Ports: []uint16{port}}})
 		defer tr.Close()
 
 		lfd := must.fd(ns.Listen(server))
@@ -325,39 +326,6 @@ func TestSocketsStuckCloseWait(t *testing.T) {
 	})
 }
 
-// aggCollector keeps the events Run delivers.
-type aggCollector struct {
-	mu  sync.Mutex
-	evs []model.Event
-}
-
-func (c *aggCollector) Event(e *model.Event) error {
-	c.mu.Lock()
-	c.evs = append(c.evs, *e)
-	c.mu.Unlock()
-	return nil
-}
-
-func (c *aggCollector) Flush() error { return nil }
-
-func (c *aggCollector) events() []model.Event {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]model.Event(nil), c.evs...)
-}
-
-// wait returns the events once there are n, or what there is after 3 s.
-func (c *aggCollector) wait(n int) []model.Event {
-	deadline := time.Now().Add(3 * time.Second)
-	for {
-		evs := c.events()
-		if len(evs) >= n || time.Now().After(deadline) {
-			return evs
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // TestAnomaliesOnlyReplay runs the anomalies-only mode: legal traffic sends
 // nothing to user space; an illegal edge and a gap replayed (BPF_PROG_RUN)
 // on live listening sockets (through the replay iterator) arrive flagged by the kernel's check, and
@@ -367,9 +335,9 @@ func TestAnomaliesOnlyReplay(t *testing.T) {
 		ns := testnet.New(t)
 		must := aggFD{t}
 		p1, p2 := ns.Port(0), ns.Port(1)
-		tr := aggOpen(t, Options{Mode: ModeAnomalies, Replay: true, Filter: model.Filter{Ports: []uint16{p1, p2}}})
+		tr := aggOpen(t, tracer.Options{Mode: tracer.ModeAnomalies, Replay: true, Filter: model.Filter{Ports: []uint16{p1, p2}}})
 		defer tr.Close()
-		col := &aggCollector{}
+		col := tracetest.NewCollector(0)
 		ctx, cancel := context.WithCancel(context.Background())
 		runDone := make(chan error, 1)
 		go func() { runDone <- tr.Run(ctx, col) }()
@@ -400,7 +368,7 @@ func TestAnomaliesOnlyReplay(t *testing.T) {
 		// The last transitions fire in softirq after close() returns, and the
 		// reader polls every 10 ms: give both time before saying "nothing".
 		time.Sleep(200 * time.Millisecond)
-		if evs := col.events(); len(evs) != 0 {
+		if evs := col.Events(); len(evs) != 0 {
 			p.Fatalf("legal traffic sent %d events in anomalies-only mode, want none: %+v", len(evs), evs)
 		}
 
@@ -421,7 +389,7 @@ func TestAnomaliesOnlyReplay(t *testing.T) {
 		aggMust(t, ns.Do(func() error { return tr.Replay(sk1, model.Listen, model.FinWait2) }))
 		// Gap: ESTABLISHED -> CLOSE_WAIT (a legal edge) on a socket last seen in LISTEN.
 		aggMust(t, ns.Do(func() error { return tr.Replay(sk2, model.Established, model.CloseWait) }))
-		evs := col.wait(2)
+		evs := col.WaitCount(2, 3*time.Second)
 		if len(evs) != 2 {
 			p.Fatalf("got %d events after two replays, want 2: %+v", len(evs), evs)
 		}
@@ -467,7 +435,7 @@ func TestAnomaliesOnlyReplay(t *testing.T) {
 		// still accept, and their new children are legal (no events).
 		traffic()
 		time.Sleep(200 * time.Millisecond)
-		if evs := col.events(); len(evs) != 2 {
+		if evs := col.Events(); len(evs) != 2 {
 			p.Fatalf("traffic after the replays sent %d more events, want none: %+v", len(evs)-2, evs[2:])
 		}
 
@@ -475,7 +443,7 @@ func TestAnomaliesOnlyReplay(t *testing.T) {
 		// last saw them in FIN_WAIT2 and CLOSE_WAIT: two gaps.
 		aggMust(t, ns.Close(l1))
 		aggMust(t, ns.Close(l2))
-		evs = col.wait(4)
+		evs = col.WaitCount(4, 3*time.Second)
 		if len(evs) != 4 {
 			p.Fatalf("got %d events after closing the listeners, want 4: %+v", len(evs), evs)
 		}
@@ -497,7 +465,7 @@ func TestAggregateOutcomeClasses(t *testing.T) {
 		ns := testnet.New(t)
 		must := aggFD{t}
 		p0, p1, p2 := ns.Port(0), ns.Port(1), ns.Port(2)
-		tr := aggOpen(t, Options{Mode: ModeAggregate, Filter: model.Filter{Ports: []uint16{p0, p1, p2}}})
+		tr := aggOpen(t, tracer.Options{Mode: tracer.ModeAggregate, Filter: model.Filter{Ports: []uint16{p0, p1, p2}}})
 		defer tr.Close()
 
 		// Unread data: the server's close() resets (abort), the client gets the RST.

@@ -19,23 +19,6 @@ import (
 	"github.com/tcpstate/tcpstate/tracer"
 )
 
-// buildLoadgen builds the benchmark's load generator for a test.
-func buildLoadgen(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "loadgen")
-	if out, err := exec.Command("go", "build", "-o", bin, "../bench/loadgen").CombinedOutput(); err != nil {
-		t.Fatalf("building the load generator: %v\n%s", err, out)
-	}
-	return bin
-}
-
-type loadResult struct {
-	Connections int    `json:"connections"`
-	Errors      int    `json:"errors"`
-	Expected    uint64 `json:"expected_transitions"`
-	Netns       uint32 `json:"netns"`
-}
-
 // keepAll is a Handler that keeps every event of one namespace.
 type keepAll struct {
 	mu    sync.Mutex

@@ -30,6 +30,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tcpstate/tcpstate/internal/testnet"
+	"github.com/tcpstate/tcpstate/internal/tracetest"
 	"github.com/tcpstate/tcpstate/model"
 )
 
@@ -67,15 +68,15 @@ func TestOpenClose(t *testing.T) {
 					f, p := family(fam), ap.Port()
 					w := want{
 						socks: []sock{
-							{"listener", f, p, 0, listenerLife},
-							{"client", f, cport, p, slices.Concat(activeOpen, activeClose)},
-							{"child", f, p, cport, slices.Concat(passiveOpen, passiveClose)},
+							{"listener", f, p, 0, tracetest.ListenerLife},
+							{"client", f, cport, p, slices.Concat(tracetest.ActiveOpen, tracetest.ActiveClose)},
+							{"child", f, p, cport, slices.Concat(tracetest.PassiveOpen, tracetest.PassiveClose)},
 						},
 						rfc793Illegal: []string{"child LISTEN>SYN_RECV", "client FIN_WAIT2>CLOSE"},
 					}
 					if serverFirst {
-						w.socks[1].edges = slices.Concat(activeOpen, passiveClose)
-						w.socks[2].edges = slices.Concat(passiveOpen, activeClose)
+						w.socks[1].edges = slices.Concat(tracetest.ActiveOpen, tracetest.PassiveClose)
+						w.socks[2].edges = slices.Concat(tracetest.PassiveOpen, tracetest.ActiveClose)
 						w.rfc793Illegal = []string{"child LISTEN>SYN_RECV", "child FIN_WAIT2>CLOSE"}
 					}
 					_, err := e.finish(w)
@@ -133,12 +134,12 @@ func TestSimultaneousOpen(t *testing.T) {
 		f := model.AFInet
 		_, err := e.finish(want{
 			socks: []sock{
-				{"listener", f, pb.Port(), 0, listenerLife},
-				{"filler", f, fport, pb.Port(), slices.Concat(activeOpen, activeClose)},
-				{"filler-child", f, pb.Port(), fport, slices.Concat(passiveOpen, passiveClose)},
+				{"listener", f, pb.Port(), 0, tracetest.ListenerLife},
+				{"filler", f, fport, pb.Port(), slices.Concat(tracetest.ActiveOpen, tracetest.ActiveClose)},
+				{"filler-child", f, pb.Port(), fport, slices.Concat(tracetest.PassiveOpen, tracetest.PassiveClose)},
 				{"A", f, pa.Port(), pb.Port(), slices.Concat(
-					[]string{"CLOSE>SYN_SENT", "SYN_SENT>SYN_RECV", "SYN_RECV>ESTABLISHED"}, activeClose)},
-				{"B", f, pb.Port(), pa.Port(), slices.Concat(activeOpen, passiveClose)},
+					[]string{"CLOSE>SYN_SENT", "SYN_SENT>SYN_RECV", "SYN_RECV>ESTABLISHED"}, tracetest.ActiveClose)},
+				{"B", f, pb.Port(), pa.Port(), slices.Concat(tracetest.ActiveOpen, tracetest.PassiveClose)},
 			},
 			rfc793Illegal: []string{
 				"filler-child LISTEN>SYN_RECV",
@@ -219,18 +220,18 @@ func simultaneousClose(e *env, closeInClosing bool) error {
 	e.close(s)
 	e.close(lfd)
 
-	client := slices.Concat(activeOpen, []string{"ESTABLISHED>FIN_WAIT1", "FIN_WAIT1>CLOSING", "CLOSING>CLOSE"})
+	client := slices.Concat(tracetest.ActiveOpen, []string{"ESTABLISHED>FIN_WAIT1", "FIN_WAIT1>CLOSING", "CLOSING>CLOSE"})
 	illegal := []string{"child LISTEN>SYN_RECV", "child FIN_WAIT2>CLOSE", "client CLOSING>CLOSE"}
 	if closeInClosing {
-		client = slices.Concat(activeOpen, []string{"ESTABLISHED>FIN_WAIT1", "FIN_WAIT1>CLOSING", "CLOSING>CLOSING", "CLOSING>CLOSE"})
+		client = slices.Concat(tracetest.ActiveOpen, []string{"ESTABLISHED>FIN_WAIT1", "FIN_WAIT1>CLOSING", "CLOSING>CLOSING", "CLOSING>CLOSE"})
 		illegal = append(illegal, "client CLOSING>CLOSING")
 	}
 	f, p := model.AFInet, ap.Port()
 	_, err := e.finish(want{
 		socks: []sock{
-			{"listener", f, p, 0, listenerLife},
+			{"listener", f, p, 0, tracetest.ListenerLife},
 			{"client", f, cport, p, client},
-			{"child", f, p, cport, slices.Concat(passiveOpen, activeClose)},
+			{"child", f, p, cport, slices.Concat(tracetest.PassiveOpen, tracetest.ActiveClose)},
 		},
 		rfc793Illegal: illegal,
 	})
@@ -299,9 +300,9 @@ func TestSynTimeout(t *testing.T) {
 		f, p := model.AFInet, ap.Port()
 		_, err = e.finish(want{
 			socks: []sock{
-				{"listener", f, p, 0, listenerLife},
-				{"filler", f, fport, p, slices.Concat(activeOpen, activeClose)},
-				{"filler-child", f, p, fport, slices.Concat(passiveOpen, passiveClose)},
+				{"listener", f, p, 0, tracetest.ListenerLife},
+				{"filler", f, fport, p, slices.Concat(tracetest.ActiveOpen, tracetest.ActiveClose)},
+				{"filler-child", f, p, fport, slices.Concat(tracetest.PassiveOpen, tracetest.PassiveClose)},
 				{"timed-out", f, vport, p, []string{"CLOSE>SYN_SENT", "SYN_SENT>CLOSE"}},
 			},
 			rfc793Illegal: []string{"filler-child LISTEN>SYN_RECV", "filler FIN_WAIT2>CLOSE"},
@@ -335,9 +336,9 @@ func TestLinger0Reset(t *testing.T) {
 		f := model.AFInet
 		_, err := e.finish(want{
 			socks: []sock{
-				{"listener", f, p, 0, listenerLife},
-				{"client", f, cport, p, slices.Concat(activeOpen, []string{"ESTABLISHED>CLOSE"})},
-				{"child", f, p, cport, slices.Concat(passiveOpen, []string{"ESTABLISHED>CLOSE"})},
+				{"listener", f, p, 0, tracetest.ListenerLife},
+				{"client", f, cport, p, slices.Concat(tracetest.ActiveOpen, []string{"ESTABLISHED>CLOSE"})},
+				{"child", f, p, cport, slices.Concat(tracetest.PassiveOpen, []string{"ESTABLISHED>CLOSE"})},
 			},
 			rfc793Illegal: []string{"child LISTEN>SYN_RECV"},
 		})
@@ -359,9 +360,9 @@ func TestCloseWithUnreadData(t *testing.T) {
 		f := model.AFInet
 		_, err := e.finish(want{
 			socks: []sock{
-				{"listener", f, p, 0, listenerLife},
-				{"client", f, cport, p, slices.Concat(activeOpen, []string{"ESTABLISHED>CLOSE"})},
-				{"child", f, p, cport, slices.Concat(passiveOpen, []string{"ESTABLISHED>CLOSE"})},
+				{"listener", f, p, 0, tracetest.ListenerLife},
+				{"client", f, cport, p, slices.Concat(tracetest.ActiveOpen, []string{"ESTABLISHED>CLOSE"})},
+				{"child", f, p, cport, slices.Concat(tracetest.PassiveOpen, []string{"ESTABLISHED>CLOSE"})},
 			},
 			rfc793Illegal: []string{"child LISTEN>SYN_RECV"},
 		})
@@ -400,10 +401,10 @@ func TestSelfTransitions(t *testing.T) {
 			f, p := model.AFInet, ap.Port()
 			_, err := e.finish(want{
 				socks: []sock{
-					{"listener", f, p, 0, listenerLife},
-					{"client", f, cport, p, slices.Concat(activeOpen, []string{
+					{"listener", f, p, 0, tracetest.ListenerLife},
+					{"client", f, cport, p, slices.Concat(tracetest.ActiveOpen, []string{
 						"ESTABLISHED>FIN_WAIT1", "FIN_WAIT1>FIN_WAIT1", "FIN_WAIT1>FIN_WAIT2", "FIN_WAIT2>CLOSE"})},
-					{"child", f, p, cport, slices.Concat(passiveOpen, passiveClose)},
+					{"child", f, p, cport, slices.Concat(tracetest.PassiveOpen, tracetest.PassiveClose)},
 				},
 				rfc793Illegal: []string{"child LISTEN>SYN_RECV", "client FIN_WAIT1>FIN_WAIT1", "client FIN_WAIT2>CLOSE"},
 			})
@@ -425,10 +426,10 @@ func TestSelfTransitions(t *testing.T) {
 			f := model.AFInet
 			_, err := e.finish(want{
 				socks: []sock{
-					{"listener", f, p, 0, listenerLife},
-					{"client", f, cport, p, slices.Concat(activeOpen, []string{
+					{"listener", f, p, 0, tracetest.ListenerLife},
+					{"client", f, cport, p, slices.Concat(tracetest.ActiveOpen, []string{
 						"ESTABLISHED>FIN_WAIT1", "FIN_WAIT1>FIN_WAIT2", "FIN_WAIT2>FIN_WAIT2", "FIN_WAIT2>CLOSE"})},
-					{"child", f, p, cport, slices.Concat(passiveOpen, passiveClose)},
+					{"child", f, p, cport, slices.Concat(tracetest.PassiveOpen, tracetest.PassiveClose)},
 				},
 				rfc793Illegal: []string{"child LISTEN>SYN_RECV", "client FIN_WAIT2>FIN_WAIT2", "client FIN_WAIT2>CLOSE"},
 			})
@@ -465,9 +466,9 @@ func TestSelfTransitions(t *testing.T) {
 			f, p := model.AFInet, ap.Port()
 			_, err := e.finish(want{
 				socks: []sock{
-					{"listener", f, p, 0, listenerLife},
-					{"client", f, cport, p, slices.Concat(activeOpen, activeClose)},
-					{"child", f, p, cport, slices.Concat(passiveOpen, []string{
+					{"listener", f, p, 0, tracetest.ListenerLife},
+					{"client", f, cport, p, slices.Concat(tracetest.ActiveOpen, tracetest.ActiveClose)},
+					{"child", f, p, cport, slices.Concat(tracetest.PassiveOpen, []string{
 						"ESTABLISHED>CLOSE_WAIT", "CLOSE_WAIT>LAST_ACK", "LAST_ACK>LAST_ACK", "LAST_ACK>CLOSE"})},
 				},
 				rfc793Illegal: []string{"child LISTEN>SYN_RECV", "child LAST_ACK>LAST_ACK", "client FIN_WAIT2>CLOSE"},
@@ -508,11 +509,11 @@ func TestDisconnectAndReconnect(t *testing.T) {
 		f := model.AFInet
 		ls, err := e.finish(want{
 			socks: []sock{
-				{"listener", f, p, 0, listenerLife},
-				{"client#1", f, cport1, p, slices.Concat(activeOpen, []string{"ESTABLISHED>CLOSE"})},
-				{"child#1", f, p, cport1, slices.Concat(passiveOpen, []string{"ESTABLISHED>CLOSE"})},
-				{"client#2", f, cport2, p, slices.Concat(activeOpen, activeClose)},
-				{"child#2", f, p, cport2, slices.Concat(passiveOpen, passiveClose)},
+				{"listener", f, p, 0, tracetest.ListenerLife},
+				{"client#1", f, cport1, p, slices.Concat(tracetest.ActiveOpen, []string{"ESTABLISHED>CLOSE"})},
+				{"child#1", f, p, cport1, slices.Concat(tracetest.PassiveOpen, []string{"ESTABLISHED>CLOSE"})},
+				{"client#2", f, cport2, p, slices.Concat(tracetest.ActiveOpen, tracetest.ActiveClose)},
+				{"child#2", f, p, cport2, slices.Concat(tracetest.PassiveOpen, tracetest.PassiveClose)},
 			},
 			rfc793Illegal: []string{"child#1 LISTEN>SYN_RECV", "child#2 LISTEN>SYN_RECV", "client#2 FIN_WAIT2>CLOSE"},
 		})
@@ -520,13 +521,13 @@ func TestDisconnectAndReconnect(t *testing.T) {
 		if err != nil || c1 == nil || c2 == nil {
 			return err
 		}
-		if c1.skaddr != c2.skaddr {
-			t.Errorf("the reconnected socket has skaddr %#x, the first connection %#x: want the same struct sock", c2.skaddr, c1.skaddr)
+		if c1.Skaddr != c2.Skaddr {
+			t.Errorf("the reconnected socket has skaddr %#x, the first connection %#x: want the same struct sock", c2.Skaddr, c1.Skaddr)
 		}
-		if sp := c2.evs[0].Sport; sp != cport1 {
+		if sp := c2.Evs[0].Sport; sp != cport1 {
 			t.Errorf("second CLOSE>SYN_SENT has sport %d, want the stale port %d of the first connection", sp, cport1)
 		}
-		t.Logf("second CLOSE>SYN_SENT: sport %d (stale; first connection %d, second %d)", c2.evs[0].Sport, cport1, cport2)
+		t.Logf("second CLOSE>SYN_SENT: sport %d (stale; first connection %d, second %d)", c2.Evs[0].Sport, cport1, cport2)
 		return nil
 	})
 }
@@ -551,11 +552,11 @@ func TestListenerClosedWithPending(t *testing.T) {
 		f, p := model.AFInet, ap.Port()
 		_, err := e.finish(want{
 			socks: []sock{
-				{"listener", f, p, 0, listenerLife},
-				{"client1", f, cp1, p, slices.Concat(activeOpen, []string{"ESTABLISHED>CLOSE"})},
-				{"child1", f, p, cp1, slices.Concat(passiveOpen, []string{"ESTABLISHED>CLOSE"})},
-				{"client2", f, cp2, p, slices.Concat(activeOpen, []string{"ESTABLISHED>CLOSE"})},
-				{"child2", f, p, cp2, slices.Concat(passiveOpen, []string{"ESTABLISHED>CLOSE"})},
+				{"listener", f, p, 0, tracetest.ListenerLife},
+				{"client1", f, cp1, p, slices.Concat(tracetest.ActiveOpen, []string{"ESTABLISHED>CLOSE"})},
+				{"child1", f, p, cp1, slices.Concat(tracetest.PassiveOpen, []string{"ESTABLISHED>CLOSE"})},
+				{"client2", f, cp2, p, slices.Concat(tracetest.ActiveOpen, []string{"ESTABLISHED>CLOSE"})},
+				{"child2", f, p, cp2, slices.Concat(tracetest.PassiveOpen, []string{"ESTABLISHED>CLOSE"})},
 			},
 			rfc793Illegal: []string{"child1 LISTEN>SYN_RECV", "child2 LISTEN>SYN_RECV"},
 		})
@@ -613,10 +614,10 @@ func TestFastOpen(t *testing.T) {
 		f, p := model.AFInet, ap.Port()
 		_, err := e.finish(want{
 			socks: []sock{
-				{"listener", f, p, 0, listenerLife},
-				{"client1", f, cp1, p, slices.Concat(activeOpen, activeClose)},
-				{"child1", f, p, cp1, slices.Concat(passiveOpen, passiveClose)},
-				{"client2", f, cp2, p, slices.Concat(activeOpen, passiveClose)},
+				{"listener", f, p, 0, tracetest.ListenerLife},
+				{"client1", f, cp1, p, slices.Concat(tracetest.ActiveOpen, tracetest.ActiveClose)},
+				{"child1", f, p, cp1, slices.Concat(tracetest.PassiveOpen, tracetest.PassiveClose)},
+				{"client2", f, cp2, p, slices.Concat(tracetest.ActiveOpen, tracetest.PassiveClose)},
 				{"child2", f, p, cp2, []string{"LISTEN>SYN_RECV", "SYN_RECV>FIN_WAIT1", "FIN_WAIT1>FIN_WAIT2", "FIN_WAIT2>CLOSE"}},
 			},
 			rfc793Illegal: []string{

@@ -148,12 +148,17 @@ func (e *ProcError) Error() string { return "helper process: " + e.Msg }
 func (e *ProcError) Unwrap() error { return e.Errno }
 
 func (p *Proc) call(args ...string) (string, error) {
+	return p.callTimeout(OpTimeout+5*time.Second, args...)
+}
+
+// callTimeout sends one request and waits at most timeout for its answer.
+func (p *Proc) callTimeout(timeout time.Duration, args ...string) (string, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if _, err := fmt.Fprintln(p.in, strings.Join(args, " ")); err != nil {
 		return "", fmt.Errorf("helper process: sending %v: %w", args, err)
 	}
-	line, err := p.readLine(OpTimeout + 5*time.Second)
+	line, err := p.readLine(timeout)
 	if err != nil {
 		return "", err
 	}
@@ -181,6 +186,44 @@ func itoa(n int) string { return strconv.Itoa(n) }
 
 // Listen makes a listening socket in the child.
 func (p *Proc) Listen(ap netip.AddrPort) (int, error) { return p.callFD("listen", ap.String()) }
+
+// ListenBacklog makes a listening socket with its own accept backlog in the
+// child.
+func (p *Proc) ListenBacklog(ap netip.AddrPort, backlog int) (int, error) {
+	return p.callFD("listen", ap.String(), itoa(backlog))
+}
+
+// BulkTimeout bounds one bulk request of a helper (ConnectMany,
+// AcceptMany, ResetAll).
+const BulkTimeout = 60 * time.Second
+
+// ConnectMany makes n connections to remote in the child, one after the
+// other, each from an autobound port and blocking until its handshake ends.
+// The child keeps them among its bulk sockets, which only ResetAll and its
+// exit close; the test never learns their fds. It stops at the first
+// failure.
+func (p *Proc) ConnectMany(remote netip.AddrPort, n int) error {
+	_, err := p.callTimeout(BulkTimeout, "connectmany", remote.String(), itoa(n))
+	return err
+}
+
+// AcceptMany accepts n connections on the child's listener lfd and keeps
+// them among the child's bulk sockets.
+func (p *Proc) AcceptMany(lfd, n int) error {
+	_, err := p.callTimeout(BulkTimeout, "acceptmany", itoa(lfd), itoa(n))
+	return err
+}
+
+// ResetAll sets SO_LINGER 0 on every bulk socket of the child and closes
+// it: each connection is reset (ESTABLISHED->CLOSE here, and at its peer
+// when the RST arrives). It returns how many it closed.
+func (p *Proc) ResetAll() (int, error) {
+	res, err := p.callTimeout(BulkTimeout, "resetall")
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(res)
+}
 
 // Connect connects from an autobound port in the child.
 func (p *Proc) Connect(remote netip.AddrPort) (int, error) {
@@ -274,6 +317,9 @@ func HelperProcess() {
 	os.Exit(0)
 }
 
+// bulk holds the helper's bulk sockets (ConnectMany, AcceptMany).
+var bulk []int
+
 func helperDo(args []string) (string, error) {
 	if len(args) == 0 {
 		return "", errors.New("empty request")
@@ -304,8 +350,48 @@ func helperDo(args []string) (string, error) {
 	var err error
 	switch args[0] {
 	case "listen":
+		if len(ints) == 1 && len(aps) == 1 {
+			return fdRes(ListenBacklog(aps[0], ints[0]))
+		}
 		if err = need(0, 1); err == nil {
 			return fdRes(Listen(aps[0]))
+		}
+	case "connectmany":
+		if err = need(1, 1); err == nil {
+			for i := range ints[0] {
+				fd, err := Connect(netip.AddrPort{}, aps[0])
+				if err != nil {
+					return "", fmt.Errorf("connection %d of %d: %w", i+1, ints[0], err)
+				}
+				bulk = append(bulk, fd)
+			}
+			return itoa(ints[0]), nil
+		}
+	case "acceptmany":
+		if err = need(2, 0); err == nil {
+			for i := range ints[1] {
+				fd, err := Accept(ints[0])
+				if err != nil {
+					return "", fmt.Errorf("connection %d of %d: %w", i+1, ints[1], err)
+				}
+				bulk = append(bulk, fd)
+			}
+			return itoa(ints[1]), nil
+		}
+	case "resetall":
+		if err = need(0, 0); err == nil {
+			n := len(bulk)
+			for len(bulk) > 0 {
+				fd := bulk[len(bulk)-1]
+				if err := SetLinger0(fd); err != nil {
+					return "", err
+				}
+				if err := Close(fd); err != nil {
+					return "", err
+				}
+				bulk = bulk[:len(bulk)-1]
+			}
+			return itoa(n), nil
 		}
 	case "connect":
 		if err = need(0, 1); err == nil {

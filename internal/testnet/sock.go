@@ -84,14 +84,21 @@ func Bind(fd int, ap netip.AddrPort) error {
 	return nil
 }
 
+// DefaultBacklog is the accept backlog of Listen and BindListen.
+const DefaultBacklog = 16
+
 // Listen makes a listening socket bound to ap (CLOSE->LISTEN with the port
 // already set, since it is bound first).
-func Listen(ap netip.AddrPort) (int, error) {
+func Listen(ap netip.AddrPort) (int, error) { return ListenBacklog(ap, DefaultBacklog) }
+
+// ListenBacklog is Listen with an accept backlog of its own (the kernel caps
+// it at the namespace's net.core.somaxconn).
+func ListenBacklog(ap netip.AddrPort, backlog int) (int, error) {
 	fd, err := Socket(ap, 0)
 	if err != nil {
 		return -1, err
 	}
-	if err := BindListen(fd, ap); err != nil {
+	if err := bindListen(fd, ap, backlog); err != nil {
 		closeFD(fd)
 		return -1, err
 	}
@@ -99,11 +106,13 @@ func Listen(ap netip.AddrPort) (int, error) {
 }
 
 // BindListen binds a socket made by Socket to ap and listens on it.
-func BindListen(fd int, ap netip.AddrPort) error {
+func BindListen(fd int, ap netip.AddrPort) error { return bindListen(fd, ap, DefaultBacklog) }
+
+func bindListen(fd int, ap netip.AddrPort, backlog int) error {
 	if err := Bind(fd, ap); err != nil {
 		return err
 	}
-	if err := unix.Listen(fd, 16); err != nil {
+	if err := unix.Listen(fd, backlog); err != nil {
 		return fmt.Errorf("listen %s: %w", ap, err)
 	}
 	return nil
@@ -123,7 +132,13 @@ func Connect(local, remote netip.AddrPort) (int, error) {
 			return -1, err
 		}
 	}
-	if err := unix.Connect(fd, sockaddr(remote)); err != nil {
+	err = unix.Connect(fd, sockaddr(remote))
+	if errors.Is(err, unix.EINTR) {
+		// A signal (the Go runtime's preemption, say) interrupted the wait;
+		// the handshake goes on without it: wait for its outcome.
+		err = WaitConnected(fd)
+	}
+	if err != nil {
 		closeFD(fd)
 		return -1, fmt.Errorf("connect %s: %w", remote, err)
 	}

@@ -1,0 +1,153 @@
+/* SPDX-License-Identifier: (MIT OR GPL-2.0) */
+/*
+ * Why a socket closed. The kernel side only gathers facts at ->CLOSE, in
+ * 12 bits (enum close_fact); what they mean, the cause (fin, reset_received,
+ * reset_sent, refused, timeout, cancelled, listener_closed), is decided in
+ * one place, model/cause.go, for trace, life, stats and serve alike. stats
+ * counts closes by their facts (the closes map) and user space names them.
+ *
+ * The facts:
+ *   - the old state of the ->CLOSE transition;
+ *   - the socket error: tcp_reset() sets ECONNREFUSED in SYN_SENT, EPIPE in
+ *     CLOSE_WAIT and ECONNRESET elsewhere, then calls tcp_done();
+ *     tcp_write_err() sets the last soft error (an ICMP unreachable) or
+ *     ETIMEDOUT before tcp_done(): it is already set at ->CLOSE;
+ *   - whether a reset was sent or received, from the tcp:tcp_send_reset and
+ *     tcp:tcp_receive_reset tracepoints, which mark the socket. A close
+ *     with unread data sets CLOSE before it sends its reset, while
+ *     tcp_disconnect() (SO_LINGER 0) sends it first: the mark cannot be
+ *     relied on for the first order, and model/cause.go does not need it
+ *     there (a full socket closed from ESTABLISHED or CLOSE_WAIT without an
+ *     error was aborted);
+ *   - whether the socket went through CLOSING (a simultaneous close);
+ *   - which timer gave up, where the socket tells: data in flight
+ *     (packets_out): retransmission; probes sent with queued data and
+ *     nothing in flight: zero-window probe; probes with keepalive on:
+ *     keepalive.
+ */
+#ifndef TCPSTATE_CAUSE_H
+#define TCPSTATE_CAUSE_H
+
+enum close_fact {
+	CF_STATE_MASK = 0xf,      /* bits 0-3: the old state */
+	CF_ERR_SHIFT = 4,         /* bits 4-6: enum close_err */
+	CF_ERR_MASK = 0x70,
+	CF_RST_SENT = 0x80,       /* tcp_send_reset fired for it */
+	CF_RST_RECEIVED = 0x100,  /* tcp_receive_reset fired for it */
+	CF_CLOSING = 0x200,       /* it went through CLOSING */
+	CF_TIMER_SHIFT = 10,      /* bits 10-11: enum close_timer */
+	CF_TIMER_MASK = 0xc00,
+	CF_VALUES = 0x1000,       /* the facts index an array this long */
+};
+
+enum close_err {
+	CE_NONE = 0,
+	CE_REFUSED = 1,  /* ECONNREFUSED */
+	CE_RESET = 2,    /* ECONNRESET */
+	CE_PIPE = 3,     /* EPIPE */
+	CE_TIMEDOUT = 4, /* ETIMEDOUT */
+	CE_OTHER = 5,    /* any other: a soft error (an ICMP unreachable) that outlived the retries */
+};
+
+enum close_timer {
+	CT_NONE = 0,
+	CT_RETRANS = 1,   /* data in flight: the retransmission timer */
+	CT_PROBE0 = 2,    /* probes with queued data and nothing in flight: zero-window probes */
+	CT_KEEPALIVE = 3, /* probes with keepalive on and nothing queued */
+};
+
+/* sock_state.rst */
+enum rst_mark {
+	RST_SENT = 0x1,
+	RST_RECEIVED = 0x2,
+};
+
+const enum close_fact *unused_close_fact __attribute__((unused));
+const enum close_err *unused_close_err __attribute__((unused));
+const enum close_timer *unused_close_timer __attribute__((unused));
+
+static __always_inline __u32 err_class(int err)
+{
+	switch (err) {
+	case 0:
+		return CE_NONE;
+	case ECONNREFUSED:
+		return CE_REFUSED;
+	case ECONNRESET:
+		return CE_RESET;
+	case EPIPE:
+		return CE_PIPE;
+	case ETIMEDOUT:
+		return CE_TIMEDOUT;
+	}
+	return CE_OTHER;
+}
+
+/* The connection's end, read at ->CLOSE: its facts and its counts. */
+struct close_info {
+	__u64 bytes_acked;
+	__u64 bytes_received;
+	__u32 total_retrans;
+	__u32 srtt_us;
+	__u16 facts;
+	__u16 err;
+	__u16 rst_reason;
+};
+
+static __always_inline void close_info(struct close_info *ci, const struct sock *sk, __u8 old,
+				       const struct sock_state *st, __u16 visited)
+{
+	int err = sk_err(sk);
+	__u32 facts = (old & CF_STATE_MASK) | (err_class(err) << CF_ERR_SHIFT);
+	if (st->rst & RST_SENT)
+		facts |= CF_RST_SENT;
+	if (st->rst & RST_RECEIVED)
+		facts |= CF_RST_RECEIVED;
+	if (visited & (1 << TCP_CLOSING))
+		facts |= CF_CLOSING;
+	ci->err = err;
+	ci->rst_reason = st->rst_reason;
+	if (old == TCP_LISTEN)
+		goto out;
+	const struct tcp_sock *tp;
+	if (!have_kfunc(bpf_rdonly_cast))
+		goto out; /* the counts need the typed cast (Linux 6.2) */
+	tp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
+	ci->bytes_acked = tp->bytes_acked;
+	ci->bytes_received = tp->bytes_received;
+	ci->total_retrans = tp->total_retrans;
+	ci->srtt_us = tp->srtt_us >> 3;
+	if (err) {
+		__u32 timer = CT_NONE;
+		if (tp->packets_out)
+			timer = CT_RETRANS;
+		else if (tp->inet_conn.icsk_probes_out) {
+			if (sk->sk_wmem_queued)
+				timer = CT_PROBE0;
+			else if (sk->__sk_common.skc_flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_KEEPOPEN)))
+				timer = CT_KEEPALIVE;
+		}
+		facts |= timer << CF_TIMER_SHIFT;
+	}
+out:
+	ci->facts = facts;
+}
+
+/* A reset sent (6.10 and later give the reason, and a NULL socket for a
+ * reset answering a packet that matched no socket). */
+static __always_inline int on_send_reset(const struct sock *sk, __u32 reason)
+{
+	if (!sk) {
+		count(CNT_RST_NO_SOCKET);
+		return 0;
+	}
+	/* A timewait or request socket has no storage: the helper returns NULL. */
+	struct sock_state *st = bpf_sk_storage_get(&sock_states, (void *)sk, 0, 0);
+	if (!st)
+		return 0;
+	st->rst |= RST_SENT;
+	st->rst_reason = reason;
+	return 0;
+}
+
+#endif
