@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: (MIT OR GPL-2.0) */
 /*
  * In-kernel aggregation (mode_aggregate, tcpstate stats): counts by edge,
- * log2 histograms of time in state, outcomes, and counts per service port
- * and per owner. No event crosses to user space. The meaning of every
- * outcome and histogram row is in model/analytics.go.
+ * log2 histograms of time in state, closes by their facts (cause.h), and
+ * counts per service port and per owner. No event crosses to user space.
+ * The meaning of every count is in model (analytics.go, cause.go).
  */
 #ifndef TCPSTATE_AGGREGATE_H
 #define TCPSTATE_AGGREGATE_H
@@ -85,35 +85,6 @@ static __always_inline void aggregate(__u8 old, __u8 new, __u16 flags, __u64 dur
 	__sync_fetch_and_add(&oc->transitions, 1);
 	if (born)
 		__sync_fetch_and_add(&oc->opened, 1);
-}
-
-/* How the socket's life ended, from its last transition, its path and the
- * error the kernel set before tcp_done() (tcp_reset, tcp_write_err). */
-static __always_inline __u32 outcome(int err, int old, __u16 visited)
-{
-	if (old == TCP_LISTEN)
-		return OUT_LISTENER_CLOSED;
-	/* tcp_reset() sets ECONNREFUSED in SYN_SENT, EPIPE in CLOSE_WAIT and
-	 * ECONNRESET elsewhere; tcp_write_err() sets the last soft error (an
-	 * ICMP unreachable, say) or ETIMEDOUT: any other error is a timeout. */
-	if (old == TCP_SYN_SENT) {
-		if (err == ECONNREFUSED)
-			return OUT_CONNECT_REFUSED;
-		if (err)
-			return OUT_CONNECT_TIMEOUT;
-		return OUT_CONNECT_ABORTED;
-	}
-	if (visited & (1 << TCP_CLOSING))
-		return OUT_SIMULTANEOUS_CLOSE;
-	if (err == ECONNRESET || err == EPIPE)
-		return OUT_RESET;
-	if (err)
-		return OUT_TIMEOUT;
-	if (old == TCP_LAST_ACK)
-		return OUT_PASSIVE_CLOSE;
-	if (old == TCP_FIN_WAIT1 || old == TCP_FIN_WAIT2)
-		return OUT_ACTIVE_CLOSE;
-	return OUT_ABORT;
 }
 
 #endif

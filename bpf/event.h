@@ -29,6 +29,12 @@ struct event {
 	__u64 old_state_ns; /* time in oldstate, if EVF_DURATION_KNOWN */
 	__u64 loss_seq;     /* events counted lost host-wide before this one (loss_seq) */
 	__u64 prev_loss_seq; /* loss_seq at this socket's previous event (0: none seen) */
+	/* At ->CLOSE only (0 otherwise): how the connection ended (cause.h). */
+	__u64 bytes_acked;    /* bytes sent and acknowledged (tcp_sock.bytes_acked) */
+	__u64 bytes_received; /* bytes received (tcp_sock.bytes_received) */
+	__u64 age_ns;         /* since its birth (0: born before tracing) */
+	__u32 total_retrans;  /* segments retransmitted */
+	__u32 srtt_us;        /* smoothed round-trip time, microseconds */
 	__u32 pid;          /* owner tgid (0: unknown) */
 	__u32 cpu_pid;      /* tgid on the CPU when it fired, if EVF_CPU_TASK */
 	__u32 netns;        /* inode number of the socket's network namespace */
@@ -40,6 +46,10 @@ struct event {
 	__u8 newstate;
 	__u8 last_state; /* the new state of this socket's previous event (0: none seen) */
 	__u8 _pad;
+	__u16 close_facts; /* at ->CLOSE: enum close_fact bits */
+	__u16 close_err;   /* at ->CLOSE: sk_err, an errno */
+	__u16 rst_reason;  /* at ->CLOSE: enum sk_rst_reason of a reset sent (6.10+) */
+	__u16 _pad2;
 	__u8 saddr[16];
 	__u8 daddr[16];
 	char comm[TASK_COMM_LEN];
@@ -60,22 +70,8 @@ enum counter {
 	CNT_ACCEPT_STALE,     /* accept() records of a socket freed before its next event */
 	CNT_RESCUED,          /* nested events handle_set_state missed and rescue_set_state handled */
 	CNT_PID_OTHER,        /* transitions not counted per owner: pid_counts full */
+	CNT_RST_NO_SOCKET,    /* resets sent for packets that matched no socket (6.10+) */
 	CNT_MAX,
-};
-
-/* How a socket's life ended (outcomes map). */
-enum outcome {
-	OUT_ACTIVE_CLOSE = 0,   /* we sent FIN first: FIN_WAIT1/2 -> CLOSE (time-wait) */
-	OUT_PASSIVE_CLOSE,      /* the peer sent FIN first: LAST_ACK -> CLOSE */
-	OUT_SIMULTANEOUS_CLOSE, /* both at once: through CLOSING */
-	OUT_RESET,              /* RST received (sk_err ECONNRESET/EPIPE) */
-	OUT_TIMEOUT,            /* retransmissions gave up (sk_err ETIMEDOUT) */
-	OUT_ABORT,              /* closed locally without FIN: SO_LINGER 0, unread data, unaccepted child */
-	OUT_CONNECT_REFUSED,    /* SYN_SENT -> CLOSE, sk_err ECONNREFUSED */
-	OUT_CONNECT_TIMEOUT,    /* SYN_SENT -> CLOSE, sk_err ETIMEDOUT */
-	OUT_CONNECT_ABORTED,    /* SYN_SENT -> CLOSE otherwise (closed while connecting) */
-	OUT_LISTENER_CLOSED,    /* LISTEN -> CLOSE */
-	OUT_MAX,
 };
 
 /* Histograms (hists map): one row of log2(microseconds) buckets per kind. */
@@ -94,7 +90,6 @@ enum hist_size {
 const struct event *unused_event __attribute__((unused));
 const enum event_flag *unused_event_flag __attribute__((unused));
 const enum counter *unused_counter __attribute__((unused));
-const enum outcome *unused_outcome __attribute__((unused));
 const enum hist_kind *unused_hist_kind __attribute__((unused));
 const enum hist_size *unused_hist_size __attribute__((unused));
 const enum port_kind *unused_port_kind __attribute__((unused));

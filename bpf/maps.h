@@ -30,7 +30,10 @@ struct sock_state {
 	__u8 matched;   /* the filters matched once: sticky */
 	__u8 state;     /* the last new state seen (0: none) */
 	__u8 flags;     /* enum sock_flag */
-	__u8 _pad[6];
+	__u8 rst;       /* enum rst_mark: resets seen (cause.h) */
+	__u8 _pad;
+	__u16 rst_reason; /* enum sk_rst_reason of the last reset sent (6.10+) */
+	__u16 _pad2;
 	char comm[TASK_COMM_LEN];
 };
 
@@ -182,12 +185,14 @@ struct {
 	__type(value, __u64);
 } hists SEC(".maps");
 
+/* Closes by their facts (enum close_fact bits, cause.h); user space names
+ * the causes (model/cause.go). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, OUT_MAX);
+	__uint(max_entries, 4096); /* CF_VALUES */
 	__type(key, __u32);
 	__type(value, __u64);
-} outcomes SEC(".maps");
+} closes SEC(".maps");
 
 struct count {
 	__u64 transitions;

@@ -25,6 +25,8 @@ struct tctx {
 	__u8 old;
 	__u8 new;
 	__u8 last_state;
+	__u64 age_ns;         /* at ->CLOSE */
+	struct close_info ci; /* at ->CLOSE */
 };
 
 /* Writes the event for c into e: a ring buffer record or a held slot, both
@@ -46,6 +48,15 @@ static __always_inline void fill(struct event *e, const struct tctx *c, const st
 	e->newstate = c->new;
 	e->last_state = c->last_state;
 	e->_pad = 0;
+	e->_pad2 = 0;
+	e->close_facts = c->ci.facts;
+	e->close_err = c->ci.err;
+	e->rst_reason = c->ci.rst_reason;
+	e->bytes_acked = c->ci.bytes_acked;
+	e->bytes_received = c->ci.bytes_received;
+	e->total_retrans = c->ci.total_retrans;
+	e->srtt_us = c->ci.srtt_us;
+	e->age_ns = c->age_ns;
 	if (c->family == AF_INET) {
 		__builtin_memset(e->saddr, 0, sizeof(e->saddr));
 		__builtin_memset(e->daddr, 0, sizeof(e->daddr));
@@ -247,6 +258,11 @@ static __always_inline int on_set_state(const struct sock *sk, int oldstate, int
 	if (visited & (1 << TCP_SYN_SENT))
 		c.flags |= EVF_ACTIVE;
 	__u64 born_ts = birth ? c.now : st->born_ts;
+	if (last) {
+		close_info(&c.ci, sk, oldstate, st, visited);
+		if (born_ts)
+			c.age_ns = c.now - born_ts;
+	}
 
 	if ((!filter_ports && !filter_pids) || st->matched)
 		emit(&c, sk, st);
@@ -254,7 +270,7 @@ static __always_inline int on_set_state(const struct sock *sk, int oldstate, int
 		filtered(&c, sk, st, last);
 
 	if (last && mode_aggregate && (st->matched || (!filter_ports && !filter_pids))) {
-		add(&outcomes, outcome(sk_err(sk), oldstate, visited));
+		add(&closes, c.ci.facts & (CF_VALUES - 1));
 		if (born_ts && oldstate != TCP_LISTEN)
 			hist(HIST_LIFETIME, c.now - born_ts);
 	}
@@ -264,6 +280,8 @@ static __always_inline int on_set_state(const struct sock *sk, int oldstate, int
 	st->state = newstate;
 	st->born_ts = born_ts;
 	st->visited = visited;
+	if (last)
+		st->rst = 0; /* a socket that connects again starts clean */
 	return 0;
 }
 

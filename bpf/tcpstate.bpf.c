@@ -8,11 +8,12 @@
 // (struct event in event.h) -> tracer/ring.go and tracer/decode.go.
 //
 //   common.h     constants and the settings user space fixes at load time
-//   event.h      struct event, its flags, the counters, outcomes, histograms
+//   event.h      struct event, its flags, the counters, histograms
 //   maps.h       every map, with who creates, updates and deletes entries
 //   sock.h       reads of struct sock
 //   owner.h      which process owns a socket
 //   aggregate.h  in-kernel counting (stats)
+//   cause.h      the facts of a close, and the reset tracepoints
 //   filter.h     the filters and held events
 //   pipeline.h   one transition, from the tracepoint to the ring buffer
 //   accept.h     accept() names the owner of a child socket
@@ -36,6 +37,7 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 #include "sock.h"
 #include "owner.h"
 #include "aggregate.h"
+#include "cause.h"
 #include "filter.h"
 #include "pipeline.h"
 #include "accept.h"
@@ -182,4 +184,31 @@ SEC("tracepoint/syscalls/sys_exit_accept")
 int accept_exit(struct trace_event_raw_sys_exit *ctx)
 {
 	return on_accept_exit(ctx->ret);
+}
+
+/* Resets, where the kernel has the tracepoints (4.16; the reason and a
+ * socket that may be NULL since 6.10): they mark the socket for its close
+ * cause. Two versions of the send hook, for the tracepoint's two
+ * signatures; tracer/programs.go loads the one the kernel takes. */
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(handle_send_reset, const struct sock *sk, const struct sk_buff *skb, const enum sk_rst_reason reason)
+{
+	return on_send_reset(sk, reason);
+}
+
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(handle_send_reset_v1, const struct sock *sk, const struct sk_buff *skb)
+{
+	return on_send_reset(sk, 0);
+}
+
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(handle_receive_reset, struct sock *sk)
+{
+	if (!sk)
+		return 0;
+	struct sock_state *st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
+	if (st)
+		st->rst |= RST_RECEIVED;
+	return 0;
 }

@@ -110,8 +110,11 @@ type Aggregate struct {
 	Matrix   [NumStates][NumStates]uint64
 	Hists    [NumHistKinds][HistBuckets]uint64
 	Outcomes [NumOutcomes]uint64
-	Ports    map[PortKey]Count
-	Owners   map[uint32]Count
+	// Closes counts closes by their facts; Outcomes and Causes are read
+	// from it.
+	Closes [FactValues]uint64
+	Ports  map[PortKey]Count
+	Owners map[uint32]Count
 	// PortOther and OwnerOther count transitions that did not fit the
 	// bounded per-port and per-owner maps.
 	PortOther, OwnerOther uint64
@@ -148,6 +151,9 @@ func (a *Aggregate) Sub(prev *Aggregate) Aggregate {
 	}
 	for i := range a.Outcomes {
 		d.Outcomes[i] = a.Outcomes[i] - prev.Outcomes[i]
+	}
+	for i := range a.Closes {
+		d.Closes[i] = a.Closes[i] - prev.Closes[i]
 	}
 	for p, c := range a.Ports {
 		pc := prev.Ports[p]
@@ -243,5 +249,44 @@ func Stuck(socks []SocketInfo, thresholds map[State]time.Duration) []SocketInfo 
 		}
 	}
 	slices.SortFunc(out, func(a, b SocketInfo) int { return cmp.Compare(b.Since, a.Since) })
+	return out
+}
+
+// SetCloses fills Closes and the Outcomes it implies.
+func (a *Aggregate) SetCloses(closes []uint64) {
+	a.Outcomes = [NumOutcomes]uint64{}
+	for f, n := range closes {
+		if f >= FactValues {
+			break
+		}
+		a.Closes[f] = n
+		if n > 0 {
+			a.Outcomes[CloseFacts(f).Outcome()] += n
+		}
+	}
+}
+
+// CauseCount is the number of closes of one cause and detail.
+type CauseCount struct {
+	Cause CloseCause
+	Count uint64
+}
+
+// Causes counts the closes by cause and detail, in Causes() order.
+func (a *Aggregate) Causes() []CauseCount {
+	byCause := map[CloseCause]uint64{}
+	for f, n := range a.Closes {
+		if n > 0 {
+			byCause[CloseFacts(f).Cause()] += n
+		}
+	}
+	var out []CauseCount
+	for _, c := range Causes() {
+		for _, d := range []string{"", "active", "passive", "simultaneous", "connect", "retransmission", "keepalive", "zero_window_probe"} {
+			if n := byCause[CloseCause{Cause: c, Detail: d}]; n > 0 {
+				out = append(out, CauseCount{Cause: CloseCause{Cause: c, Detail: d}, Count: n})
+			}
+		}
+	}
 	return out
 }

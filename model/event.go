@@ -114,6 +114,17 @@ type Event struct {
 	// remembers it (0: it saw none): LossSeq - PrevLossSeq events were
 	// counted lost between the two, on any socket.
 	PrevLossSeq uint64
+	// At ->CLOSE only: how the connection ended. CloseFacts.Cause says
+	// why; CloseErr is the socket error (an errno, 0: none); ResetReason
+	// names the reason of a reset the kernel sent (6.10+, from its BTF).
+	CloseFacts    CloseFacts
+	CloseErr      uint16
+	ResetReason   string
+	BytesAcked    uint64 // bytes sent and acknowledged
+	BytesReceived uint64
+	TotalRetrans  uint32 // segments retransmitted
+	SrttUs        uint32 // smoothed round-trip time, microseconds
+	AgeNs         uint64 // since birth (0: born before tracing)
 	// LossKnown says LossSeq and PrevLossSeq were recorded (always, for
 	// events from the kernel; for records read back, when they carry them).
 	LossKnown bool

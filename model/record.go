@@ -28,6 +28,13 @@ import (
 //	last_state    the socket's previous new state as the kernel remembers it (omitted when none)
 //	netns         inode number of the socket's network namespace (omitted when 0)
 //	held          true when the kernel held the event until its socket matched the filters (omitted otherwise)
+//	cause         at -> CLOSE: why it closed (fin, reset_received, reset_sent, refused, timeout, cancelled, listener_closed)
+//	cause_detail  at -> CLOSE: fin's side (active, passive, simultaneous) or timeout's timer (connect, retransmission, keepalive, zero_window_probe); omitted when none
+//	error         at -> CLOSE: the socket error's name (ECONNRESET, ...); omitted when none
+//	reset_reason  at -> CLOSE: the kernel's reason for a reset it sent (Linux 6.10+); omitted when none
+//	close_facts   at -> CLOSE: the facts the cause was decided from (model.CloseFacts)
+//	bytes_acked, bytes_received, retransmits, srtt_us  at -> CLOSE: the connection's counts
+//	age_ns        at -> CLOSE: nanoseconds since its birth; null when born before tracing
 //	loss_seq      events the kernel had counted lost, host-wide, when it handled this one
 //	prev_loss_seq loss_seq at the socket's previous event (omitted when the kernel saw none)
 //	verdict       "ok", "illegal", "gap" or "unknown" when checked (omitted otherwise)
@@ -137,6 +144,9 @@ func (c *RecordEncoder) Append(buf []byte, e *Event, v *Verdict) []byte {
 	if e.Flags&FlagHeld != 0 {
 		buf = append(buf, `,"held":true`...)
 	}
+	if e.New == Close {
+		buf = c.appendClose(buf, e)
+	}
 	if e.LossKnown {
 		buf = append(buf, `,"loss_seq":`...)
 		buf = strconv.AppendUint(buf, e.LossSeq, 10)
@@ -155,6 +165,46 @@ func (c *RecordEncoder) Append(buf []byte, e *Event, v *Verdict) []byte {
 		}
 	}
 	return append(buf, "}\n"...)
+}
+
+// appendClose appends the fields of a ->CLOSE record: why and how the
+// connection ended.
+func (c *RecordEncoder) appendClose(buf []byte, e *Event) []byte {
+	cause := e.CloseFacts.Cause()
+	buf = append(buf, `,"cause":"`...)
+	buf = append(buf, cause.Cause.String()...)
+	buf = append(buf, '"')
+	if cause.Detail != "" {
+		buf = append(buf, `,"cause_detail":"`...)
+		buf = append(buf, cause.Detail...)
+		buf = append(buf, '"')
+	}
+	if e.CloseErr != 0 {
+		buf = append(buf, `,"error":"`...)
+		buf = append(buf, ErrnoName(e.CloseErr)...)
+		buf = append(buf, '"')
+	}
+	if e.ResetReason != "" {
+		buf = append(buf, `,"reset_reason":`...)
+		buf = appendJSONString(buf, []byte(e.ResetReason))
+	}
+	buf = append(buf, `,"close_facts":`...)
+	buf = strconv.AppendUint(buf, uint64(e.CloseFacts), 10)
+	buf = append(buf, `,"bytes_acked":`...)
+	buf = strconv.AppendUint(buf, e.BytesAcked, 10)
+	buf = append(buf, `,"bytes_received":`...)
+	buf = strconv.AppendUint(buf, e.BytesReceived, 10)
+	buf = append(buf, `,"retransmits":`...)
+	buf = strconv.AppendUint(buf, uint64(e.TotalRetrans), 10)
+	buf = append(buf, `,"srtt_us":`...)
+	buf = strconv.AppendUint(buf, uint64(e.SrttUs), 10)
+	buf = append(buf, `,"age_ns":`...)
+	if e.AgeNs != 0 {
+		buf = strconv.AppendUint(buf, e.AgeNs, 10)
+	} else {
+		buf = append(buf, "null"...)
+	}
+	return buf
 }
 
 // appendHex appends v in lower-case hex without leading zeros.
@@ -248,6 +298,14 @@ type jsonRecord struct {
 	Netns      uint32  `json:"netns"`
 	Held       bool    `json:"held"`
 	LossSeq    *uint64 `json:"loss_seq"`
+	CloseFacts uint16  `json:"close_facts"`
+	CloseErr   string  `json:"error"`
+	ResetRsn   string  `json:"reset_reason"`
+	BytesAcked uint64  `json:"bytes_acked"`
+	BytesRecv  uint64  `json:"bytes_received"`
+	Retrans    uint32  `json:"retransmits"`
+	SrttUs     uint32  `json:"srtt_us"`
+	AgeNs      *uint64 `json:"age_ns"`
 	PrevLoss   uint64  `json:"prev_loss_seq"`
 	Verdict    string  `json:"verdict"`
 	Reason     string  `json:"reason"`
@@ -361,6 +419,22 @@ func ParseRecord(line []byte) (Event, Verdict, error) {
 	}
 	if r.LossSeq != nil {
 		e.LossSeq, e.PrevLossSeq, e.LossKnown = *r.LossSeq, r.PrevLoss, true
+	}
+	if e.New == Close {
+		e.CloseFacts, e.ResetReason = CloseFacts(r.CloseFacts), r.ResetRsn
+		e.BytesAcked, e.BytesReceived, e.TotalRetrans, e.SrttUs = r.BytesAcked, r.BytesRecv, r.Retrans, r.SrttUs
+		if r.AgeNs != nil {
+			e.AgeNs = *r.AgeNs
+		}
+		if r.CloseErr != "" {
+			n, ok := ParseErrno(r.CloseErr)
+			if !ok {
+				if _, err := fmt.Sscanf(r.CloseErr, "errno %d", &n); err != nil {
+					return e, Verdict{}, fmt.Errorf("%w: error %q is not an errno name", ErrNotRecord, r.CloseErr)
+				}
+			}
+			e.CloseErr = n
+		}
 	}
 	var v Verdict
 	if r.Verdict != "" {

@@ -25,12 +25,14 @@ func (t *Tracer) Aggregate() (*model.Aggregate, error) {
 		}
 		a.Hists[i/model.HistBuckets][i%model.HistBuckets] = sumAll(vals)
 	}
-	for i := range model.NumOutcomes {
-		if err := t.maps.Outcomes.Lookup(uint32(i), &vals); err != nil {
-			return nil, fmt.Errorf("reading outcomes: %w", err)
+	closes := make([]uint64, model.FactValues)
+	for i := range model.FactValues {
+		if err := t.maps.Closes.Lookup(uint32(i), &vals); err != nil {
+			return nil, fmt.Errorf("reading closes: %w", err)
 		}
-		a.Outcomes[i] = sumAll(vals)
+		closes[i] = sumAll(vals)
 	}
+	a.SetCloses(closes)
 	if err := t.readPorts(a); err != nil {
 		return nil, err
 	}

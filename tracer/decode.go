@@ -4,8 +4,12 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"strconv"
+	"strings"
 	"time"
 	"unsafe"
+
+	"github.com/cilium/ebpf/btf"
 
 	"github.com/tcpstate/tcpstate/model"
 )
@@ -21,6 +25,14 @@ const (
 	offOldStateNs = unsafe.Offsetof(tcpstateEvent{}.OldStateNs)
 	offLossSeq    = unsafe.Offsetof(tcpstateEvent{}.LossSeq)
 	offPrevLoss   = unsafe.Offsetof(tcpstateEvent{}.PrevLossSeq)
+	offBytesAcked = unsafe.Offsetof(tcpstateEvent{}.BytesAcked)
+	offBytesRecv  = unsafe.Offsetof(tcpstateEvent{}.BytesReceived)
+	offAge        = unsafe.Offsetof(tcpstateEvent{}.AgeNs)
+	offRetrans    = unsafe.Offsetof(tcpstateEvent{}.TotalRetrans)
+	offSrtt       = unsafe.Offsetof(tcpstateEvent{}.SrttUs)
+	offFacts      = unsafe.Offsetof(tcpstateEvent{}.CloseFacts)
+	offCloseErr   = unsafe.Offsetof(tcpstateEvent{}.CloseErr)
+	offRstReason  = unsafe.Offsetof(tcpstateEvent{}.RstReason)
 	offPid        = unsafe.Offsetof(tcpstateEvent{}.Pid)
 	offCPUPid     = unsafe.Offsetof(tcpstateEvent{}.CpuPid)
 	offNetns      = unsafe.Offsetof(tcpstateEvent{}.Netns)
@@ -73,6 +85,17 @@ func Decode(raw []byte, clock Clock, e *model.Event) error {
 	e.LossSeq = le.Uint64(raw[offLossSeq:])
 	e.PrevLossSeq = le.Uint64(raw[offPrevLoss:])
 	e.LossKnown = true
+	e.CloseFacts = model.CloseFacts(le.Uint16(raw[offFacts:]))
+	e.CloseErr = le.Uint16(raw[offCloseErr:])
+	e.BytesAcked = le.Uint64(raw[offBytesAcked:])
+	e.BytesReceived = le.Uint64(raw[offBytesRecv:])
+	e.AgeNs = le.Uint64(raw[offAge:])
+	e.TotalRetrans = le.Uint32(raw[offRetrans:])
+	e.SrttUs = le.Uint32(raw[offSrtt:])
+	e.ResetReason = ""
+	if e.CloseFacts&model.FactRstSent != 0 {
+		e.ResetReason = resetReasonName(le.Uint16(raw[offRstReason:]))
+	}
 	e.Pid = le.Uint32(raw[offPid:])
 	e.CPUPid = le.Uint32(raw[offCPUPid:])
 	e.Family = model.Family(le.Uint16(raw[offFamily:]))
@@ -107,6 +130,14 @@ func Encode(e *model.Event) []byte {
 	le.PutUint64(raw[offOldStateNs:], e.OldStateNs)
 	le.PutUint64(raw[offLossSeq:], e.LossSeq)
 	le.PutUint64(raw[offPrevLoss:], e.PrevLossSeq)
+	le.PutUint16(raw[offFacts:], uint16(e.CloseFacts))
+	le.PutUint16(raw[offCloseErr:], e.CloseErr)
+	le.PutUint64(raw[offBytesAcked:], e.BytesAcked)
+	le.PutUint64(raw[offBytesRecv:], e.BytesReceived)
+	le.PutUint64(raw[offAge:], e.AgeNs)
+	le.PutUint32(raw[offRetrans:], e.TotalRetrans)
+	le.PutUint32(raw[offSrtt:], e.SrttUs)
+	le.PutUint16(raw[offRstReason:], resetReasonCode(e.ResetReason))
 	le.PutUint32(raw[offPid:], e.Pid)
 	le.PutUint32(raw[offCPUPid:], e.CPUPid)
 	le.PutUint16(raw[offFamily:], uint16(e.Family))
@@ -131,4 +162,47 @@ func Encode(e *model.Event) []byte {
 	raw[offLastState] = byte(e.LastState)
 	le.PutUint32(raw[offNetns:], e.Netns)
 	return raw
+}
+
+// resetReasons names enum sk_rst_reason's values as the running kernel
+// numbers them (they differ between kernels: never a fixed table), read
+// from its BTF once (loadResetReasons); nil before 6.10.
+var resetReasons []string
+
+// loadResetReasons reads enum sk_rst_reason from the kernel's BTF.
+func loadResetReasons(spec *btf.Spec) {
+	var e *btf.Enum
+	if spec == nil || spec.TypeByName("sk_rst_reason", &e) != nil {
+		return
+	}
+	var names []string
+	for _, v := range e.Values {
+		if v.Value > 1024 {
+			continue // SK_RST_REASON_MAX and the like
+		}
+		for uint64(len(names)) <= v.Value {
+			names = append(names, "")
+		}
+		names[v.Value] = strings.TrimPrefix(v.Name, "SK_RST_REASON_")
+	}
+	resetReasons = names
+}
+
+func resetReasonName(code uint16) string {
+	if int(code) < len(resetReasons) && resetReasons[code] != "" {
+		return resetReasons[code]
+	}
+	if resetReasons == nil {
+		return ""
+	}
+	return "reason " + strconv.Itoa(int(code))
+}
+
+func resetReasonCode(name string) uint16 {
+	for i, n := range resetReasons {
+		if n == name && n != "" {
+			return uint16(i)
+		}
+	}
+	return 0
 }

@@ -25,7 +25,7 @@ func TestEventLayout(t *testing.T) {
 		t.Errorf("EventSize %d, generated struct event is %d bytes", EventSize, got)
 	}
 	read := map[string]uintptr{
-		"TsNs": 8, "Skaddr": 8, "OldStateNs": 8, "LossSeq": 8, "PrevLossSeq": 8, "Pid": 4, "CpuPid": 4, "Netns": 4,
+		"TsNs": 8, "Skaddr": 8, "OldStateNs": 8, "LossSeq": 8, "PrevLossSeq": 8, "BytesAcked": 8, "BytesReceived": 8, "AgeNs": 8, "TotalRetrans": 4, "SrttUs": 4, "CloseFacts": 2, "CloseErr": 2, "RstReason": 2, "Pid": 4, "CpuPid": 4, "Netns": 4,
 		"Family": 2, "Sport": 2, "Dport": 2, "Flags": 2, "Oldstate": 1, "Newstate": 1, "LastState": 1,
 		"Saddr": 16, "Daddr": 16, "Comm": 16, "CpuComm": 16,
 	}
@@ -64,22 +64,29 @@ func TestSharedConstants(t *testing.T) {
 		"hist passive":    {uint64(model.HistPassiveOpen), uint64(tcpstateHistKindHIST_PASSIVE_OPEN)},
 		"hist lifetime":   {uint64(model.HistLifetime), uint64(tcpstateHistKindHIST_LIFETIME)},
 		"hist kinds":      {uint64(model.NumHistKinds), uint64(tcpstateHistKindHIST_KINDS)},
-		"outcomes":        {uint64(model.NumOutcomes), uint64(tcpstateOutcomeOUT_MAX)},
 	}
-	outcomes := []tcpstateOutcome{
-		model.OutcomeActiveClose:       tcpstateOutcomeOUT_ACTIVE_CLOSE,
-		model.OutcomePassiveClose:      tcpstateOutcomeOUT_PASSIVE_CLOSE,
-		model.OutcomeSimultaneousClose: tcpstateOutcomeOUT_SIMULTANEOUS_CLOSE,
-		model.OutcomeReset:             tcpstateOutcomeOUT_RESET,
-		model.OutcomeTimeout:           tcpstateOutcomeOUT_TIMEOUT,
-		model.OutcomeAbort:             tcpstateOutcomeOUT_ABORT,
-		model.OutcomeConnectRefused:    tcpstateOutcomeOUT_CONNECT_REFUSED,
-		model.OutcomeConnectTimeout:    tcpstateOutcomeOUT_CONNECT_TIMEOUT,
-		model.OutcomeConnectAborted:    tcpstateOutcomeOUT_CONNECT_ABORTED,
-		model.OutcomeListenerClosed:    tcpstateOutcomeOUT_LISTENER_CLOSED,
-	}
-	for o, c := range outcomes {
-		flags["outcome "+model.Outcome(o).String()] = [2]uint64{uint64(o), uint64(c)}
+	for name, v := range map[string][2]uint64{
+		"fact state mask":   {uint64(model.FactStateMask), uint64(tcpstateCloseFactCF_STATE_MASK)},
+		"fact err shift":    {model.FactErrShift, uint64(tcpstateCloseFactCF_ERR_SHIFT)},
+		"fact err mask":     {uint64(model.FactErrMask), uint64(tcpstateCloseFactCF_ERR_MASK)},
+		"fact rst sent":     {uint64(model.FactRstSent), uint64(tcpstateCloseFactCF_RST_SENT)},
+		"fact rst received": {uint64(model.FactRstReceived), uint64(tcpstateCloseFactCF_RST_RECEIVED)},
+		"fact closing":      {uint64(model.FactClosing), uint64(tcpstateCloseFactCF_CLOSING)},
+		"fact timer shift":  {model.FactTimerShift, uint64(tcpstateCloseFactCF_TIMER_SHIFT)},
+		"fact timer mask":   {uint64(model.FactTimerMask), uint64(tcpstateCloseFactCF_TIMER_MASK)},
+		"fact values":       {model.FactValues, uint64(tcpstateCloseFactCF_VALUES)},
+		"err none":          {uint64(model.ErrNone), uint64(tcpstateCloseErrCE_NONE)},
+		"err refused":       {uint64(model.ErrRefused), uint64(tcpstateCloseErrCE_REFUSED)},
+		"err reset":         {uint64(model.ErrReset), uint64(tcpstateCloseErrCE_RESET)},
+		"err pipe":          {uint64(model.ErrPipe), uint64(tcpstateCloseErrCE_PIPE)},
+		"err timedout":      {uint64(model.ErrTimedOut), uint64(tcpstateCloseErrCE_TIMEDOUT)},
+		"err other":         {uint64(model.ErrOther), uint64(tcpstateCloseErrCE_OTHER)},
+		"timer none":        {uint64(model.TimerNone), uint64(tcpstateCloseTimerCT_NONE)},
+		"timer retrans":     {uint64(model.TimerRetrans), uint64(tcpstateCloseTimerCT_RETRANS)},
+		"timer probe0":      {uint64(model.TimerProbe0), uint64(tcpstateCloseTimerCT_PROBE0)},
+		"timer keepalive":   {uint64(model.TimerKeepalive), uint64(tcpstateCloseTimerCT_KEEPALIVE)},
+	} {
+		flags[name] = v
 	}
 	for name, v := range flags {
 		if v[0] != v[1] {

@@ -65,6 +65,9 @@ func Load(opts Options) (_ *Tracer, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading the embedded BPF object: %w", err)
 	}
+	if kspec, err := btf.LoadKernelSpec(); err == nil {
+		loadResetReasons(kspec)
+	}
 	if err := configure(spec, &opts); err != nil {
 		return nil, err
 	}
@@ -163,6 +166,7 @@ func (t *Tracer) Attach() error {
 		return err
 	}
 	t.attachAccept()
+	t.attachResets()
 	if t.rescue != nil {
 		t.features = append(t.features, Feature{Name: "rescue of nested transitions", Active: true, Detail: "rescue_set_state (--rescue-nested)"})
 	}

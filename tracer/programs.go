@@ -62,6 +62,18 @@ var programs = []progInfo{
 		What:    "counts recursion misses into the loss sequence exactly (iter/bpf_prog, run once)",
 		Needs:   "iter/bpf_prog (Linux 5.9), bpf_loop (5.17), bpf_map_lookup_percpu_elem (5.19) and bpf_rdonly_cast (6.2)",
 		Without: "recursion misses are matched to gaps by when they were read (every poll interval), not exactly"},
+	{Name: "handle_send_reset", role: optional,
+		What:    "marks a socket that sends a reset, with the reason (tp_btf/tcp_send_reset)",
+		Needs:   "the tcp:tcp_send_reset tracepoint with its reason argument (Linux 6.10)",
+		Without: "the older tracepoint is used, without reasons"},
+	{Name: "handle_send_reset_v1", role: optional,
+		What:    "marks a socket that sends a reset (tp_btf/tcp_send_reset before Linux 6.10)",
+		Needs:   "the tcp:tcp_send_reset tracepoint (Linux 4.16)",
+		Without: "resets sent are inferred from how a socket closed, and have no reason"},
+	{Name: "handle_receive_reset", role: optional,
+		What:    "marks a socket that receives a reset (tp_btf/tcp_receive_reset)",
+		Needs:   "the tcp:tcp_receive_reset tracepoint (Linux 4.16)",
+		Without: "resets received are known from the socket error alone"},
 	{Name: "rescue_set_state", role: onRequest,
 		What:  "handles transitions the kernel skipped as nested runs (--rescue-nested)",
 		Needs: "a second tp_btf program on the same tracepoint"},
@@ -230,6 +242,42 @@ func (t *Tracer) attachSyscalls() error {
 	}
 	t.links = append(t.links, attached...)
 	return nil
+}
+
+// attachResets attaches the reset tracepoints that mark sockets for their
+// close cause: the send hook of the kernel's signature (with a reason from
+// 6.10), and the receive hook.
+func (t *Tracer) attachResets() {
+	const name = "reset marks"
+	var active, missing []string
+	attach := func(prog string) error {
+		p, err := t.loadOptional(prog)
+		if err != nil {
+			return err
+		}
+		l, err := link.AttachTracing(link.TracingOptions{Program: p})
+		if err != nil {
+			return fmt.Errorf("attaching %s: %w", prog, err)
+		}
+		t.links = append(t.links, l)
+		active = append(active, prog)
+		return nil
+	}
+	if err := attach("handle_send_reset"); err != nil {
+		if err1 := attach("handle_send_reset_v1"); err1 != nil {
+			missing = append(missing, programInfo("handle_send_reset_v1").Without+": "+err1.Error())
+		} else {
+			missing = append(missing, "no reset reasons: "+err.Error())
+		}
+	}
+	if err := attach("handle_receive_reset"); err != nil {
+		missing = append(missing, programInfo("handle_receive_reset").Without+": "+err.Error())
+	}
+	f := Feature{Name: name, Active: len(active) > 0, Detail: strings.Join(active, ", ")}
+	if len(missing) > 0 {
+		f.Without = strings.Join(missing, "; ")
+	}
+	t.features = append(t.features, f)
 }
 
 // errNoIterator is returned by the listing functions when the kernel lacks

@@ -21,6 +21,40 @@ type tcpstateAccepted struct {
 	Comm [16]int8
 }
 
+type tcpstateCloseErr uint32
+
+const (
+	tcpstateCloseErrCE_NONE     tcpstateCloseErr = 0
+	tcpstateCloseErrCE_REFUSED  tcpstateCloseErr = 1
+	tcpstateCloseErrCE_RESET    tcpstateCloseErr = 2
+	tcpstateCloseErrCE_PIPE     tcpstateCloseErr = 3
+	tcpstateCloseErrCE_TIMEDOUT tcpstateCloseErr = 4
+	tcpstateCloseErrCE_OTHER    tcpstateCloseErr = 5
+)
+
+type tcpstateCloseFact uint32
+
+const (
+	tcpstateCloseFactCF_STATE_MASK   tcpstateCloseFact = 15
+	tcpstateCloseFactCF_ERR_SHIFT    tcpstateCloseFact = 4
+	tcpstateCloseFactCF_ERR_MASK     tcpstateCloseFact = 112
+	tcpstateCloseFactCF_RST_SENT     tcpstateCloseFact = 128
+	tcpstateCloseFactCF_RST_RECEIVED tcpstateCloseFact = 256
+	tcpstateCloseFactCF_CLOSING      tcpstateCloseFact = 512
+	tcpstateCloseFactCF_TIMER_SHIFT  tcpstateCloseFact = 10
+	tcpstateCloseFactCF_TIMER_MASK   tcpstateCloseFact = 3072
+	tcpstateCloseFactCF_VALUES       tcpstateCloseFact = 4096
+)
+
+type tcpstateCloseTimer uint32
+
+const (
+	tcpstateCloseTimerCT_NONE      tcpstateCloseTimer = 0
+	tcpstateCloseTimerCT_RETRANS   tcpstateCloseTimer = 1
+	tcpstateCloseTimerCT_PROBE0    tcpstateCloseTimer = 2
+	tcpstateCloseTimerCT_KEEPALIVE tcpstateCloseTimer = 3
+)
+
 type tcpstateCount struct {
 	_           structs.HostLayout
 	Transitions uint64
@@ -42,31 +76,41 @@ const (
 	tcpstateCounterCNT_ACCEPT_STALE     tcpstateCounter = 9
 	tcpstateCounterCNT_RESCUED          tcpstateCounter = 10
 	tcpstateCounterCNT_PID_OTHER        tcpstateCounter = 11
-	tcpstateCounterCNT_MAX              tcpstateCounter = 12
+	tcpstateCounterCNT_RST_NO_SOCKET    tcpstateCounter = 12
+	tcpstateCounterCNT_MAX              tcpstateCounter = 13
 )
 
 type tcpstateEvent struct {
-	_           structs.HostLayout
-	TsNs        uint64
-	Skaddr      uint64
-	OldStateNs  uint64
-	LossSeq     uint64
-	PrevLossSeq uint64
-	Pid         uint32
-	CpuPid      uint32
-	Netns       uint32
-	Family      uint16
-	Sport       uint16
-	Dport       uint16
-	Flags       uint16
-	Oldstate    uint8
-	Newstate    uint8
-	LastState   uint8
-	Pad         uint8
-	Saddr       [16]uint8
-	Daddr       [16]uint8
-	Comm        [16]int8
-	CpuComm     [16]int8
+	_             structs.HostLayout
+	TsNs          uint64
+	Skaddr        uint64
+	OldStateNs    uint64
+	LossSeq       uint64
+	PrevLossSeq   uint64
+	BytesAcked    uint64
+	BytesReceived uint64
+	AgeNs         uint64
+	TotalRetrans  uint32
+	SrttUs        uint32
+	Pid           uint32
+	CpuPid        uint32
+	Netns         uint32
+	Family        uint16
+	Sport         uint16
+	Dport         uint16
+	Flags         uint16
+	Oldstate      uint8
+	Newstate      uint8
+	LastState     uint8
+	Pad           uint8
+	CloseFacts    uint16
+	CloseErr      uint16
+	RstReason     uint16
+	Pad2          uint16
+	Saddr         [16]uint8
+	Daddr         [16]uint8
+	Comm          [16]int8
+	CpuComm       [16]int8
 }
 
 type tcpstateEventFlag uint32
@@ -122,22 +166,6 @@ type tcpstateHolderRecord struct {
 	Daddr  [16]uint8
 	Comm   [16]int8
 }
-
-type tcpstateOutcome uint32
-
-const (
-	tcpstateOutcomeOUT_ACTIVE_CLOSE       tcpstateOutcome = 0
-	tcpstateOutcomeOUT_PASSIVE_CLOSE      tcpstateOutcome = 1
-	tcpstateOutcomeOUT_SIMULTANEOUS_CLOSE tcpstateOutcome = 2
-	tcpstateOutcomeOUT_RESET              tcpstateOutcome = 3
-	tcpstateOutcomeOUT_TIMEOUT            tcpstateOutcome = 4
-	tcpstateOutcomeOUT_ABORT              tcpstateOutcome = 5
-	tcpstateOutcomeOUT_CONNECT_REFUSED    tcpstateOutcome = 6
-	tcpstateOutcomeOUT_CONNECT_TIMEOUT    tcpstateOutcome = 7
-	tcpstateOutcomeOUT_CONNECT_ABORTED    tcpstateOutcome = 8
-	tcpstateOutcomeOUT_LISTENER_CLOSED    tcpstateOutcome = 9
-	tcpstateOutcomeOUT_MAX                tcpstateOutcome = 10
-)
 
 type tcpstateOwnerCount struct {
 	_           structs.HostLayout
@@ -222,84 +250,92 @@ type tcpstateSockRecord struct {
 }
 
 type tcpstateSockState struct {
-	_       structs.HostLayout
-	StateTs uint64
-	LossSeq uint64
-	BornTs  uint64
-	Pid     uint32
-	Visited uint16
-	Owner   uint8
-	Matched uint8
-	State   uint8
-	Flags   uint8
-	Pad     [6]uint8
-	Comm    [16]int8
+	_         structs.HostLayout
+	StateTs   uint64
+	LossSeq   uint64
+	BornTs    uint64
+	Pid       uint32
+	Visited   uint16
+	Owner     uint8
+	Matched   uint8
+	State     uint8
+	Flags     uint8
+	Rst       uint8
+	Pad       uint8
+	RstReason uint16
+	Pad2      uint16
+	Comm      [16]int8
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	tcpstateMapAccepted           = "accepted"
-	tcpstateMapBusy               = "busy"
-	tcpstateMapCounters           = "counters"
-	tcpstateMapEvents             = "events"
-	tcpstateMapHeld               = "held"
-	tcpstateMapHeldZero           = "held_zero"
-	tcpstateMapHists              = "hists"
-	tcpstateMapMatrix             = "matrix"
-	tcpstateMapMissAddr           = "miss_addr"
-	tcpstateMapOutcomes           = "outcomes"
-	tcpstateMapPidCounts          = "pid_counts"
-	tcpstateMapPidFilter          = "pid_filter"
-	tcpstateMapPortCounts         = "port_counts"
-	tcpstateMapPortFilter         = "port_filter"
-	tcpstateMapSockStates         = "sock_states"
-	tcpstateProgAccept4Exit       = "accept4_exit"
-	tcpstateProgAcceptExit        = "accept_exit"
-	tcpstateProgAcceptFexit       = "accept_fexit"
-	tcpstateProgDumpSockStates    = "dump_sock_states"
-	tcpstateProgFindSelf          = "find_self"
-	tcpstateProgHandleSetState    = "handle_set_state"
-	tcpstateProgReplaySetState    = "replay_set_state"
-	tcpstateProgRescueSetState    = "rescue_set_state"
-	tcpstateProgSnapFiles         = "snap_files"
-	tcpstateProgSnapTcp           = "snap_tcp"
-	tcpstateVarAcceptOwner        = "accept_owner"
-	tcpstateVarAsNumber           = "as_number"
-	tcpstateVarCountersMapId      = "counters_map_id"
-	tcpstateVarEdgeMask           = "edge_mask"
-	tcpstateVarFilterFamily       = "filter_family"
-	tcpstateVarFilterPids         = "filter_pids"
-	tcpstateVarFilterPorts        = "filter_ports"
-	tcpstateVarFilterStates       = "filter_states"
-	tcpstateVarLossSeq            = "loss_seq"
-	tcpstateVarModeAggregate      = "mode_aggregate"
-	tcpstateVarModeAnomalies      = "mode_anomalies"
-	tcpstateVarModeStream         = "mode_stream"
-	tcpstateVarNrCpus             = "nr_cpus"
-	tcpstateVarReplayDone         = "replay_done"
-	tcpstateVarReplayNew          = "replay_new"
-	tcpstateVarReplayOld          = "replay_old"
-	tcpstateVarReplaySkaddr       = "replay_skaddr"
-	tcpstateVarRescueNested       = "rescue_nested"
-	tcpstateVarSelfFound          = "self_found"
-	tcpstateVarSelfProgId         = "self_prog_id"
-	tcpstateVarSnapSeed           = "snap_seed"
-	tcpstateVarUnusedCounter      = "unused_counter"
-	tcpstateVarUnusedEvent        = "unused_event"
-	tcpstateVarUnusedEventFlag    = "unused_event_flag"
-	tcpstateVarUnusedHistKind     = "unused_hist_kind"
-	tcpstateVarUnusedHistSize     = "unused_hist_size"
-	tcpstateVarUnusedHolderRecord = "unused_holder_record"
-	tcpstateVarUnusedOutcome      = "unused_outcome"
-	tcpstateVarUnusedPortKind     = "unused_port_kind"
-	tcpstateVarUnusedSnapFlag     = "unused_snap_flag"
-	tcpstateVarUnusedSnapKind     = "unused_snap_kind"
-	tcpstateVarUnusedSnapRecord   = "unused_snap_record"
-	tcpstateVarUnusedSockFlag     = "unused_sock_flag"
-	tcpstateVarUnusedSockRecord   = "unused_sock_record"
-	tcpstateVarWantCpuTask        = "want_cpu_task"
+	tcpstateMapAccepted            = "accepted"
+	tcpstateMapBusy                = "busy"
+	tcpstateMapCloses              = "closes"
+	tcpstateMapCounters            = "counters"
+	tcpstateMapEvents              = "events"
+	tcpstateMapHeld                = "held"
+	tcpstateMapHeldZero            = "held_zero"
+	tcpstateMapHists               = "hists"
+	tcpstateMapMatrix              = "matrix"
+	tcpstateMapMissAddr            = "miss_addr"
+	tcpstateMapPidCounts           = "pid_counts"
+	tcpstateMapPidFilter           = "pid_filter"
+	tcpstateMapPortCounts          = "port_counts"
+	tcpstateMapPortFilter          = "port_filter"
+	tcpstateMapSockStates          = "sock_states"
+	tcpstateProgAccept4Exit        = "accept4_exit"
+	tcpstateProgAcceptExit         = "accept_exit"
+	tcpstateProgAcceptFexit        = "accept_fexit"
+	tcpstateProgDumpSockStates     = "dump_sock_states"
+	tcpstateProgFindSelf           = "find_self"
+	tcpstateProgHandleReceiveReset = "handle_receive_reset"
+	tcpstateProgHandleSendReset    = "handle_send_reset"
+	tcpstateProgHandleSendResetV1  = "handle_send_reset_v1"
+	tcpstateProgHandleSetState     = "handle_set_state"
+	tcpstateProgReplaySetState     = "replay_set_state"
+	tcpstateProgRescueSetState     = "rescue_set_state"
+	tcpstateProgSnapFiles          = "snap_files"
+	tcpstateProgSnapTcp            = "snap_tcp"
+	tcpstateVarAcceptOwner         = "accept_owner"
+	tcpstateVarAsNumber            = "as_number"
+	tcpstateVarCountersMapId       = "counters_map_id"
+	tcpstateVarEdgeMask            = "edge_mask"
+	tcpstateVarFilterFamily        = "filter_family"
+	tcpstateVarFilterPids          = "filter_pids"
+	tcpstateVarFilterPorts         = "filter_ports"
+	tcpstateVarFilterStates        = "filter_states"
+	tcpstateVarLossSeq             = "loss_seq"
+	tcpstateVarModeAggregate       = "mode_aggregate"
+	tcpstateVarModeAnomalies       = "mode_anomalies"
+	tcpstateVarModeStream          = "mode_stream"
+	tcpstateVarNrCpus              = "nr_cpus"
+	tcpstateVarReplayDone          = "replay_done"
+	tcpstateVarReplayNew           = "replay_new"
+	tcpstateVarReplayOld           = "replay_old"
+	tcpstateVarReplaySkaddr        = "replay_skaddr"
+	tcpstateVarRescueNested        = "rescue_nested"
+	tcpstateVarSelfFound           = "self_found"
+	tcpstateVarSelfProgId          = "self_prog_id"
+	tcpstateVarSnapSeed            = "snap_seed"
+	tcpstateVarUnusedCloseErr      = "unused_close_err"
+	tcpstateVarUnusedCloseFact     = "unused_close_fact"
+	tcpstateVarUnusedCloseTimer    = "unused_close_timer"
+	tcpstateVarUnusedCounter       = "unused_counter"
+	tcpstateVarUnusedEvent         = "unused_event"
+	tcpstateVarUnusedEventFlag     = "unused_event_flag"
+	tcpstateVarUnusedHistKind      = "unused_hist_kind"
+	tcpstateVarUnusedHistSize      = "unused_hist_size"
+	tcpstateVarUnusedHolderRecord  = "unused_holder_record"
+	tcpstateVarUnusedPortKind      = "unused_port_kind"
+	tcpstateVarUnusedSnapFlag      = "unused_snap_flag"
+	tcpstateVarUnusedSnapKind      = "unused_snap_kind"
+	tcpstateVarUnusedSnapRecord    = "unused_snap_record"
+	tcpstateVarUnusedSockFlag      = "unused_sock_flag"
+	tcpstateVarUnusedSockRecord    = "unused_sock_record"
+	tcpstateVarWantCpuTask         = "want_cpu_task"
 )
 
 // loadTcpstate returns the embedded CollectionSpec for tcpstate.
@@ -344,16 +380,19 @@ type tcpstateSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpstateProgramSpecs struct {
-	Accept4Exit    *ebpf.ProgramSpec `ebpf:"accept4_exit"`
-	AcceptExit     *ebpf.ProgramSpec `ebpf:"accept_exit"`
-	AcceptFexit    *ebpf.ProgramSpec `ebpf:"accept_fexit"`
-	DumpSockStates *ebpf.ProgramSpec `ebpf:"dump_sock_states"`
-	FindSelf       *ebpf.ProgramSpec `ebpf:"find_self"`
-	HandleSetState *ebpf.ProgramSpec `ebpf:"handle_set_state"`
-	ReplaySetState *ebpf.ProgramSpec `ebpf:"replay_set_state"`
-	RescueSetState *ebpf.ProgramSpec `ebpf:"rescue_set_state"`
-	SnapFiles      *ebpf.ProgramSpec `ebpf:"snap_files"`
-	SnapTcp        *ebpf.ProgramSpec `ebpf:"snap_tcp"`
+	Accept4Exit        *ebpf.ProgramSpec `ebpf:"accept4_exit"`
+	AcceptExit         *ebpf.ProgramSpec `ebpf:"accept_exit"`
+	AcceptFexit        *ebpf.ProgramSpec `ebpf:"accept_fexit"`
+	DumpSockStates     *ebpf.ProgramSpec `ebpf:"dump_sock_states"`
+	FindSelf           *ebpf.ProgramSpec `ebpf:"find_self"`
+	HandleReceiveReset *ebpf.ProgramSpec `ebpf:"handle_receive_reset"`
+	HandleSendReset    *ebpf.ProgramSpec `ebpf:"handle_send_reset"`
+	HandleSendResetV1  *ebpf.ProgramSpec `ebpf:"handle_send_reset_v1"`
+	HandleSetState     *ebpf.ProgramSpec `ebpf:"handle_set_state"`
+	ReplaySetState     *ebpf.ProgramSpec `ebpf:"replay_set_state"`
+	RescueSetState     *ebpf.ProgramSpec `ebpf:"rescue_set_state"`
+	SnapFiles          *ebpf.ProgramSpec `ebpf:"snap_files"`
+	SnapTcp            *ebpf.ProgramSpec `ebpf:"snap_tcp"`
 }
 
 // tcpstateMapSpecs contains maps before they are loaded into the kernel.
@@ -362,6 +401,7 @@ type tcpstateProgramSpecs struct {
 type tcpstateMapSpecs struct {
 	Accepted   *ebpf.MapSpec `ebpf:"accepted"`
 	Busy       *ebpf.MapSpec `ebpf:"busy"`
+	Closes     *ebpf.MapSpec `ebpf:"closes"`
 	Counters   *ebpf.MapSpec `ebpf:"counters"`
 	Events     *ebpf.MapSpec `ebpf:"events"`
 	Held       *ebpf.MapSpec `ebpf:"held"`
@@ -369,7 +409,6 @@ type tcpstateMapSpecs struct {
 	Hists      *ebpf.MapSpec `ebpf:"hists"`
 	Matrix     *ebpf.MapSpec `ebpf:"matrix"`
 	MissAddr   *ebpf.MapSpec `ebpf:"miss_addr"`
-	Outcomes   *ebpf.MapSpec `ebpf:"outcomes"`
 	PidCounts  *ebpf.MapSpec `ebpf:"pid_counts"`
 	PidFilter  *ebpf.MapSpec `ebpf:"pid_filter"`
 	PortCounts *ebpf.MapSpec `ebpf:"port_counts"`
@@ -402,13 +441,15 @@ type tcpstateVariableSpecs struct {
 	SelfFound          *ebpf.VariableSpec `ebpf:"self_found"`
 	SelfProgId         *ebpf.VariableSpec `ebpf:"self_prog_id"`
 	SnapSeed           *ebpf.VariableSpec `ebpf:"snap_seed"`
+	UnusedCloseErr     *ebpf.VariableSpec `ebpf:"unused_close_err"`
+	UnusedCloseFact    *ebpf.VariableSpec `ebpf:"unused_close_fact"`
+	UnusedCloseTimer   *ebpf.VariableSpec `ebpf:"unused_close_timer"`
 	UnusedCounter      *ebpf.VariableSpec `ebpf:"unused_counter"`
 	UnusedEvent        *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedEventFlag    *ebpf.VariableSpec `ebpf:"unused_event_flag"`
 	UnusedHistKind     *ebpf.VariableSpec `ebpf:"unused_hist_kind"`
 	UnusedHistSize     *ebpf.VariableSpec `ebpf:"unused_hist_size"`
 	UnusedHolderRecord *ebpf.VariableSpec `ebpf:"unused_holder_record"`
-	UnusedOutcome      *ebpf.VariableSpec `ebpf:"unused_outcome"`
 	UnusedPortKind     *ebpf.VariableSpec `ebpf:"unused_port_kind"`
 	UnusedSnapFlag     *ebpf.VariableSpec `ebpf:"unused_snap_flag"`
 	UnusedSnapKind     *ebpf.VariableSpec `ebpf:"unused_snap_kind"`
@@ -440,6 +481,7 @@ func (o *tcpstateObjects) Close() error {
 type tcpstateMaps struct {
 	Accepted   *ebpf.Map `ebpf:"accepted"`
 	Busy       *ebpf.Map `ebpf:"busy"`
+	Closes     *ebpf.Map `ebpf:"closes"`
 	Counters   *ebpf.Map `ebpf:"counters"`
 	Events     *ebpf.Map `ebpf:"events"`
 	Held       *ebpf.Map `ebpf:"held"`
@@ -447,7 +489,6 @@ type tcpstateMaps struct {
 	Hists      *ebpf.Map `ebpf:"hists"`
 	Matrix     *ebpf.Map `ebpf:"matrix"`
 	MissAddr   *ebpf.Map `ebpf:"miss_addr"`
-	Outcomes   *ebpf.Map `ebpf:"outcomes"`
 	PidCounts  *ebpf.Map `ebpf:"pid_counts"`
 	PidFilter  *ebpf.Map `ebpf:"pid_filter"`
 	PortCounts *ebpf.Map `ebpf:"port_counts"`
@@ -459,6 +500,7 @@ func (m *tcpstateMaps) Close() error {
 	return _TcpstateClose(
 		m.Accepted,
 		m.Busy,
+		m.Closes,
 		m.Counters,
 		m.Events,
 		m.Held,
@@ -466,7 +508,6 @@ func (m *tcpstateMaps) Close() error {
 		m.Hists,
 		m.Matrix,
 		m.MissAddr,
-		m.Outcomes,
 		m.PidCounts,
 		m.PidFilter,
 		m.PortCounts,
@@ -500,13 +541,15 @@ type tcpstateVariables struct {
 	SelfFound          *ebpf.Variable `ebpf:"self_found"`
 	SelfProgId         *ebpf.Variable `ebpf:"self_prog_id"`
 	SnapSeed           *ebpf.Variable `ebpf:"snap_seed"`
+	UnusedCloseErr     *ebpf.Variable `ebpf:"unused_close_err"`
+	UnusedCloseFact    *ebpf.Variable `ebpf:"unused_close_fact"`
+	UnusedCloseTimer   *ebpf.Variable `ebpf:"unused_close_timer"`
 	UnusedCounter      *ebpf.Variable `ebpf:"unused_counter"`
 	UnusedEvent        *ebpf.Variable `ebpf:"unused_event"`
 	UnusedEventFlag    *ebpf.Variable `ebpf:"unused_event_flag"`
 	UnusedHistKind     *ebpf.Variable `ebpf:"unused_hist_kind"`
 	UnusedHistSize     *ebpf.Variable `ebpf:"unused_hist_size"`
 	UnusedHolderRecord *ebpf.Variable `ebpf:"unused_holder_record"`
-	UnusedOutcome      *ebpf.Variable `ebpf:"unused_outcome"`
 	UnusedPortKind     *ebpf.Variable `ebpf:"unused_port_kind"`
 	UnusedSnapFlag     *ebpf.Variable `ebpf:"unused_snap_flag"`
 	UnusedSnapKind     *ebpf.Variable `ebpf:"unused_snap_kind"`
@@ -520,16 +563,19 @@ type tcpstateVariables struct {
 //
 // It can be passed to loadTcpstateObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpstatePrograms struct {
-	Accept4Exit    *ebpf.Program `ebpf:"accept4_exit"`
-	AcceptExit     *ebpf.Program `ebpf:"accept_exit"`
-	AcceptFexit    *ebpf.Program `ebpf:"accept_fexit"`
-	DumpSockStates *ebpf.Program `ebpf:"dump_sock_states"`
-	FindSelf       *ebpf.Program `ebpf:"find_self"`
-	HandleSetState *ebpf.Program `ebpf:"handle_set_state"`
-	ReplaySetState *ebpf.Program `ebpf:"replay_set_state"`
-	RescueSetState *ebpf.Program `ebpf:"rescue_set_state"`
-	SnapFiles      *ebpf.Program `ebpf:"snap_files"`
-	SnapTcp        *ebpf.Program `ebpf:"snap_tcp"`
+	Accept4Exit        *ebpf.Program `ebpf:"accept4_exit"`
+	AcceptExit         *ebpf.Program `ebpf:"accept_exit"`
+	AcceptFexit        *ebpf.Program `ebpf:"accept_fexit"`
+	DumpSockStates     *ebpf.Program `ebpf:"dump_sock_states"`
+	FindSelf           *ebpf.Program `ebpf:"find_self"`
+	HandleReceiveReset *ebpf.Program `ebpf:"handle_receive_reset"`
+	HandleSendReset    *ebpf.Program `ebpf:"handle_send_reset"`
+	HandleSendResetV1  *ebpf.Program `ebpf:"handle_send_reset_v1"`
+	HandleSetState     *ebpf.Program `ebpf:"handle_set_state"`
+	ReplaySetState     *ebpf.Program `ebpf:"replay_set_state"`
+	RescueSetState     *ebpf.Program `ebpf:"rescue_set_state"`
+	SnapFiles          *ebpf.Program `ebpf:"snap_files"`
+	SnapTcp            *ebpf.Program `ebpf:"snap_tcp"`
 }
 
 func (p *tcpstatePrograms) Close() error {
@@ -539,6 +585,9 @@ func (p *tcpstatePrograms) Close() error {
 		p.AcceptFexit,
 		p.DumpSockStates,
 		p.FindSelf,
+		p.HandleReceiveReset,
+		p.HandleSendReset,
+		p.HandleSendResetV1,
 		p.HandleSetState,
 		p.ReplaySetState,
 		p.RescueSetState,
