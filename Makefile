@@ -30,6 +30,7 @@ test-unit: ## only what needs no root (privileged tests skip)
 
 fuzz: ## a short run of every fuzz target (FUZZTIME: inputs, as Nx, or a duration)
 	$(GO) test -run=NONE -fuzz=FuzzParseRecordAndCheck -fuzztime=$(FUZZTIME) -fuzzminimizetime=1s ./model
+	$(GO) test -run=NONE -fuzz=FuzzAppend -fuzztime=$(FUZZTIME) -fuzzminimizetime=1s ./internal/termsafe
 
 bench: ## load benchmark: the same loopback TCP load with no tracer, each tcpstate mode and bpftrace (root; 2-8 min; BENCHFLAGS="--rounds 5")
 	$(GO) run ./bench/runner $(BENCHFLAGS)
