@@ -388,3 +388,33 @@ func TestFailOnCheck(t *testing.T) {
 		}
 	}
 }
+
+// A record names its task as JSON can: any character, controls included.
+// check's table output shows them escaped, as trace's does.
+func TestCheckEscapesNames(t *testing.T) {
+	var input strings.Builder
+	for i, n := range hostileNames {
+		e := model.Event{
+			Time: time.Date(2025, 3, 14, 15, 9, 26, 0, time.UTC), Skaddr: sk1 + uint64(i)*0x1000,
+			Pid: 77, Comm: model.CommFrom(n.comm), CPUPid: 78, CPUComm: model.CommFrom(n.comm),
+			Flags: model.FlagOwnerKnown, Family: model.AFInet,
+			Saddr: netip.MustParseAddr("127.0.0.1"), Sport: 40312, Daddr: netip.MustParseAddr("127.0.0.1"), Dport: 8080,
+			Old: model.Close, New: model.SynSent,
+		}
+		input.Write(model.AppendJSON(nil, &e, nil))
+	}
+	for _, mode := range []string{outTable, outWide} {
+		r := runCLI(t, input.String(), "check", "--all", "-o", mode)
+		if r.code != exitOK {
+			t.Fatalf("-o %s: exit %d: %v\n%s", mode, r.code, r.err, r.stderr)
+		}
+		assertTerminalSafe(t, "check -o "+mode, r.stdout)
+		// A JSON string holds no bytes that are not UTF-8: encoding/json
+		// reads them as U+FFFD, which is no control.
+		for _, shown := range []string{`\x1b]0;PWN\x07\x1b[2J`, `\u009b31mred`, "\ufffd2J\ufffdok", `a\x09b\x0ac\x7f\\`} {
+			if !strings.Contains(r.stdout, shown) {
+				t.Errorf("-o %s: no %s in\n%s", mode, shown, r.stdout)
+			}
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tcpstate/tcpstate/internal/termsafe"
 	"github.com/tcpstate/tcpstate/model"
 )
 
@@ -121,7 +122,7 @@ func (p *tablePrinter) appendEvent(buf []byte, e *model.Event, v *model.Verdict)
 	if e.OwnerKnown() {
 		buf = padLeftNum(buf, uint64(e.Pid), pidW)
 		buf = append(buf, ' ')
-		buf = padBytes(buf, e.Comm.Bytes(), commW)
+		buf = padName(buf, e.Comm.Bytes(), commW)
 	} else {
 		buf = padLeft(buf, "-", pidW)
 		buf = append(buf, ' ')
@@ -150,7 +151,7 @@ func (p *tablePrinter) appendEvent(buf []byte, e *model.Event, v *model.Verdict)
 		buf = fill(buf, skW-2-(len(buf)-start)+1)
 		buf = padLeftNum(buf, uint64(e.CPUPid), pidW)
 		buf = append(buf, ' ')
-		buf = padBytes(buf, e.CPUComm.Bytes(), commW)
+		buf = padName(buf, e.CPUComm.Bytes(), commW)
 		buf = pad(buf, e.Family.String(), 6)
 		buf = pad(buf, ownerWord(e), 9)
 	} else {
@@ -160,7 +161,9 @@ func (p *tablePrinter) appendEvent(buf []byte, e *model.Event, v *model.Verdict)
 		buf = append(buf, "!! "...)
 		buf = append(buf, strings.ToUpper(v.Kind.String())...)
 		buf = append(buf, ": "...)
-		buf = append(buf, v.Reason...)
+		// The tracker words reasons from state names; escaped all the
+		// same, so that every text of a line goes through termsafe.
+		buf, _ = termsafe.Append(buf, v.Reason)
 	}
 	return append(trimRight(buf), '\n')
 }
@@ -209,16 +212,12 @@ func pad(buf []byte, s string, w int) []byte {
 	return fill(buf, w-len(s)+1)
 }
 
-// padBytes writes a task name: control characters (a comm is whatever the
-// task set with prctl) become '?' so they cannot disturb the terminal.
-func padBytes(buf []byte, s []byte, w int) []byte {
-	for _, c := range s {
-		if c < 0x20 || c == 0x7f {
-			c = '?'
-		}
-		buf = append(buf, c)
-	}
-	return fill(buf, w-len(s)+1)
+// padName writes a task name (whatever the task set with prctl) escaped by
+// termsafe, left-aligned in a column of w terminal columns and one space:
+// padded by its display width, not its bytes.
+func padName(buf []byte, s []byte, w int) []byte {
+	buf, n := termsafe.Append(buf, s)
+	return fill(buf, w-n+1)
 }
 
 func padLeft(buf []byte, s string, w int) []byte {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/tcpstate/tcpstate/model"
 )
@@ -258,6 +259,59 @@ func TestNewPrinterRejectsUnknownMode(t *testing.T) {
 	for _, mode := range []string{"", "bogus", "JSON", "tables"} {
 		if _, err := newPrinter(mode); err == nil || exitCode(err) != exitUsage {
 			t.Errorf("newPrinter(%q): %v, want a usage error", mode, err)
+		}
+	}
+}
+
+// hostileNames are task names any local user can give a process with
+// prctl(PR_SET_NAME) (at most 15 bytes), or that check reads from a file,
+// and how every text output must show them.
+var hostileNames = []struct{ comm, shown string }{
+	{"\x1b]0;PWN\x07\x1b[2J", `\x1b]0;PWN\x07\x1b[2J`}, // retitle, clear the screen
+	{"\u009b31mred", `\u009b31mred`},                   // C1 CSI, UTF-8 encoded (C2 9B)
+	{"\x9b2J\xffok", `\x9b2J\xffok`},                   // C1 CSI as a raw byte; not UTF-8
+	{"a\tb\nc\x7f\\", `a\x09b\x0ac\x7f\\`},
+}
+
+// assertTerminalSafe fails when out holds what a terminal could take for a
+// control: a C0 byte other than the newline, DEL, a C1 control, a byte that
+// is not UTF-8.
+func assertTerminalSafe(t *testing.T, what, out string) {
+	t.Helper()
+	if !utf8.ValidString(out) {
+		t.Errorf("%s is not UTF-8: %q", what, out)
+	}
+	for i, r := range out {
+		if r < 0x20 && r != '\n' || r >= 0x7f && r <= 0x9f {
+			t.Errorf("%s holds the control %U at byte %d: %q", what, r, i, out)
+			return
+		}
+	}
+}
+
+// No byte of a task name reaches the terminal raw: trace's and check's
+// table lines show every name escaped (termsafe's form), on-CPU names of
+// -o wide too. JSON keeps the names exact: it is model.AppendJSON's.
+func TestOutputEscapesNames(t *testing.T) {
+	for _, n := range hostileNames {
+		e := outputEvent()
+		e.Comm, e.CPUComm = model.CommFrom(n.comm), model.CommFrom(n.comm)
+		gap := &model.Verdict{Kind: model.VerdictGap, Reason: "old state ESTABLISHED, last seen SYN_SENT"}
+		for _, mode := range []string{outTable, outWide} {
+			lines := render(t, mode, true, []model.Event{e}, []*model.Verdict{gap})
+			out := strings.Join(lines, "\n")
+			assertTerminalSafe(t, "-o "+mode, out)
+			want := 1
+			if mode == outWide {
+				want = 2
+			}
+			if got := strings.Count(out, n.shown); got != want {
+				t.Errorf("-o %s: name %q shown %d times as %s, want %d:\n%s", mode, n.comm, got, n.shown, want, out)
+			}
+		}
+		json := render(t, outJSON, false, []model.Event{e}, []*model.Verdict{gap})[0] + "\n"
+		if want := string(model.AppendJSON(nil, &e, gap)); json != want {
+			t.Errorf("-o json changed the record:\n got %s\nwant %s", json, want)
 		}
 	}
 }
