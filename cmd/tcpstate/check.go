@@ -16,6 +16,7 @@ import (
 	"github.com/olekukonko/tablewriter/tw"
 	"github.com/spf13/cobra"
 
+	"github.com/tcpstate/tcpstate/internal/termsafe"
 	"github.com/tcpstate/tcpstate/model"
 )
 
@@ -143,7 +144,9 @@ func runCheck(o *checkCmdOptions, path string, stdin io.Reader, stdout, stderr i
 			return err
 		}
 		defer f.Close()
-		in, name = f, path
+		// The name is printed in messages and the summary: escaped, as a
+		// file name is whatever its maker chose (a glob may pick it).
+		in, name = f, termsafe.String(path)
 	}
 
 	c := &checkRun{name: name, tr: model.NewTracker(m, o.maxSockets)}
@@ -191,13 +194,13 @@ func openInput(path string) (*os.File, error) {
 	if err != nil {
 		var pe *os.PathError
 		if errors.As(err, &pe) {
-			return nil, usagef("cannot read %s: %v", path, pe.Err)
+			return nil, usagef("cannot read %s: %v", termsafe.String(path), pe.Err)
 		}
-		return nil, usagef("cannot read %s: %v", path, err)
+		return nil, usagef("cannot read %s: %v", termsafe.String(path), err)
 	}
 	if st, err := f.Stat(); err == nil && st.IsDir() {
 		f.Close()
-		return nil, usagef("cannot read %s: it is a directory", path)
+		return nil, usagef("cannot read %s: it is a directory", termsafe.String(path))
 	}
 	return f, nil
 }

@@ -418,3 +418,36 @@ func TestCheckEscapesNames(t *testing.T) {
 		}
 	}
 }
+
+// A file name is whatever its maker chose, and a glob may hand check one:
+// the summary and the messages that name it show it escaped. The summary
+// table lines up.
+func TestCheckEscapesFileName(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "cap\x1b]0;PWN\x07\u009b数.jsonl")
+	if err := os.WriteFile(path, []byte(activeLife+"not a record\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	shown := filepath.Join(dir, `cap\x1b]0;PWN\x07\u009b数.jsonl`)
+	r := runCLI(t, "", "check", path)
+	if r.code != exitUsage {
+		t.Fatalf("exit %d, want %d (a bad line): %v", r.code, exitUsage, r.err)
+	}
+	msg := r.err.Error()
+	assertTerminalSafe(t, "summary", r.stdout)
+	assertTerminalSafe(t, "stderr", r.stderr)
+	assertTerminalSafe(t, "error", msg)
+	if !strings.Contains(r.stdout, "check of "+shown+" against model linux") {
+		t.Errorf("summary does not name %s:\n%s", shown, r.stdout)
+	}
+	if !strings.Contains(r.stderr, "tcpstate: "+shown+": line 6: ") || !strings.HasPrefix(msg, shown+": 1 of 6 lines") {
+		t.Errorf("messages do not name %s:\nstderr: %s\nerror: %s", shown, r.stderr, msg)
+	}
+	assertTablesAligned(t, "summary", r.stdout)
+
+	missing := runCLI(t, "", "check", filepath.Join(dir, "no\x1b[2Jsuch"))
+	if missing.code != exitUsage || !strings.Contains(missing.err.Error(), `no\x1b[2Jsuch: no such file`) {
+		t.Errorf("missing file: exit %d, %v", missing.code, missing.err)
+	}
+	assertTerminalSafe(t, "error", missing.err.Error())
+}
