@@ -288,9 +288,17 @@ func appendAddrPort(buf []byte, a netip.Addr, port uint16) []byte {
 	return strconv.AppendUint(buf, uint64(port), 10)
 }
 
+// spaces is what fill copies from: a column's padding in one append.
+const spaces = "                                                                "
+
+// fill appends n spaces (none when n <= 0).
 func fill(buf []byte, n int) []byte {
-	for ; n > 0; n-- {
-		buf = append(buf, ' ')
+	for n > len(spaces) {
+		buf = append(buf, spaces...)
+		n -= len(spaces)
+	}
+	if n > 0 {
+		buf = append(buf, spaces[:n]...)
 	}
 	return buf
 }
