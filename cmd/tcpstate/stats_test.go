@@ -14,9 +14,11 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/clipperhouse/displaywidth"
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/tcpstate/tcpstate/internal/testnet"
 	"github.com/tcpstate/tcpstate/model"
@@ -911,5 +913,64 @@ func TestStatsTablesEscapeNames(t *testing.T) {
 		if o.Comm != names[o.Pid-100] {
 			t.Errorf("JSON owner %d comm = %q, want %q", o.Pid, o.Comm, names[o.Pid-100])
 		}
+	}
+}
+
+// The attack of the per-owner table and the stuck list, for real: a
+// process named with an OSC title sequence, a clear screen, a UTF-8 C1 CSI
+// and a byte that is not UTF-8 (15 bytes, all prctl keeps) owns a
+// connection and a socket held in CLOSE_WAIT. stats' tables print no
+// control byte, show the name escaped, and line up.
+func TestStatsCommandEscapesNames(t *testing.T) {
+	ns := testnet.New(t)
+	port := ns.Port(0)
+	const name = "\x1b]0;PWN\x07\x1b[2J\u009b\xff"
+	const shown = `\x1b]0;PWN\x07\x1b[2J\u009b\xff`
+	// The namespace thread makes the test process's sockets: its name is
+	// their owner's comm.
+	if err := ns.Do(func() error {
+		p, err := unix.BytePtrFromString(name)
+		if err != nil {
+			return err
+		}
+		return unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(p)), 0, 0, 0)
+	}); err != nil {
+		t.Fatalf("prctl(PR_SET_NAME): %v", err)
+	}
+	must := func(fd int, err error) int {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fd
+	}
+	wait := runStatsCLI(t, "--port", fmtU(uint64(port)), "--interval", "0", "--duration", "1500ms", "--stuck", "CLOSE_WAIT=200ms")
+	server := testnet.Addr(4, port)
+	lfd := must(ns.Listen(server))
+	c := must(ns.Connect(server))
+	held := must(ns.Accept(lfd))
+	if err := ns.Close(c); err != nil { // the peer closes: held is in CLOSE_WAIT
+		t.Fatal(err)
+	}
+	stdout, stderr, err := wait()
+	if err != nil {
+		t.Fatalf("stats: %v\n%s", err, stderr)
+	}
+	for _, fd := range []int{held, lfd} {
+		if err := ns.Close(fd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	assertTerminalSafe(t, "stats stdout", stdout)
+	assertTerminalSafe(t, "stats stderr", stderr)
+	assertTablesAligned(t, "stats", stdout)
+	_, owners, _ := strings.Cut(stdout, "by owner:")
+	owners, _, _ = strings.Cut(owners, "\n\n")
+	if !strings.Contains(owners, "| "+shown+" ") {
+		t.Errorf("the owner table does not show %s:\n%s", shown, stdout)
+	}
+	_, stuck, _ := strings.Cut(stdout, "stuck sockets")
+	if !strings.Contains(stuck, "| CLOSE_WAIT ") || !strings.Contains(stuck, "| "+shown+" ") {
+		t.Errorf("the stuck list does not show the CLOSE_WAIT socket of %s:\n%s", shown, stdout)
 	}
 }
