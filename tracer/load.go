@@ -18,7 +18,7 @@ import (
 type Tracer struct {
 	opts  Options
 	spec  *ebpf.CollectionSpec
-	coll  *ebpf.Collection // the data sections (.rodata, .bss)
+	coll  *ebpf.Collection     // the data sections (.rodata, .bss)
 	all   map[string]*ebpf.Map // every map, for loading programs against them
 	maps  tcpstateMaps
 	vars  tcpstateVariables
