@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/clipperhouse/displaywidth"
+	"github.com/olekukonko/tablewriter/pkg/twwidth"
 
 	"github.com/tcpstate/tcpstate/model"
 )
@@ -119,6 +120,12 @@ func TestOutputExact(t *testing.T) {
 	}
 }
 
+// displayWidth is the test's own measure of terminal columns: displaywidth
+// per grapheme (not termsafe's per-character sum), with East Asian
+// ambiguous characters as wide as tablewriter takes them in this
+// environment (RUNEWIDTH_EASTASIAN, a CJK locale).
+var displayWidth = displaywidth.Options{EastAsianWidth: twwidth.IsEastAsian()}.String
+
 // field is a space-separated field of a table line: the terminal columns
 // it spans and its text.
 type field struct {
@@ -128,8 +135,8 @@ type field struct {
 
 // fields splits a line into space-separated fields; the "->" between the
 // states is dropped, so a line's fields match the header's names.
-// Positions are terminal columns, counted by displaywidth (per grapheme,
-// independently of termsafe): a CJK character takes two.
+// Positions are terminal columns, counted by displayWidth: a CJK character
+// takes two.
 func fields(line string) []field {
 	var fs []field
 	for i := 0; i < len(line); {
@@ -142,8 +149,8 @@ func fields(line string) []field {
 			j++
 		}
 		if line[i:j] != "->" {
-			start := displaywidth.String(line[:i])
-			fs = append(fs, field{start, start + displaywidth.String(line[i:j]), line[i:j]})
+			start := displayWidth(line[:i])
+			fs = append(fs, field{start, start + displayWidth(line[i:j]), line[i:j]})
 		}
 		i = j
 	}

@@ -16,7 +16,6 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/clipperhouse/displaywidth"
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
@@ -817,7 +816,7 @@ func TestStatsCommand(t *testing.T) {
 // assertTablesAligned checks the ASCII tables tablewriter drew in out: on
 // every line of a table, the column separators ('+' on borders, '|' on
 // rows) stand at the same terminal columns as on its first border,
-// counted by display width (displaywidth, per grapheme), not bytes. No
+// counted by display width (displayWidth), not bytes. No
 // cell of the tests holds a '|' or a '+'.
 func assertTablesAligned(t *testing.T, what, out string) {
 	t.Helper()
@@ -825,7 +824,7 @@ func assertTablesAligned(t *testing.T, what, out string) {
 		var at []int
 		for i, r := range line {
 			if r == sep {
-				at = append(at, displaywidth.String(line[:i]))
+				at = append(at, displayWidth(line[:i]))
 			}
 		}
 		return at

@@ -49,6 +49,10 @@ var cases = []struct {
 
 func TestAppend(t *testing.T) {
 	for _, c := range cases {
+		if twwidth.IsEastAsian() {
+			// Latin-1 letters such as é are ambiguous: two columns here.
+			c.width = twwidth.Width(c.want)
+		}
 		got, w := Append([]byte("prefix:"), c.in)
 		if string(got) != "prefix:"+c.want || w != c.width {
 			t.Errorf("Append(%q) = %q, width %d; want %q, width %d", c.in, got, w, "prefix:"+c.want, c.width)
