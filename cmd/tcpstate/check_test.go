@@ -451,3 +451,39 @@ func TestCheckEscapesFileName(t *testing.T) {
 	}
 	assertTerminalSafe(t, "error", missing.err.Error())
 }
+
+// A line that is not a record is reported with what was wrong in it, and
+// whatever the line holds reaches stderr escaped: Go's %q everywhere
+// (control bytes, DEL, C1 and bytes that are not UTF-8 as \x.. or \u....).
+func TestCheckBadLinesAreTerminalSafe(t *testing.T) {
+	const hostile = `\u007f\u001b]0;PWN\u0007\u001b[2J\u009b`
+	line := strings.TrimSuffix(rec(sk1, model.Close, model.SynSent), "\n")
+	var input strings.Builder
+	for _, key := range []string{"time", "skaddr", "owner", "family", "saddr", "daddr", "old", "new", "last_state", "verdict"} {
+		i := strings.Index(line, `"`+key+`":`)
+		if i < 0 {
+			line2 := strings.TrimSuffix(line, "}") + `,"` + key + `":"` + hostile + `"}`
+			input.WriteString(line2 + "\n")
+			continue
+		}
+		j := i + len(key) + 3
+		k := j + 1
+		if line[j] == '"' {
+			k = j + 1 + strings.IndexByte(line[j+1:], '"') + 1
+		} else {
+			for line[k] != ',' && line[k] != '}' {
+				k++
+			}
+		}
+		input.WriteString(line[:j] + `"` + hostile + `"` + line[k:] + "\n")
+	}
+	input.WriteString("\x7f\x1b]0;PWN\x07\u009b\xff\n") // not even JSON
+	r := runCLI(t, input.String(), "check")
+	if r.code != exitUsage {
+		t.Fatalf("exit %d, want %d: %v\n%s", r.code, exitUsage, r.err, r.stderr)
+	}
+	if n := strings.Count(r.stderr, "not a tcpstate record"); n != 11 {
+		t.Errorf("%d lines reported, want 11:\n%s", n, r.stderr)
+	}
+	assertTerminalSafe(t, "stderr", r.stderr)
+}
