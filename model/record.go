@@ -311,6 +311,20 @@ type jsonRecord struct {
 	Reason     string  `json:"reason"`
 }
 
+// timeErrDetail says what time.Parse found wrong, quoting with %q as every
+// ParseRecord error quotes what the line held: time.ParseError's own text
+// lets DEL through raw, and check prints these errors on a terminal.
+func timeErrDetail(err error) string {
+	var pe *time.ParseError
+	if !errors.As(err, &pe) {
+		return ": " + err.Error()
+	}
+	if pe.Message != "" {
+		return pe.Message // ": month out of range" and the like: no input in it
+	}
+	return fmt.Sprintf(": cannot parse %q as %q", pe.ValueElem, pe.LayoutElem)
+}
+
 // ErrNotRecord is wrapped by every ParseRecord error.
 var ErrNotRecord = errors.New("not a tcpstate record")
 
@@ -355,7 +369,7 @@ func ParseRecord(line []byte) (Event, Verdict, error) {
 	}
 	var err error
 	if e.Time, err = time.Parse(time.RFC3339Nano, *r.Time); err != nil {
-		return e, Verdict{}, fmt.Errorf("%w: time: %v", ErrNotRecord, err)
+		return e, Verdict{}, fmt.Errorf("%w: time %q%s", ErrNotRecord, *r.Time, timeErrDetail(err))
 	}
 	e.TsNs = *r.TsNs
 	hex, ok := strings.CutPrefix(*r.Skaddr, "0x")

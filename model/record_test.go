@@ -220,7 +220,12 @@ func TestParseRecordRejects(t *testing.T) {
 		{"empty object", "{}", "missing time, ts_ns, skaddr"},
 		{"missing keys", strings.Replace(strings.Replace(base, `"sport":443,`, "", 1), `"old":"ESTABLISHED",`, "", 1), "missing sport, old"},
 		{"null key counts as missing", strings.Replace(base, `"comm":"nginx"`, `"comm":null`, 1), "missing comm"},
-		{"bad time", strings.Replace(base, `2025-03-14T15:09:26.535897932Z`, `yesterday`, 1), "time:"},
+		{"bad time", strings.Replace(base, `2025-03-14T15:09:26.535897932Z`, `yesterday`, 1), `time "yesterday": cannot parse "yesterday" as "2006"`},
+		{"time out of range", strings.Replace(base, `2025-03-14`, `2025-13-14`, 1), `time "2025-13-14T15:09:26.535897932Z": month out of range`},
+		// What the line held is quoted (%q), DEL and controls escaped: check
+		// prints these errors on a terminal.
+		{"time with controls", strings.Replace(base, `2025-03-14T15:09:26.535897932Z`, `\u007f\u001b[2J\u009b`, 1),
+			`time "\x7f\x1b[2J\u009b": cannot parse "\x7f\x1b[2J\u009b" as "2006"`},
 		{"negative ts_ns", strings.Replace(base, `"ts_ns":123456789012345`, `"ts_ns":-1`, 1), `key "ts_ns" holds a JSON number -1`},
 		{"port out of range", strings.Replace(base, `"sport":443`, `"sport":70000`, 1), `key "sport" holds a JSON number 70000`},
 		{"zoned address", strings.Replace(strings.Replace(base, `"ipv4"`, `"ipv6"`, 1), `"daddr":"192.0.2.77"`, `"daddr":"fe80::1%lo"`, 1), "no IPv6 zone"},

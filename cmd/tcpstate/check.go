@@ -16,6 +16,7 @@ import (
 	"github.com/olekukonko/tablewriter/tw"
 	"github.com/spf13/cobra"
 
+	"github.com/tcpstate/tcpstate/internal/termsafe"
 	"github.com/tcpstate/tcpstate/model"
 )
 
@@ -128,7 +129,9 @@ func runCheck(o *checkCmdOptions, path string, stdin io.Reader, stdout, stderr i
 	if o.all && o.Anomalies {
 		return usagef("--all and --anomalies exclude each other")
 	}
-	p, err := newPrinter(o.output)
+	// The table's header comes with its first line: none when nothing is
+	// printed.
+	p, err := newPrinter(o.output, true)
 	if err != nil {
 		return err
 	}
@@ -143,7 +146,9 @@ func runCheck(o *checkCmdOptions, path string, stdin io.Reader, stdout, stderr i
 			return err
 		}
 		defer f.Close()
-		in, name = f, path
+		// The name is printed in messages and the summary: escaped, as a
+		// file name is whatever its maker chose (a glob may pick it).
+		in, name = f, termsafe.String(path)
 	}
 
 	c := &checkRun{name: name, tr: model.NewTracker(m, o.maxSockets)}
@@ -151,7 +156,7 @@ func runCheck(o *checkCmdOptions, path string, stdin io.Reader, stdout, stderr i
 	// nothing was lost.
 	c.tr.SetNoLossReports(true)
 	out := bufio.NewWriterSize(stdout, 64<<10)
-	readErr := c.run(in, out, stderr, p, o.all, o.output != outJSON)
+	readErr := c.run(in, out, stderr, p, o.all)
 	if err := out.Flush(); err != nil {
 		return fmt.Errorf("writing output: %w", err)
 	}
@@ -191,13 +196,13 @@ func openInput(path string) (*os.File, error) {
 	if err != nil {
 		var pe *os.PathError
 		if errors.As(err, &pe) {
-			return nil, usagef("cannot read %s: %v", path, pe.Err)
+			return nil, usagef("cannot read %s: %v", termsafe.String(path), pe.Err)
 		}
-		return nil, usagef("cannot read %s: %v", path, err)
+		return nil, usagef("cannot read %s: %v", termsafe.String(path), err)
 	}
 	if st, err := f.Stat(); err == nil && st.IsDir() {
 		f.Close()
-		return nil, usagef("cannot read %s: it is a directory", path)
+		return nil, usagef("cannot read %s: it is a directory", termsafe.String(path))
 	}
 	return f, nil
 }
@@ -211,7 +216,7 @@ func (c *checkRun) badSummary() string {
 }
 
 // run reads and checks every line, printing the events it should print.
-func (c *checkRun) run(in io.Reader, out *bufio.Writer, stderr io.Writer, p printer, all, header bool) error {
+func (c *checkRun) run(in io.Reader, out *bufio.Writer, stderr io.Writer, p printer, all bool) error {
 	lr := lineReader{r: bufio.NewReaderSize(in, 64<<10)}
 	buf := make([]byte, 0, 1024)
 	for {
@@ -246,13 +251,6 @@ func (c *checkRun) run(in io.Reader, out *bufio.Writer, stderr io.Writer, p prin
 		}
 		if !all && !v.Kind.Anomaly() {
 			continue
-		}
-		if header {
-			buf = p.header(buf[:0])
-			header = false
-			if _, err := out.Write(buf); err != nil {
-				return fmt.Errorf("writing output: %w", err)
-			}
 		}
 		buf = p.appendEvent(buf[:0], &e, &v)
 		if _, err := out.Write(buf); err != nil {

@@ -388,3 +388,102 @@ func TestFailOnCheck(t *testing.T) {
 		}
 	}
 }
+
+// A record names its task as JSON can: any character, controls included.
+// check's table output shows them escaped, as trace's does.
+func TestCheckEscapesNames(t *testing.T) {
+	var input strings.Builder
+	for i, n := range hostileNames {
+		e := model.Event{
+			Time: time.Date(2025, 3, 14, 15, 9, 26, 0, time.UTC), Skaddr: sk1 + uint64(i)*0x1000,
+			Pid: 77, Comm: model.CommFrom(n.comm), CPUPid: 78, CPUComm: model.CommFrom(n.comm),
+			Flags: model.FlagOwnerKnown, Family: model.AFInet,
+			Saddr: netip.MustParseAddr("127.0.0.1"), Sport: 40312, Daddr: netip.MustParseAddr("127.0.0.1"), Dport: 8080,
+			Old: model.Close, New: model.SynSent,
+		}
+		input.Write(model.AppendJSON(nil, &e, nil))
+	}
+	for _, mode := range []string{outTable, outWide} {
+		r := runCLI(t, input.String(), "check", "--all", "-o", mode)
+		if r.code != exitOK {
+			t.Fatalf("-o %s: exit %d: %v\n%s", mode, r.code, r.err, r.stderr)
+		}
+		assertTerminalSafe(t, "check -o "+mode, r.stdout)
+		// A JSON string holds no bytes that are not UTF-8: encoding/json
+		// reads them as U+FFFD, which is no control.
+		for _, shown := range []string{`\x1b]0;PWN\x07\x1b[2J`, `\u009b31mred`, "\ufffd2J\ufffdok", `a\x09b\x0ac\x7f\\`} {
+			if !strings.Contains(r.stdout, shown) {
+				t.Errorf("-o %s: no %s in\n%s", mode, shown, r.stdout)
+			}
+		}
+	}
+}
+
+// A file name is whatever its maker chose, and a glob may hand check one:
+// the summary and the messages that name it show it escaped. The summary
+// table lines up.
+func TestCheckEscapesFileName(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "cap\x1b]0;PWN\x07\u009b数.jsonl")
+	if err := os.WriteFile(path, []byte(activeLife+"not a record\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	shown := filepath.Join(dir, `cap\x1b]0;PWN\x07\u009b数.jsonl`)
+	r := runCLI(t, "", "check", path)
+	if r.code != exitUsage {
+		t.Fatalf("exit %d, want %d (a bad line): %v", r.code, exitUsage, r.err)
+	}
+	msg := r.err.Error()
+	assertTerminalSafe(t, "summary", r.stdout)
+	assertTerminalSafe(t, "stderr", r.stderr)
+	assertTerminalSafe(t, "error", msg)
+	if !strings.Contains(r.stdout, "check of "+shown+" against model linux") {
+		t.Errorf("summary does not name %s:\n%s", shown, r.stdout)
+	}
+	if !strings.Contains(r.stderr, "tcpstate: "+shown+": line 6: ") || !strings.HasPrefix(msg, shown+": 1 of 6 lines") {
+		t.Errorf("messages do not name %s:\nstderr: %s\nerror: %s", shown, r.stderr, msg)
+	}
+	assertTablesAligned(t, "summary", r.stdout)
+
+	missing := runCLI(t, "", "check", filepath.Join(dir, "no\x1b[2Jsuch"))
+	if missing.code != exitUsage || !strings.Contains(missing.err.Error(), `no\x1b[2Jsuch: no such file`) {
+		t.Errorf("missing file: exit %d, %v", missing.code, missing.err)
+	}
+	assertTerminalSafe(t, "error", missing.err.Error())
+}
+
+// A line that is not a record is reported with what was wrong in it, and
+// whatever the line holds reaches stderr escaped: Go's %q everywhere
+// (control bytes, DEL, C1 and bytes that are not UTF-8 as \x.. or \u....).
+func TestCheckBadLinesAreTerminalSafe(t *testing.T) {
+	const hostile = `\u007f\u001b]0;PWN\u0007\u001b[2J\u009b`
+	line := strings.TrimSuffix(rec(sk1, model.Close, model.SynSent), "\n")
+	var input strings.Builder
+	for _, key := range []string{"time", "skaddr", "owner", "family", "saddr", "daddr", "old", "new", "last_state", "verdict"} {
+		i := strings.Index(line, `"`+key+`":`)
+		if i < 0 {
+			line2 := strings.TrimSuffix(line, "}") + `,"` + key + `":"` + hostile + `"}`
+			input.WriteString(line2 + "\n")
+			continue
+		}
+		j := i + len(key) + 3
+		k := j + 1
+		if line[j] == '"' {
+			k = j + 1 + strings.IndexByte(line[j+1:], '"') + 1
+		} else {
+			for line[k] != ',' && line[k] != '}' {
+				k++
+			}
+		}
+		input.WriteString(line[:j] + `"` + hostile + `"` + line[k:] + "\n")
+	}
+	input.WriteString("\x7f\x1b]0;PWN\x07\u009b\xff\n") // not even JSON
+	r := runCLI(t, input.String(), "check")
+	if r.code != exitUsage {
+		t.Fatalf("exit %d, want %d: %v\n%s", r.code, exitUsage, r.err, r.stderr)
+	}
+	if n := strings.Count(r.stderr, "not a tcpstate record"); n != 11 {
+		t.Errorf("%d lines reported, want 11:\n%s", n, r.stderr)
+	}
+	assertTerminalSafe(t, "stderr", r.stderr)
+}

@@ -22,6 +22,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/tcpstate/tcpstate/internal/testnet"
 	"github.com/tcpstate/tcpstate/model"
@@ -457,6 +460,129 @@ func TestCLI(t *testing.T) {
 		}
 		if strings.Contains(p.stderr.String(), "warning") {
 			t.Errorf("warnings on stderr:\n%s", p.stderr)
+		}
+	})
+
+	// Real sockets under names any local user can give a process, over
+	// IPv4, IPv4-mapped IPv6, a full-length IPv6 address and ::1: trace's
+	// table and -o wide print no control byte, show each name escaped,
+	// and every line lines up with the header above it, reprinted where a
+	// column had to grow.
+	t.Run("table-names-addresses", func(t *testing.T) {
+		t.Parallel()
+		ns := testnet.New(t)
+		port := ns.Port(0)
+		long6 := netip.MustParseAddr("2001:db8:1234:5678:9abc:def0:1234:5678")
+		ip, err := exec.LookPath("ip")
+		if err != nil {
+			ip = "/usr/sbin/ip"
+		}
+		// A child forked on the namespace thread starts in its namespace.
+		if err := ns.Do(func() error {
+			return testnet.RunCmd(exec.Command(ip, "-6", "addr", "add", long6.String()+"/128", "dev", "lo", "nodad"))
+		}); err != nil {
+			t.Fatalf("adding %s to lo: %v", long6, err)
+		}
+		// The namespace thread makes every socket of the test process:
+		// its name is the comm the kernel reports for them.
+		setName := func(name string) {
+			t.Helper()
+			if err := ns.Do(func() error {
+				p, err := unix.BytePtrFromString(name)
+				if err != nil {
+					return err
+				}
+				return unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(p)), 0, 0, 0)
+			}); err != nil {
+				t.Fatalf("prctl(PR_SET_NAME, %q): %v", name, err)
+			}
+		}
+		table := startTrace(t, bin, "--port", strconv.Itoa(int(port)))
+		wide := startTrace(t, bin, "-o", "wide", "--port", strconv.Itoa(int(port)))
+
+		names := []struct{ comm, shown string }{
+			{"\x1b]0;PWN\x07\x1b[2J", `\x1b]0;PWN\x07\x1b[2J`},
+			{"\u009b31mred", `\u009b31mred`},
+			{"数据库", "数据库"},
+			{"\x9b2J\xffok", `\x9b2J\xffok`},
+		}
+		setName(names[0].comm)
+		connect(t, ns, ns, testnet.Addr(4, port), false)
+		// A dual-stack listener: the accepted socket of an IPv4 client is
+		// IPv6 with IPv4-mapped addresses.
+		setName(names[1].comm)
+		any6 := netip.AddrPortFrom(netip.IPv6Unspecified(), port)
+		lfd, err := ns.Socket(any6)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.SetsockoptInt(lfd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := ns.BindListen(lfd, any6); err != nil {
+			t.Fatal(err)
+		}
+		cfd, err := ns.Connect(testnet.Addr(4, port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		afd, err := ns.Accept(lfd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, err := range []error{ns.Close(cfd), ns.ReadEOF(afd), ns.Close(afd), ns.Close(lfd)} {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		setName(names[2].comm)
+		connect(t, ns, ns, netip.AddrPortFrom(long6, port), true)
+		setName(names[3].comm)
+		connect(t, ns, ns, testnet.Addr(6, port), false)
+
+		// 4 connections of 3 sockets, each ending in -> CLOSE.
+		deadline := time.Now().Add(5 * time.Second)
+		for _, p := range []*traceProc{table, wide} {
+			for strings.Count(p.stdout.String(), "-> CLOSE ") < 12 && time.Now().Before(deadline) {
+				time.Sleep(20 * time.Millisecond)
+			}
+			if err := p.cmd.Process.Signal(os.Interrupt); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for mode, p := range map[string]*traceProc{"table": table, "wide": wide} {
+			if code := p.wait(10 * time.Second); code != 0 {
+				t.Fatalf("-o %s: exit status %d after SIGINT, want 0\nstderr:\n%s", mode, code, p.stderr)
+			}
+			out := p.stdout.String()
+			assertTerminalSafe(t, "-o "+mode+" stdout", out)
+			assertTerminalSafe(t, "-o "+mode+" stderr", p.stderr.String())
+			lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+			checkAlignedToHeaders(t, lines)
+			headers := 0
+			for _, l := range lines {
+				if isHeader(l) {
+					headers++
+				}
+			}
+			// At least: the first, the IPv4-mapped address, the long IPv6
+			// address and the escaped name that does not fit 16 columns.
+			if headers < 4 {
+				t.Errorf("-o %s: %d headers, want the columns to have grown at least 3 times:\n%s", mode, headers, out)
+			}
+			for _, n := range names {
+				if !strings.Contains(out, " "+n.shown+" ") {
+					t.Errorf("-o %s: no name %s:\n%s", mode, n.shown, out)
+				}
+			}
+			for _, a := range []string{"[::ffff:127.0.0.1]:" + strconv.Itoa(int(port)), "[" + long6.String() + "]:" + strconv.Itoa(int(port))} {
+				if !strings.Contains(out, " "+a+" ") {
+					t.Errorf("-o %s: no address %s:\n%s", mode, a, out)
+				}
+			}
+			if strings.Contains(out, "!!") {
+				t.Errorf("-o %s: anomalies on normal connections:\n%s", mode, out)
+			}
 		}
 	})
 

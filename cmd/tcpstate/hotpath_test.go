@@ -58,15 +58,17 @@ func connectionSamples(n int) [][]byte {
 }
 
 func newBenchHandler(mode string, w io.Writer) *traceHandler {
-	p, err := newPrinter(mode)
+	p, err := newPrinter(mode, true)
 	if err != nil {
 		panic(err)
 	}
 	m, _ := model.ModelByName("linux")
-	return &traceHandler{
+	h := &traceHandler{
 		out: w, p: p, buf: make([]byte, 0, 64<<10),
 		tracker: model.NewTracker(m, 0),
 	}
+	h.buf = p.header(h.buf) // as runTrace does
+	return h
 }
 
 // hotPath is what tracer.Run does per ring buffer record: decode, then the

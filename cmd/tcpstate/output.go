@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tcpstate/tcpstate/internal/termsafe"
 	"github.com/tcpstate/tcpstate/model"
 )
 
@@ -24,12 +25,15 @@ type printer interface {
 	appendEvent(buf []byte, e *model.Event, v *model.Verdict) []byte
 }
 
-func newPrinter(mode string) (printer, error) {
+// newPrinter makes the printer of an output mode. headers: a table prints
+// its header before its first line if the caller has not, and again
+// whenever a column grows (see tablePrinter).
+func newPrinter(mode string, headers bool) (printer, error) {
 	switch mode {
 	case outTable:
-		return newTablePrinter(false), nil
+		return newTablePrinter(false, headers), nil
 	case outWide:
-		return newTablePrinter(true), nil
+		return newTablePrinter(true, headers), nil
 	case outJSON:
 		return &jsonPrinter{}, nil
 	}
@@ -44,13 +48,68 @@ func (p *jsonPrinter) appendEvent(buf []byte, e *model.Event, v *model.Verdict) 
 	return p.enc.Append(buf, e, v)
 }
 
-// tablePrinter writes aligned columns. The address columns start wide enough
-// for any IPv4 address and port and widen for good at the first longer one
-// (IPv6), so lines stay aligned from then on.
+// tablePrinter writes aligned columns, one line per event.
+//
+// Every cell is padded to its column's width in terminal columns, a task
+// name by its display width once escaped (termsafe). The columns whose
+// cells vary start wide enough for the common case and grow in steps:
+//
+//	PID, CPU_PID     7: any pid Linux hands out (pid_max is at most 2^22);
+//	                 10: any 32-bit number (in a record check reads)
+//	COMM, CPU_COMM   16: any name that needs no escape (at most 16 bytes, and
+//	                 no character takes more columns than bytes); 32; 64: any
+//	                 escaped name (an escape takes at most 4 columns a byte)
+//	LOCAL, REMOTE    21: any IPv4 address and port; 30: any IPv4-mapped IPv6
+//	                 one; 47: any IPv6 one (the two columns share a width)
+//	MS               12: up to 27 hours; 18: any duration
+//
+// When a cell does not fit, its column grows to the first step that fits,
+// for the rest of the run, and the header is printed again right above
+// that line (unless headers are off, --no-header): every line lines up
+// with the last header above it. Each column grows at most twice, so a run
+// prints the header again a few times at most, and on an IPv4-only host
+// with plain names never. Starting at the widest steps instead would make
+// every IPv4 line 50 columns wider for the sake of the rare long cell.
 type tablePrinter struct {
-	wide  bool
-	addrW int
-	clock clockCache
+	wide    bool
+	headers bool // print the header before the first line and when a column grows
+	headed  bool // the header has been printed
+	grew    bool // a column grew while the current line was formatted
+
+	pid, comm, addr, ms, cpuPid, cpuComm colWidth
+	clock                                clockCache
+}
+
+// colWidth is the width of a table column that grows.
+type colWidth struct {
+	w     int
+	steps []int // the widths it may take, ascending; the first is where it starts
+}
+
+var (
+	pidSteps  = []int{7, 10}
+	commSteps = []int{16, 32, 64}
+	addrSteps = []int{21, 30, 47} // 255.255.255.255:65535, [::ffff:255.255.255.255]:65535, [ffff:...:ffff]:65535
+	msSteps   = []int{12, 18}     // 99999999.999, 18446744073709.551 (2^64 ns)
+)
+
+func newColWidth(steps []int) colWidth { return colWidth{w: steps[0], steps: steps} }
+
+// fit returns the width of column c for a cell n columns wide, growing the
+// column first to the first step that fits (n itself past the last step,
+// which no cell reaches).
+func (p *tablePrinter) fit(c *colWidth, n int) int {
+	if n > c.w {
+		p.grew = true
+		c.w = n
+		for _, s := range c.steps {
+			if s >= n {
+				c.w = s
+				break
+			}
+		}
+	}
+	return c.w
 }
 
 // clockCache formats a time as 15:04:05.000000, keeping the formatted
@@ -78,36 +137,40 @@ func (c *clockCache) append(buf []byte, t time.Time) []byte {
 	return append(buf, d[:]...)
 }
 
+// The columns of fixed width.
 const (
 	timeW  = 15 // 15:04:05.000000
-	pidW   = 7
-	commW  = 16
 	stateW = 11 // ESTABLISHED
-	msW    = 12 // 99999999.999 ms: 27 hours
 	skW    = 18 // 0xffff888100000000
 )
 
-func newTablePrinter(wide bool) *tablePrinter {
-	return &tablePrinter{wide: wide, addrW: len("255.255.255.255:65535")}
+func newTablePrinter(wide, headers bool) *tablePrinter {
+	return &tablePrinter{
+		wide: wide, headers: headers,
+		pid: newColWidth(pidSteps), comm: newColWidth(commSteps), addr: newColWidth(addrSteps), ms: newColWidth(msSteps),
+		cpuPid: newColWidth(pidSteps), cpuComm: newColWidth(commSteps),
+	}
 }
 
+// header writes the header at the columns' current widths.
 func (p *tablePrinter) header(buf []byte) []byte {
+	p.headed = true
 	buf = pad(buf, "TIME", timeW)
-	buf = padLeft(buf, "PID", pidW)
+	buf = padLeft(buf, "PID", p.pid.w)
 	buf = append(buf, ' ')
-	buf = pad(buf, "COMM", commW)
-	buf = pad(buf, "LOCAL", p.addrW)
-	buf = pad(buf, "REMOTE", p.addrW)
+	buf = pad(buf, "COMM", p.comm.w)
+	buf = pad(buf, "LOCAL", p.addr.w)
+	buf = pad(buf, "REMOTE", p.addr.w)
 	buf = pad(buf, "OLD", stateW)
 	buf = append(buf, "   "...)
 	buf = pad(buf, "NEW", stateW)
-	buf = padLeft(buf, "MS", msW)
+	buf = padLeft(buf, "MS", p.ms.w)
 	buf = append(buf, ' ')
 	if p.wide {
 		buf = pad(buf, "SKADDR", skW)
-		buf = padLeft(buf, "CPU_PID", pidW)
+		buf = padLeft(buf, "CPU_PID", p.cpuPid.w)
 		buf = append(buf, ' ')
-		buf = pad(buf, "CPU_COMM", commW)
+		buf = pad(buf, "CPU_COMM", p.cpuComm.w)
 		buf = pad(buf, "FAMILY", 6)
 		buf = pad(buf, "OWNER", 9)
 	}
@@ -116,41 +179,53 @@ func (p *tablePrinter) header(buf []byte) []byte {
 }
 
 func (p *tablePrinter) appendEvent(buf []byte, e *model.Event, v *model.Verdict) []byte {
+	start := len(buf)
+	p.grew = false
+	buf = p.appendLine(buf, e, v)
+	if p.grew || p.headers && !p.headed {
+		// A column grew (or no header yet): the header at the widths
+		// this line needs, then the line again at them.
+		buf = buf[:start]
+		if p.headers {
+			buf = p.header(buf)
+		}
+		buf = p.appendLine(buf, e, v)
+	}
+	return buf
+}
+
+func (p *tablePrinter) appendLine(buf []byte, e *model.Event, v *model.Verdict) []byte {
 	buf = p.clock.append(buf, e.Time)
 	buf = append(buf, ' ')
 	if e.OwnerKnown() {
-		buf = padLeftNum(buf, uint64(e.Pid), pidW)
+		buf = p.appendNum(buf, &p.pid, uint64(e.Pid))
 		buf = append(buf, ' ')
-		buf = padBytes(buf, e.Comm.Bytes(), commW)
+		buf = p.appendName(buf, &p.comm, e.Comm.Bytes())
 	} else {
-		buf = padLeft(buf, "-", pidW)
+		buf = padLeft(buf, "-", p.pid.w)
 		buf = append(buf, ' ')
-		buf = pad(buf, "-", commW)
+		buf = pad(buf, "-", p.comm.w)
 	}
-	start := len(buf)
-	buf = appendAddrPort(buf, e.Saddr, e.Sport)
-	buf = p.addrPad(buf, start)
-	start = len(buf)
-	buf = appendAddrPort(buf, e.Daddr, e.Dport)
-	buf = p.addrPad(buf, start)
+	buf = p.appendAddr(buf, e.Saddr, e.Sport)
+	buf = p.appendAddr(buf, e.Daddr, e.Dport)
 	buf = pad(buf, e.Old.String(), stateW)
 	buf = append(buf, "-> "...)
 	buf = pad(buf, e.New.String(), stateW)
 	if e.DurationKnown() {
-		start = len(buf)
+		start := len(buf)
 		buf = strconv.AppendFloat(buf, float64(e.OldStateNs)/1e6, 'f', 3, 64)
-		buf = rightAlign(buf, start, msW)
+		buf = rightAlign(buf, start, p.fit(&p.ms, len(buf)-start))
 	} else {
-		buf = padLeft(buf, "-", msW)
+		buf = padLeft(buf, "-", p.ms.w)
 	}
 	if p.wide {
 		buf = append(buf, ' ', '0', 'x')
-		start = len(buf)
+		start := len(buf)
 		buf = strconv.AppendUint(buf, e.Skaddr, 16)
 		buf = fill(buf, skW-2-(len(buf)-start)+1)
-		buf = padLeftNum(buf, uint64(e.CPUPid), pidW)
+		buf = p.appendNum(buf, &p.cpuPid, uint64(e.CPUPid))
 		buf = append(buf, ' ')
-		buf = padBytes(buf, e.CPUComm.Bytes(), commW)
+		buf = p.appendName(buf, &p.cpuComm, e.CPUComm.Bytes())
 		buf = pad(buf, e.Family.String(), 6)
 		buf = pad(buf, ownerWord(e), 9)
 	} else {
@@ -160,9 +235,35 @@ func (p *tablePrinter) appendEvent(buf []byte, e *model.Event, v *model.Verdict)
 		buf = append(buf, "!! "...)
 		buf = append(buf, strings.ToUpper(v.Kind.String())...)
 		buf = append(buf, ": "...)
-		buf = append(buf, v.Reason...)
+		// The tracker words reasons from state names; escaped all the
+		// same, so that every text of a line goes through termsafe.
+		buf, _ = termsafe.Append(buf, v.Reason)
 	}
 	return append(trimRight(buf), '\n')
+}
+
+// appendNum writes v right-aligned in column c.
+func (p *tablePrinter) appendNum(buf []byte, c *colWidth, v uint64) []byte {
+	start := len(buf)
+	buf = strconv.AppendUint(buf, v, 10)
+	return rightAlign(buf, start, p.fit(c, len(buf)-start))
+}
+
+// appendName writes a task name (whatever the task set with prctl)
+// escaped by termsafe, left-aligned in column c and one space, padded by
+// its display width.
+func (p *tablePrinter) appendName(buf []byte, c *colWidth, s []byte) []byte {
+	buf, n := termsafe.Append(buf, s)
+	return fill(buf, p.fit(c, n)-n+1)
+}
+
+// appendAddr writes addr:port ([addr]:port for IPv6) left-aligned in the
+// address column and one space.
+func (p *tablePrinter) appendAddr(buf []byte, a netip.Addr, port uint16) []byte {
+	start := len(buf)
+	buf = appendAddrPort(buf, a, port)
+	n := len(buf) - start
+	return fill(buf, p.fit(&p.addr, n)-n+1)
 }
 
 func ownerWord(e *model.Event) string {
@@ -173,15 +274,6 @@ func ownerWord(e *model.Event) string {
 		return "inherited"
 	}
 	return "known"
-}
-
-// addrPad pads the column that starts at start, widening it for good if the
-// address did not fit.
-func (p *tablePrinter) addrPad(buf []byte, start int) []byte {
-	if n := len(buf) - start; n > p.addrW {
-		p.addrW = n
-	}
-	return fill(buf, p.addrW-(len(buf)-start)+1)
 }
 
 func appendAddrPort(buf []byte, a netip.Addr, port uint16) []byte {
@@ -196,9 +288,17 @@ func appendAddrPort(buf []byte, a netip.Addr, port uint16) []byte {
 	return strconv.AppendUint(buf, uint64(port), 10)
 }
 
+// spaces is what fill copies from: a column's padding in one append.
+const spaces = "                                                                "
+
+// fill appends n spaces (none when n <= 0).
 func fill(buf []byte, n int) []byte {
-	for ; n > 0; n-- {
-		buf = append(buf, ' ')
+	for n > len(spaces) {
+		buf = append(buf, spaces...)
+		n -= len(spaces)
+	}
+	if n > 0 {
+		buf = append(buf, spaces[:n]...)
 	}
 	return buf
 }
@@ -209,27 +309,9 @@ func pad(buf []byte, s string, w int) []byte {
 	return fill(buf, w-len(s)+1)
 }
 
-// padBytes writes a task name: control characters (a comm is whatever the
-// task set with prctl) become '?' so they cannot disturb the terminal.
-func padBytes(buf []byte, s []byte, w int) []byte {
-	for _, c := range s {
-		if c < 0x20 || c == 0x7f {
-			c = '?'
-		}
-		buf = append(buf, c)
-	}
-	return fill(buf, w-len(s)+1)
-}
-
 func padLeft(buf []byte, s string, w int) []byte {
 	buf = fill(buf, w-len(s))
 	return append(buf, s...)
-}
-
-func padLeftNum(buf []byte, v uint64, w int) []byte {
-	start := len(buf)
-	buf = strconv.AppendUint(buf, v, 10)
-	return rightAlign(buf, start, w)
 }
 
 // rightAlign moves buf[start:] right within a column of width w.

@@ -9,6 +9,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
+
+	"github.com/clipperhouse/displaywidth"
+	"github.com/olekukonko/tablewriter/pkg/twwidth"
 
 	"github.com/tcpstate/tcpstate/model"
 )
@@ -37,9 +41,11 @@ func outputEvent() model.Event {
 	}
 }
 
+// render formats evs as trace does: the header first when header (trace
+// without --no-header), then a line per event.
 func render(t *testing.T, mode string, header bool, evs []model.Event, vs []*model.Verdict) []string {
 	t.Helper()
-	p, err := newPrinter(mode)
+	p, err := newPrinter(mode, header)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,13 +120,25 @@ func TestOutputExact(t *testing.T) {
 	}
 }
 
-// column is a field of a table line: where it starts and ends.
-type column struct{ start, end int }
+// displayWidth is the test's own measure of terminal columns: displaywidth
+// per grapheme (not termsafe's per-character sum), with East Asian
+// ambiguous characters as wide as tablewriter takes them in this
+// environment (RUNEWIDTH_EASTASIAN, a CJK locale).
+var displayWidth = displaywidth.Options{EastAsianWidth: twwidth.IsEastAsian()}.String
 
-// columns splits a line into space-separated fields. The "->" between the
+// field is a space-separated field of a table line: the terminal columns
+// it spans and its text.
+type field struct {
+	start, end int
+	text       string
+}
+
+// fields splits a line into space-separated fields; the "->" between the
 // states is dropped, so a line's fields match the header's names.
-func columns(line string) []column {
-	var cols []column
+// Positions are terminal columns, counted by displayWidth: a CJK character
+// takes two.
+func fields(line string) []field {
+	var fs []field
 	for i := 0; i < len(line); {
 		if line[i] == ' ' {
 			i++
@@ -131,11 +149,12 @@ func columns(line string) []column {
 			j++
 		}
 		if line[i:j] != "->" {
-			cols = append(cols, column{i, j})
+			start := displayWidth(line[:i])
+			fs = append(fs, field{start, start + displayWidth(line[i:j]), line[i:j]})
 		}
 		i = j
 	}
-	return cols
+	return fs
 }
 
 // checkAligned asserts that every line's fields line up with the header's
@@ -144,12 +163,12 @@ func columns(line string) []column {
 // reasons and "-" cells have no spaces, so fields split cleanly.
 func checkAligned(t *testing.T, header string, lines []string) {
 	t.Helper()
-	names := columns(header)
+	names := fields(header)
 	right := map[string]bool{"PID": true, "MS": true, "CPU_PID": true}
 	for _, line := range lines {
-		cols := columns(line)
+		cols := fields(line)
 		for k, name := range names {
-			n := header[name.start:name.end]
+			n := name.text
 			if n == "VERDICT" {
 				if k < len(cols) && cols[k].start != name.start {
 					t.Errorf("VERDICT starts at %d, the verdict at %d:\n%s\n%s", name.start, cols[k].start, header, line)
@@ -161,9 +180,28 @@ func checkAligned(t *testing.T, header string, lines []string) {
 				break
 			}
 			if right[n] && cols[k].end != name.end || !right[n] && cols[k].start != name.start {
-				t.Errorf("column %s misaligned (%v, name at %v):\n%s\n%s", n, cols[k], name, header, line)
+				t.Errorf("column %s misaligned (%s at %d-%d, name at %d-%d):\n%s\n%s", n, cols[k].text, cols[k].start, cols[k].end, name.start, name.end, header, line)
 			}
 		}
+	}
+}
+
+func isHeader(line string) bool { return strings.HasPrefix(line, "TIME ") }
+
+// checkAlignedToHeaders asserts that lines start with a header and that
+// every other line lines up with the last header above it.
+func checkAlignedToHeaders(t *testing.T, lines []string) {
+	t.Helper()
+	if len(lines) == 0 || !isHeader(lines[0]) {
+		t.Fatalf("output does not start with the header:\n%s", strings.Join(lines, "\n"))
+	}
+	header := lines[0]
+	for _, line := range lines[1:] {
+		if isHeader(line) {
+			header = line
+			continue
+		}
+		checkAligned(t, header, []string{line})
 	}
 }
 
@@ -186,78 +224,184 @@ func TestOutputAlignment(t *testing.T) {
 		vary(func(e *model.Event) {
 			e.Saddr, e.Daddr = netip.MustParseAddr("255.255.255.255"), netip.MustParseAddr("1.1.1.1")
 			e.Sport, e.Dport = 65535, 1
-			e.OldStateNs = 999_999_999_000 // 999999.999 ms: the widest that fits
+			e.OldStateNs = 99_999_999_999_000 // 99999999.999 ms: the widest that fits
 		}),
 		vary(func(e *model.Event) { e.OldStateNs = 0; e.Flags |= model.FlagOwnerInherited }),
+		// Names padded by display width: two columns a CJK character.
+		vary(func(e *model.Event) {
+			e.Comm, e.CPUComm = model.CommFrom("日本語テス"), model.CommFrom("数据库")
+		}),
+		vary(func(e *model.Event) { e.Comm, e.CPUComm = model.CommFrom("café-ü"), model.CommFrom("e\u0301e\u0301") }),
+		vary(func(e *model.Event) { e.Comm = model.CommFrom("\x9b2J\xffok") }), // escaped, 14 columns
 	}
-	v6 := vary(func(e *model.Event) {
-		e.Family = model.AFInet6
-		e.Saddr, e.Daddr = netip.MustParseAddr("2001:db8:1234:5678:9abc:def0:1234:5678"), netip.MustParseAddr("::1")
-	})
-	mapped := vary(func(e *model.Event) {
-		e.Family = model.AFInet6
-		e.Saddr, e.Daddr = netip.MustParseAddr("::ffff:10.0.0.1"), netip.MustParseAddr("fe80::1")
-	})
+	v6 := func(local, remote string) func(e *model.Event) {
+		return func(e *model.Event) {
+			e.Family = model.AFInet6
+			e.Saddr, e.Daddr = netip.MustParseAddr(local), netip.MustParseAddr(remote)
+		}
+	}
 	gap := &model.Verdict{Kind: model.VerdictGap, Reason: "gap-reason"}
 
+	// Events whose cells need wider columns, in order, and whether each
+	// must grow a column: in -o table, in -o wide.
+	type step struct {
+		e                model.Event
+		growsT, growsW   bool
+		local, remoteSub string
+	}
+	steps := []step{
+		{e: vary(v6("::1", "::1"))}, // [::1]:40312 fits IPv4's width
+		{e: vary(v6("::ffff:10.0.0.1", "::1")), growsT: true, growsW: true, local: "[::ffff:10.0.0.1]:40312"},
+		{e: base},
+		{e: vary(v6("2001:db8:1234:5678:9abc:def0:1234:5678", "fe80::1")), growsT: true, growsW: true,
+			local: "[2001:db8:1234:5678:9abc:def0:1234:5678]:40312"},
+		{e: vary(v6("::ffff:255.255.255.255", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")), local: "[::ffff:255.255.255.255]:40312"},
+		{e: vary(func(e *model.Event) { e.Comm = model.CommFrom("\x1b]0;PWN\x07\x1b[2J") }), growsT: true, growsW: true},
+		{e: vary(func(e *model.Event) { e.Comm = model.CommFrom("\u009b31mred") })},
+		{e: vary(func(e *model.Event) { e.Comm = model.CommFrom(strings.Repeat("\x1b", 15)) }), growsT: true, growsW: true},
+		{e: vary(func(e *model.Event) { e.CPUComm = model.CommFrom("\x1b]0;PWN\x07\x1b[2J") }), growsW: true},
+		{e: vary(func(e *model.Event) { e.OldStateNs = uint64(30 * 24 * time.Hour) }), growsT: true, growsW: true},
+		{e: vary(func(e *model.Event) { e.Pid, e.CPUPid = 4294967295, 4294967295 }), growsT: true, growsW: true},
+		{e: vary(func(e *model.Event) { e.OldStateNs = 1<<64 - 1 })},
+	}
 	for _, mode := range []string{outTable, outWide} {
 		t.Run(mode, func(t *testing.T) {
-			// IPv4 only: every line lines up with the header.
-			evs := append([]model.Event(nil), v4...)
-			vs := make([]*model.Verdict, len(evs))
+			// IPv4 and names that fit: one header, every line under it.
+			vs := make([]*model.Verdict, len(v4))
 			vs[1] = gap
-			lines := render(t, mode, true, evs, vs)
-			checkAligned(t, lines[0], lines[1:])
+			lines := render(t, mode, true, v4, vs)
+			checkAlignedToHeaders(t, lines)
+			if n := len(slices.DeleteFunc(slices.Clone(lines), func(l string) bool { return !isHeader(l) })); n != 1 {
+				t.Errorf("%d headers, want 1:\n%s", n, strings.Join(lines, "\n"))
+			}
 
-			// An IPv6 line widens the address columns for good: it and
-			// every later line (IPv4 too) line up with each other, as
-			// with a header printed at that width.
-			evs = slices.Concat(v4[:2], []model.Event{v6}, v4, []model.Event{mapped, base})
+			// Then the long cells, with plain lines between them: the
+			// header is printed again right above each line that grew a
+			// column, and only there.
+			evs := slices.Clone(v4)
+			want := []bool{true} // for each line of output: is it a header
+			for range v4 {
+				want = append(want, false)
+			}
+			for _, s := range steps {
+				evs = append(evs, s.e, base)
+				grows := s.growsT
+				if mode == outWide {
+					grows = s.growsW
+				}
+				if grows {
+					want = append(want, true)
+				}
+				want = append(want, false, false)
+			}
 			vs = make([]*model.Verdict, len(evs))
 			vs[len(evs)-1] = gap
-			p, err := newPrinter(mode)
-			if err != nil {
-				t.Fatal(err)
+			lines = render(t, mode, true, evs, vs)
+			checkAlignedToHeaders(t, lines)
+			got := make([]bool, len(lines))
+			for i, l := range lines {
+				got[i] = isHeader(l)
 			}
-			tp := p.(*tablePrinter)
-			var out []string
-			var wideHeader string
-			for i := range evs {
-				line := strings.TrimSuffix(string(tp.appendEvent(nil, &evs[i], vs[i])), "\n")
-				out = append(out, line)
-				if i == 2 {
-					wideHeader = strings.TrimSuffix(string(tp.header(nil)), "\n")
+			if !slices.Equal(got, want) {
+				t.Errorf("headers at %v, want at %v:\n%s", got, want, strings.Join(lines, "\n"))
+			}
+			out := strings.Join(lines, "\n")
+			for _, s := range steps {
+				if s.local != "" && !strings.Contains(out, " "+s.local+" ") {
+					t.Errorf("no address %s (bracketed, with its port):\n%s", s.local, out)
 				}
 			}
-			if !strings.Contains(out[2], "[2001:db8:1234:5678:9abc:def0:1234:5678]:40312") {
-				t.Errorf("IPv6 local address not bracketed with its port:\n%s", out[2])
+
+			// --no-header: the same lines, no header at all.
+			noHeader := render(t, mode, false, evs, vs)
+			if withHeaders := slices.DeleteFunc(lines, isHeader); !slices.Equal(noHeader, withHeaders) {
+				t.Errorf("--no-header:\n%s\nwant the lines without their headers:\n%s", strings.Join(noHeader, "\n"), strings.Join(withHeaders, "\n"))
 			}
-			if !strings.Contains(out[len(out)-2], "[::ffff:10.0.0.1]:40312") {
-				t.Errorf("IPv4-mapped address:\n%s", out[len(out)-2])
-			}
-			checkAligned(t, wideHeader, out[2:])
-			// Lines before the IPv6 one keep the narrow columns.
-			checkAligned(t, lines[0], out[:2])
 		})
 	}
 }
 
-// A socket that stayed in a state for over 999999.999 ms (16 min 40 s,
-// common for ESTABLISHED) overflows the MS column and shifts the rest of
-// the line.
-func TestOutputLongDuration(t *testing.T) {
-	long := outputEvent()
-	long.OldStateNs = uint64(3 * time.Hour)
+// check prints the header with the first line it shows (none when there
+// is none): at the widths that line needs, once.
+func TestOutputHeaderWithFirstLine(t *testing.T) {
+	e := outputEvent()
+	e.Family = model.AFInet6
+	e.Saddr, e.Daddr = netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("::ffff:192.168.100.200")
+	e.Comm = model.CommFrom("\x1b]0;PWN\x07\x1b[2J")
 	for _, mode := range []string{outTable, outWide} {
-		lines := render(t, mode, true, []model.Event{long}, nil)
-		checkAligned(t, lines[0], lines[1:])
+		p, err := newPrinter(mode, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf []byte
+		for range 3 {
+			buf = p.appendEvent(buf, &e, nil)
+		}
+		lines := strings.Split(strings.TrimSuffix(string(buf), "\n"), "\n")
+		if len(lines) != 4 || !isHeader(lines[0]) {
+			t.Errorf("-o %s: want one header and 3 lines:\n%s", mode, buf)
+		}
+		checkAlignedToHeaders(t, lines)
 	}
 }
 
 func TestNewPrinterRejectsUnknownMode(t *testing.T) {
 	for _, mode := range []string{"", "bogus", "JSON", "tables"} {
-		if _, err := newPrinter(mode); err == nil || exitCode(err) != exitUsage {
+		if _, err := newPrinter(mode, true); err == nil || exitCode(err) != exitUsage {
 			t.Errorf("newPrinter(%q): %v, want a usage error", mode, err)
+		}
+	}
+}
+
+// hostileNames are task names any local user can give a process with
+// prctl(PR_SET_NAME) (at most 15 bytes), or that check reads from a file,
+// and how every text output must show them.
+var hostileNames = []struct{ comm, shown string }{
+	{"\x1b]0;PWN\x07\x1b[2J", `\x1b]0;PWN\x07\x1b[2J`}, // retitle, clear the screen
+	{"\u009b31mred", `\u009b31mred`},                   // C1 CSI, UTF-8 encoded (C2 9B)
+	{"\x9b2J\xffok", `\x9b2J\xffok`},                   // C1 CSI as a raw byte; not UTF-8
+	{"a\tb\nc\x7f\\", `a\x09b\x0ac\x7f\\`},
+}
+
+// assertTerminalSafe fails when out holds what a terminal could take for a
+// control: a C0 byte other than the newline, DEL, a C1 control, a byte that
+// is not UTF-8.
+func assertTerminalSafe(t *testing.T, what, out string) {
+	t.Helper()
+	if !utf8.ValidString(out) {
+		t.Errorf("%s is not UTF-8: %q", what, out)
+	}
+	for i, r := range out {
+		if r < 0x20 && r != '\n' || r >= 0x7f && r <= 0x9f {
+			t.Errorf("%s holds the control %U at byte %d: %q", what, r, i, out)
+			return
+		}
+	}
+}
+
+// No byte of a task name reaches the terminal raw: trace's and check's
+// table lines show every name escaped (termsafe's form), on-CPU names of
+// -o wide too. JSON keeps the names exact: it is model.AppendJSON's.
+func TestOutputEscapesNames(t *testing.T) {
+	for _, n := range hostileNames {
+		e := outputEvent()
+		e.Comm, e.CPUComm = model.CommFrom(n.comm), model.CommFrom(n.comm)
+		gap := &model.Verdict{Kind: model.VerdictGap, Reason: "old state ESTABLISHED, last seen SYN_SENT"}
+		for _, mode := range []string{outTable, outWide} {
+			lines := render(t, mode, true, []model.Event{e}, []*model.Verdict{gap})
+			out := strings.Join(lines, "\n")
+			assertTerminalSafe(t, "-o "+mode, out)
+			want := 1
+			if mode == outWide {
+				want = 2
+			}
+			if got := strings.Count(out, n.shown); got != want {
+				t.Errorf("-o %s: name %q shown %d times as %s, want %d:\n%s", mode, n.comm, got, n.shown, want, out)
+			}
+		}
+		json := render(t, outJSON, false, []model.Event{e}, []*model.Verdict{gap})[0] + "\n"
+		if want := string(model.AppendJSON(nil, &e, gap)); json != want {
+			t.Errorf("-o json changed the record:\n got %s\nwant %s", json, want)
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/olekukonko/tablewriter/renderer"
 	"github.com/olekukonko/tablewriter/tw"
 
+	"github.com/tcpstate/tcpstate/internal/termsafe"
 	"github.com/tcpstate/tcpstate/model"
 	"github.com/tcpstate/tcpstate/tracer"
 )
@@ -33,8 +34,11 @@ type statsReport struct {
 
 // ---- tables ----
 
-// newTable makes the one table style stats uses: ASCII borders, no
+// newStatsTable makes the one table style stats uses: ASCII borders, no
 // reformatting of headers, nothing wrapped, the given column alignment.
+// Cells that hold a task name get it through termsafe.String: escaped, and
+// measured by tablewriter with the same per-character widths termsafe
+// counts, so the borders line up whatever the name holds.
 func newStatsTable(w io.Writer, align ...tw.Align) *tablewriter.Table {
 	return tablewriter.NewTable(w,
 		tablewriter.WithRenderer(renderer.NewBlueprint(tw.Rendition{Symbols: tw.NewSymbols(tw.StyleASCII)})),
@@ -233,7 +237,7 @@ func writeOwners(w io.Writer, a *model.Aggregate, top int) error {
 	fmt.Fprintf(w, "\nby owner:\n")
 	cells := make([]countCells, len(rows))
 	for i, r := range rows {
-		cells[i] = countCells{fmtU(uint64(r.Pid)), r.Comm, r.Transitions, r.Opened}
+		cells[i] = countCells{fmtU(uint64(r.Pid)), termsafe.String(r.Comm), r.Transitions, r.Opened}
 	}
 	var extra [][]string
 	if a.OwnerOther > 0 {
@@ -373,7 +377,7 @@ func writeStuck(w io.Writer, stuck []model.SocketInfo, th map[model.State]time.D
 		}
 		pid, comm := "-", "-"
 		if s.OwnerKnown {
-			pid, comm = fmtU(uint64(s.Pid)), s.Comm
+			pid, comm = fmtU(uint64(s.Pid)), termsafe.String(s.Comm)
 		}
 		if err := t.Append(s.State.String(), fmtDuration(s.Since), age, pid, comm,
 			fmtAddrPort(s.Saddr, s.Sport), fmtAddrPort(s.Daddr, s.Dport)); err != nil {

@@ -16,8 +16,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/tcpstate/tcpstate/internal/testnet"
 	"github.com/tcpstate/tcpstate/model"
@@ -814,4 +816,165 @@ func TestStatsCommand(t *testing.T) {
 		ok(ns.Close(held))
 		ok(ns.Close(lfd))
 	})
+}
+
+// assertTablesAligned checks the ASCII tables tablewriter drew in out: on
+// every line of a table, the column separators ('+' on borders, '|' on
+// rows) stand at the same terminal columns as on its first border,
+// counted by display width (displayWidth), not bytes. No
+// cell of the tests holds a '|' or a '+'.
+func assertTablesAligned(t *testing.T, what, out string) {
+	t.Helper()
+	seps := func(line string, sep rune) []int {
+		var at []int
+		for i, r := range line {
+			if r == sep {
+				at = append(at, displayWidth(line[:i]))
+			}
+		}
+		return at
+	}
+	var want []int
+	tables := 0
+	for _, line := range strings.Split(out, "\n") {
+		switch {
+		case strings.HasPrefix(line, "+"):
+			got := seps(line, '+')
+			if want == nil {
+				want = got
+				tables++
+			} else if !slices.Equal(got, want) {
+				t.Errorf("%s: border's '+' at columns %v, the table's first border at %v:\n%s", what, got, want, out)
+			}
+		case strings.HasPrefix(line, "|"):
+			if got := seps(line, '|'); !slices.Equal(got, want) {
+				t.Errorf("%s: row's '|' at columns %v, its border's '+' at %v:\n%s\n%s", what, got, want, line, out)
+			}
+		default:
+			want = nil
+		}
+	}
+	if tables == 0 {
+		t.Errorf("%s: no table in\n%s", what, out)
+	}
+}
+
+// wideNames are task names with characters two columns wide, or none.
+var wideNames = []string{"数据库", "café-ü", "e\u0301e\u0301", "日本語テスト"}
+
+// stats' per-owner table and the stuck-socket list (trace's summary prints
+// it too) show every name escaped, and their borders line up with escaped
+// and wide names in the cells.
+func TestStatsTablesEscapeNames(t *testing.T) {
+	r := sampleReport(false)
+	r.Agg.Owners = map[uint32]model.Count{}
+	r.Stuck = nil
+	var names []string
+	for _, n := range hostileNames {
+		names = append(names, n.comm)
+	}
+	names = append(names, wideNames...)
+	for i, name := range names {
+		pid := uint32(100 + i)
+		r.Agg.Owners[pid] = model.Count{Transitions: uint64(50 - i), Opened: 1, Comm: name}
+		addr := netip.MustParseAddr("2001:db8:1234:5678:9abc:def0:1234:5678")
+		if i%2 == 1 {
+			addr = netip.MustParseAddr("::ffff:10.0.0.1")
+		}
+		r.Stuck = append(r.Stuck, model.SocketInfo{
+			Skaddr: 0xffff888012340000 + uint64(i), State: model.CloseWait, Since: 90 * time.Second,
+			Pid: pid, Comm: name, OwnerKnown: true, Family: model.AFInet6,
+			Saddr: addr, Sport: 8080, Daddr: netip.MustParseAddr("::1"), Dport: uint16(40000 + i),
+		})
+	}
+	var b strings.Builder
+	if err := writeStatsTable(&b, r, 0); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	assertTerminalSafe(t, "stats table", out)
+	assertTablesAligned(t, "stats table", out)
+	owners := out[strings.Index(out, "by owner:"):strings.Index(out, "stuck sockets")]
+	stuck := out[strings.Index(out, "stuck sockets"):]
+	for _, n := range hostileNames {
+		if !strings.Contains(owners, "| "+n.shown+" ") || !strings.Contains(stuck, "| "+n.shown+" ") {
+			t.Errorf("name %q not shown as %s in the owner table and the stuck list:\n%s", n.comm, n.shown, out)
+		}
+	}
+	for _, n := range wideNames {
+		if !strings.Contains(owners, "| "+n+" ") || !strings.Contains(stuck, "| "+n+" ") {
+			t.Errorf("name %q not shown as it is:\n%s", n, out)
+		}
+	}
+	// JSON keeps the names exact.
+	d := newStatsDoc(r)
+	for i, name := range names {
+		if d.Stuck[i].Comm != name {
+			t.Errorf("JSON stuck[%d].comm = %q, want %q", i, d.Stuck[i].Comm, name)
+		}
+	}
+	for _, o := range d.Owners {
+		if o.Comm != names[o.Pid-100] {
+			t.Errorf("JSON owner %d comm = %q, want %q", o.Pid, o.Comm, names[o.Pid-100])
+		}
+	}
+}
+
+// The attack of the per-owner table and the stuck list, for real: a
+// process named with an OSC title sequence, a clear screen, a UTF-8 C1 CSI
+// and a byte that is not UTF-8 (15 bytes, all prctl keeps) owns a
+// connection and a socket held in CLOSE_WAIT. stats' tables print no
+// control byte, show the name escaped, and line up.
+func TestStatsCommandEscapesNames(t *testing.T) {
+	ns := testnet.New(t)
+	port := ns.Port(0)
+	const name = "\x1b]0;PWN\x07\x1b[2J\u009b\xff"
+	const shown = `\x1b]0;PWN\x07\x1b[2J\u009b\xff`
+	// The namespace thread makes the test process's sockets: its name is
+	// their owner's comm.
+	if err := ns.Do(func() error {
+		p, err := unix.BytePtrFromString(name)
+		if err != nil {
+			return err
+		}
+		return unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(p)), 0, 0, 0)
+	}); err != nil {
+		t.Fatalf("prctl(PR_SET_NAME): %v", err)
+	}
+	must := func(fd int, err error) int {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fd
+	}
+	wait := runStatsCLI(t, "--port", fmtU(uint64(port)), "--interval", "0", "--duration", "1500ms", "--stuck", "CLOSE_WAIT=200ms")
+	server := testnet.Addr(4, port)
+	lfd := must(ns.Listen(server))
+	c := must(ns.Connect(server))
+	held := must(ns.Accept(lfd))
+	if err := ns.Close(c); err != nil { // the peer closes: held is in CLOSE_WAIT
+		t.Fatal(err)
+	}
+	stdout, stderr, err := wait()
+	if err != nil {
+		t.Fatalf("stats: %v\n%s", err, stderr)
+	}
+	for _, fd := range []int{held, lfd} {
+		if err := ns.Close(fd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	assertTerminalSafe(t, "stats stdout", stdout)
+	assertTerminalSafe(t, "stats stderr", stderr)
+	assertTablesAligned(t, "stats", stdout)
+	_, owners, _ := strings.Cut(stdout, "by owner:")
+	owners, _, _ = strings.Cut(owners, "\n\n")
+	if !strings.Contains(owners, "| "+shown+" ") {
+		t.Errorf("the owner table does not show %s:\n%s", shown, stdout)
+	}
+	_, stuck, _ := strings.Cut(stdout, "stuck sockets")
+	if !strings.Contains(stuck, "| CLOSE_WAIT ") || !strings.Contains(stuck, "| "+shown+" ") {
+		t.Errorf("the stuck list does not show the CLOSE_WAIT socket of %s:\n%s", shown, stdout)
+	}
 }

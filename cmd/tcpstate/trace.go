@@ -164,7 +164,7 @@ func runTrace(ctx context.Context, o *traceOptions, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	p, err := newPrinter(o.output)
+	p, err := newPrinter(o.output, !o.noHeader)
 	if err != nil {
 		return err
 	}
