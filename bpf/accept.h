@@ -17,7 +17,7 @@
 #ifndef TCPSTATE_ACCEPT_H
 #define TCPSTATE_ACCEPT_H
 
-static __always_inline void on_accept(__u64 key, __u16 sport, __u16 dport)
+static __always_inline void on_accept(__u64 key, __u16 sport, __u16 dport, __u32 netns, const struct cgroup *cg)
 {
 	struct accepted a = { .ts = bpf_ktime_get_ns(), .pid = bpf_get_current_pid_tgid() >> 32 };
 	bpf_get_current_comm(&a.comm, sizeof(a.comm));
@@ -27,7 +27,7 @@ static __always_inline void on_accept(__u64 key, __u16 sport, __u16 dport)
 	}
 	count(CNT_ACCEPT);
 
-	if (!filter_ports && !filter_pids)
+	if (!sticky_filters())
 		return;
 	struct held *h = bpf_map_lookup_elem(&held, &key);
 	if (!h)
@@ -45,6 +45,8 @@ static __always_inline void on_accept(__u64 key, __u16 sport, __u16 dport)
 		.dport_known = dport != 0,
 		.owner = OWNER_FINAL,
 		.pid = a.pid,
+		.netns = netns,
+		.cgroup = cg,
 	};
 	int d = decide(&f, false);
 	if (d != DECIDE_YES) {

@@ -43,8 +43,27 @@ static __always_inline bool is_birth(__u8 old, __u8 new)
 }
 
 /* Counts one transition that passed the filters. */
+static __always_inline void count_cgroup(__u64 id, bool born)
+{
+	struct count *c = bpf_map_lookup_elem(&cgroup_counts, &id);
+	if (!c) {
+		struct count zero = {};
+		if (bpf_map_update_elem(&cgroup_counts, &id, &zero, BPF_NOEXIST) &&
+		    !bpf_map_lookup_elem(&cgroup_counts, &id)) {
+			count(CNT_CGROUP_OTHER);
+			return;
+		}
+		c = bpf_map_lookup_elem(&cgroup_counts, &id);
+		if (!c)
+			return;
+	}
+	__sync_fetch_and_add(&c->transitions, 1);
+	if (born)
+		__sync_fetch_and_add(&c->opened, 1);
+}
+
 static __always_inline void aggregate(__u8 old, __u8 new, __u16 flags, __u64 dur, __u16 sport, __u16 dport,
-				      __u32 pid, const char *comm)
+				      __u32 pid, const char *comm, __u64 cgroup)
 {
 	if (old >= NUM_STATES || new >= NUM_STATES)
 		return;
@@ -67,6 +86,7 @@ static __always_inline void aggregate(__u8 old, __u8 new, __u16 flags, __u64 dur
 		if (born)
 			__sync_fetch_and_add(&pc->opened, 1);
 	}
+	count_cgroup(cgroup, born);
 	if (!(flags & EVF_OWNER_KNOWN))
 		return;
 	struct owner_count *oc = bpf_map_lookup_elem(&pid_counts, &pid);

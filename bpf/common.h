@@ -39,6 +39,8 @@ const volatile __u16 filter_family = 0; /* 0: any; AF_INET or AF_INET6 */
 const volatile __u8 filter_ports = 0;   /* PORT_* kinds in use; values in port_filter */
 const volatile __u8 filter_pids = 0;    /* owner pids in pid_filter */
 const volatile __u16 filter_states = 0; /* bit n: events into or out of state n; 0: all */
+const volatile __u8 filter_cgroups = 0; /* cgroup subtrees in cgroup_filter[0..filter_cgroups) */
+const volatile __u8 filter_netns = 0;   /* network namespaces in netns_filter */
 
 /* Read the task on the CPU for every event (cpu_pid, cpu_comm), not only for
  * the transitions that name an owner. Costs a helper call and a 16-byte copy

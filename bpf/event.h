@@ -29,6 +29,7 @@ struct event {
 	__u64 old_state_ns; /* time in oldstate, if EVF_DURATION_KNOWN */
 	__u64 loss_seq;     /* events counted lost host-wide before this one (loss_seq) */
 	__u64 prev_loss_seq; /* loss_seq at this socket's previous event (0: none seen) */
+	__u64 cgroup_id;     /* the socket's own cgroup v2 id (0: none) */
 	/* At ->CLOSE only (0 otherwise): how the connection ended (cause.h). */
 	__u64 bytes_acked;    /* bytes sent and acknowledged (tcp_sock.bytes_acked) */
 	__u64 bytes_received; /* bytes received (tcp_sock.bytes_received) */
@@ -71,6 +72,7 @@ enum counter {
 	CNT_RESCUED,          /* nested events handle_set_state missed and rescue_set_state handled */
 	CNT_PID_OTHER,        /* transitions not counted per owner: pid_counts full */
 	CNT_RST_NO_SOCKET,    /* resets sent for packets that matched no socket (6.10+) */
+	CNT_CGROUP_OTHER,     /* transitions not counted per cgroup: cgroup_counts full */
 	CNT_MAX,
 };
 

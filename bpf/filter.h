@@ -60,7 +60,32 @@ struct facts {
 	bool sport_known, dport_known;
 	__u8 owner; /* enum owner_kind */
 	__u32 pid;
+	__u32 netns;
+	const struct cgroup *cgroup; /* the socket's; set only with filter_cgroups */
 };
+
+/* Is cg in one of the wanted subtrees: is its ancestor at the wanted
+ * cgroup's depth that cgroup? One read per wanted subtree (the ancestors
+ * array is indexed by depth: cgroup->ancestors[level]). */
+static __always_inline int cgroup_is(const struct cgroup *cg)
+{
+	if (!cg)
+		return DECIDE_NO;
+	int level = BPF_CORE_READ(cg, level);
+	for (__u32 i = 0; i < 16; i++) {
+		if (i >= filter_cgroups)
+			break;
+		struct cgroup_want *w = bpf_map_lookup_elem(&cgroup_filter, &i);
+		if (!w || w->level > (__u32)level || w->level > 4095)
+			continue;
+		struct cgroup *anc = NULL;
+		if (bpf_probe_read_kernel(&anc, sizeof(anc), (void *)cg + bpf_core_field_offset(struct cgroup, ancestors) + w->level * sizeof(anc)))
+			continue;
+		if (cgroup_id(anc) == w->id)
+			return DECIDE_YES;
+	}
+	return DECIDE_NO;
+}
 
 /* Do the filters want this socket? A field not known yet makes the answer
  * DECIDE_LATER, unless `last` (the socket is closing), when what is known
@@ -80,6 +105,12 @@ static __always_inline int decide(const struct facts *f, bool last)
 		else
 			d = DECIDE_NO;
 	}
+	if (filter_netns) {
+		__u32 ns = f->netns;
+		d = combine(d, bpf_map_lookup_elem(&netns_filter, &ns) ? DECIDE_YES : DECIDE_NO);
+	}
+	if (filter_cgroups)
+		d = combine(d, cgroup_is(f->cgroup));
 	if (filter_ports & PORT_LOCAL)
 		d = combine(d, port_is(f->sport, f->sport_known, PORT_LOCAL));
 	if (filter_ports & PORT_REMOTE)
@@ -115,7 +146,7 @@ static __always_inline void deliver_stored(struct event *e)
 	if (!state_wanted(e->oldstate, e->newstate))
 		return;
 	if (mode_aggregate)
-		aggregate(e->oldstate, e->newstate, e->flags, e->old_state_ns, e->sport, e->dport, e->pid, e->comm);
+		aggregate(e->oldstate, e->newstate, e->flags, e->old_state_ns, e->sport, e->dport, e->pid, e->comm, e->cgroup_id);
 	if (mode_stream || (mode_anomalies && (e->flags & (EVF_ILLEGAL | EVF_GAP)))) {
 		if (bpf_ringbuf_output(&events, e, sizeof(*e), BPF_RB_NO_WAKEUP))
 			lose(CNT_RINGBUF_FULL);

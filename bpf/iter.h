@@ -80,7 +80,7 @@ int replay_set_state(struct bpf_iter__tcp *ctx)
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(skc);
 	if (!tp || (__u64)tp != replay_skaddr)
 		return 0;
-	on_set_state((struct sock *)tp, replay_old, replay_new);
+	on_set_state((struct sock *)tp, replay_old, replay_new, SLOT_REPLAY);
 	replay_done++;
 	return 0;
 }

@@ -144,6 +144,27 @@ struct {
 	__type(value, __u8);
 } pid_filter SEC(".maps");
 
+/* A cgroup subtree the filter wants: the cgroup's id and its depth. */
+struct cgroup_want {
+	__u64 id;
+	__u32 level;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1); /* resized by user space */
+	__type(key, __u32);
+	__type(value, struct cgroup_want);
+} cgroup_filter SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1); /* resized by user space */
+	__type(key, __u32); /* netns inode */
+	__type(value, __u8);
+} netns_filter SEC(".maps");
+
 /* The transitions, in order per socket. Written by every program that
  * delivers, read by tracer's ring reader. */
 struct {
@@ -210,6 +231,15 @@ struct {
 	__type(key, __u32);
 	__type(value, struct count);
 } port_counts SEC(".maps");
+
+/* Per socket cgroup; bounded: what does not fit is counted in
+ * CNT_CGROUP_OTHER. aggregate() inserts and updates. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024); /* 1 when not aggregating */
+	__type(key, __u64);
+	__type(value, struct count);
+} cgroup_counts SEC(".maps");
 
 struct owner_count {
 	__u64 transitions;

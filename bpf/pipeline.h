@@ -9,6 +9,13 @@
 #ifndef TCPSTATE_PIPELINE_H
 #define TCPSTATE_PIPELINE_H
 
+/* Are there filters that select sockets (and hold their events while
+ * undecided)? */
+static __always_inline bool sticky_filters(void)
+{
+	return filter_ports || filter_pids || filter_cgroups || filter_netns;
+}
+
 /* One transition, as the pipeline works it out before delivering it. */
 struct tctx {
 	__u64 now;
@@ -16,6 +23,7 @@ struct tctx {
 	__u64 dur; /* time in old, if EVF_DURATION_KNOWN */
 	__u64 loss_seq;
 	__u64 prev_loss_seq;
+	__u64 cgroup_id;
 	__u32 netns;
 	__u32 cpu_pid;
 	__u16 family;
@@ -29,6 +37,23 @@ struct tctx {
 	struct close_info ci; /* at ->CLOSE */
 };
 
+/* Per-CPU scratch for one transition (on_set_state's slot argument:
+ * SLOT_MAIN for handle_set_state, SLOT_RESCUE and SLOT_REPLAY for the
+ * others). */
+enum scratch_slot { SLOT_MAIN = 0, SLOT_RESCUE = 1, SLOT_REPLAY = 2, SLOTS = 3 };
+
+struct scratch {
+	struct tctx c;
+	struct sock_state fresh; /* for a socket whose storage cannot be made */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SLOTS);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch SEC(".maps");
+
 /* Writes the event for c into e: a ring buffer record or a held slot, both
  * uninitialised memory, so every byte is written. */
 static __always_inline void fill(struct event *e, const struct tctx *c, const struct sock *sk,
@@ -39,6 +64,7 @@ static __always_inline void fill(struct event *e, const struct tctx *c, const st
 	e->old_state_ns = c->dur;
 	e->loss_seq = c->loss_seq;
 	e->prev_loss_seq = c->prev_loss_seq;
+	e->cgroup_id = c->cgroup_id;
 	e->netns = c->netns;
 	e->family = c->family;
 	e->sport = c->sport;
@@ -82,7 +108,7 @@ static __always_inline void emit(const struct tctx *c, const struct sock *sk, co
 	if (!state_wanted(c->old, c->new))
 		return;
 	if (mode_aggregate)
-		aggregate(c->old, c->new, c->flags, c->dur, c->sport, c->dport, st->pid, st->comm);
+		aggregate(c->old, c->new, c->flags, c->dur, c->sport, c->dport, st->pid, st->comm, c->cgroup_id);
 	if (!mode_stream && !(mode_anomalies && (c->flags & (EVF_ILLEGAL | EVF_GAP))))
 		return;
 	/* No wakeup per event: a wakeup raises an irq_work self-interrupt,
@@ -122,6 +148,8 @@ static __always_inline void filtered(const struct tctx *c, const struct sock *sk
 		.dport_known = listening || c->dport,
 		.owner = st->owner,
 		.pid = st->pid,
+		.netns = c->netns,
+		.cgroup = filter_cgroups ? sk_cgroup(sk) : NULL,
 	};
 	struct held *h = bpf_map_lookup_elem(&held, &c->key);
 	if (!h) {
@@ -175,7 +203,7 @@ static __always_inline void filtered(const struct tctx *c, const struct sock *sk
 
 /* One transition of a TCP socket. The entry points (tcpstate.bpf.c) call
  * this with a socket pointer the verifier trusts. */
-static __always_inline int on_set_state(const struct sock *sk, int oldstate, int newstate)
+static __always_inline int on_set_state(const struct sock *sk, int oldstate, int newstate, __u32 slot)
 {
 	/* The tracepoint also fires for MPTCP (262) and SCTP (132) sockets. */
 	if (sk_protocol(sk) != IPPROTO_TCP)
@@ -187,25 +215,32 @@ static __always_inline int on_set_state(const struct sock *sk, int oldstate, int
 	if (filter_family && family != filter_family)
 		return 0;
 
-	struct tctx c = {};
-	c.now = bpf_ktime_get_ns();
-	c.key = (__u64)sk;
-	c.old = oldstate;
-	c.new = newstate;
-	c.family = family;
-	c.loss_seq = loss_seq;
+	/* The transition's working set lives in a per-CPU scratch slot, not
+	 * on the 512-byte stack; each entry point has its own slot (a program
+	 * nested on the same CPU uses another). */
+	struct scratch *sc = bpf_map_lookup_elem(&scratch, &slot);
+	if (!sc)
+		return 0;
+	struct tctx *c = &sc->c;
+	__builtin_memset(c, 0, sizeof(*c));
+	c->now = bpf_ktime_get_ns();
+	c->key = (__u64)sk;
+	c->old = oldstate;
+	c->new = newstate;
+	c->family = family;
+	c->loss_seq = loss_seq;
 	bool last = newstate == TCP_CLOSE;
 	bool child = oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV;
 	bool birth = child || (oldstate == TCP_CLOSE && (newstate == TCP_SYN_SENT || newstate == TCP_LISTEN));
 
 	/* A socket we never saw that is closing needs no storage any more. */
-	struct sock_state fresh = {};
 	struct sock_state *st = bpf_sk_storage_get(&sock_states, (void *)sk, 0,
 						   last ? 0 : BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!st) {
 		if (!last)
 			count(CNT_NO_STATE); /* the socket's option memory is exhausted */
-		st = &fresh;
+		st = &sc->fresh;
+		__builtin_memset(st, 0, sizeof(*st));
 	}
 	/* A birth starts a new incarnation: nothing carries over, except a
 	 * child's owner (its storage is a copy of the listener's). A birth on a
@@ -218,65 +253,66 @@ static __always_inline int on_set_state(const struct sock *sk, int oldstate, int
 		child_born(st);
 	else if (birth)
 		__builtin_memset(st, 0, sizeof(*st));
-	c.last_state = prev;
-	c.prev_loss_seq = prev ? st->loss_seq : 0;
+	c->last_state = prev;
+	c->prev_loss_seq = prev ? st->loss_seq : 0;
 	/* A state seeded by the snapshot began before state_ts: no duration. */
 	if (!birth && st->state_ts && !(st->flags & SF_SEEDED_STATE)) {
-		c.dur = c.now - st->state_ts;
-		c.flags |= EVF_DURATION_KNOWN;
+		c->dur = c->now - st->state_ts;
+		c->flags |= EVF_DURATION_KNOWN;
 	}
 	/* The model check, as model.Tracker does it: an edge outside the
 	 * model is illegal; a socket whose last state we know must continue
 	 * from it. */
 	__u16 allowed = edge_mask[oldstate & 0xf];
 	if ((__u32)oldstate >= NUM_STATES || (__u32)newstate >= NUM_STATES || !(allowed & (1 << (newstate & 0xf))))
-		c.flags |= EVF_ILLEGAL;
+		c->flags |= EVF_ILLEGAL;
 	if (prev && prev != oldstate)
-		c.flags |= EVF_GAP;
+		c->flags |= EVF_GAP;
 
 	/* The owner. The task on the CPU is looked at only for transitions that
 	 * name one, unless the output shows it for every event. */
 	bool acts = owner_acts(oldstate, newstate);
 	if (want_cpu_task || acts) {
-		c.cpu_pid = bpf_get_current_pid_tgid() >> 32;
-		c.flags |= EVF_CPU_TASK;
+		c->cpu_pid = bpf_get_current_pid_tgid() >> 32;
+		c->flags |= EVF_CPU_TASK;
 	}
 	if (acts && !is_kthread())
-		own_by_current(st, c.cpu_pid);
+		own_by_current(st, c->cpu_pid);
 	else if (accept_owner && st->owner != OWNER_FINAL && !birth)
-		take_accepted(st, c.key);
+		take_accepted(st, c->key);
 	if (st->owner != OWNER_NONE) {
-		c.flags |= EVF_OWNER_KNOWN;
+		c->flags |= EVF_OWNER_KNOWN;
 		if (st->owner == OWNER_INHERITED)
-			c.flags |= EVF_OWNER_INHERITED;
+			c->flags |= EVF_OWNER_INHERITED;
 	}
 
-	c.netns = sk_netns(sk);
-	c.sport = sk_sport(sk);
-	c.dport = sk_dport(sk);
+	c->netns = sk_netns(sk);
+	c->cgroup_id = cgroup_id(sk_cgroup(sk));
+	c->sport = sk_sport(sk);
+	c->dport = sk_dport(sk);
 	__u16 visited = st->visited | (1 << (newstate & 0xf));
 	if (visited & (1 << TCP_SYN_SENT))
-		c.flags |= EVF_ACTIVE;
-	__u64 born_ts = birth ? c.now : st->born_ts;
+		c->flags |= EVF_ACTIVE;
+	__u64 born_ts = birth ? c->now : st->born_ts;
 	if (last) {
-		close_info(&c.ci, sk, oldstate, st, visited);
+		close_info(&c->ci, sk, oldstate, st, visited);
 		if (born_ts)
-			c.age_ns = c.now - born_ts;
+			c->age_ns = c->now - born_ts;
 	}
 
-	if ((!filter_ports && !filter_pids) || st->matched)
-		emit(&c, sk, st);
+	if (!sticky_filters() || st->matched)
+		emit(c, sk, st);
 	else
-		filtered(&c, sk, st, last);
+		filtered(c, sk, st, last);
 
-	if (last && mode_aggregate && (st->matched || (!filter_ports && !filter_pids))) {
-		add(&closes, c.ci.facts & (CF_VALUES - 1));
+	if (last && mode_aggregate && (st->matched || !sticky_filters())) {
+		add(&closes, c->ci.facts & (CF_VALUES - 1));
 		if (born_ts && oldstate != TCP_LISTEN)
-			hist(HIST_LIFETIME, c.now - born_ts);
+			hist(HIST_LIFETIME, c->now - born_ts);
 	}
-	st->state_ts = c.now;
+	st->state_ts = c->now;
 	st->flags &= ~SF_SEEDED_STATE;
-	st->loss_seq = c.loss_seq;
+	st->loss_seq = c->loss_seq;
 	st->state = newstate;
 	st->born_ts = born_ts;
 	st->visited = visited;

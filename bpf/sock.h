@@ -72,6 +72,26 @@ static __always_inline void sk_addrs(const struct sock *sk, __u16 family, __u8 *
 	__builtin_memcpy(daddr, &sk->__sk_common.skc_v6_daddr, 16);
 }
 
+/* The socket's own cgroup v2 (cgroup_sk_alloc() records the creating
+ * task's at creation; an accepted child copies its listener's): right for
+ * softirq events, where the task on the CPU is someone else's. NULL on a
+ * kernel without it. */
+static __always_inline struct cgroup *sk_cgroup(const struct sock *sk)
+{
+	if (!bpf_core_field_exists(struct sock_cgroup_data, cgroup))
+		return NULL;
+	return sk->sk_cgrp_data.cgroup;
+}
+
+/* The cgroup's id, as user space sees it: the inode number of its
+ * directory in the cgroup2 file system (kernfs node id). */
+static __always_inline __u64 cgroup_id(const struct cgroup *cg)
+{
+	if (!cg)
+		return 0;
+	return BPF_CORE_READ(cg, kn, id);
+}
+
 static __always_inline int sk_err(const struct sock *sk)
 {
 	return sk->sk_err;

@@ -76,7 +76,7 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 		__u64 *v = bpf_map_lookup_elem(&counters, &r);
 		rescued = v ? *v : 0;
 	}
-	on_set_state(sk, oldstate, newstate);
+	on_set_state(sk, oldstate, newstate, SLOT_MAIN);
 	if (b) {
 		*b = 0;
 		__u32 r = CNT_RESCUED;
@@ -105,7 +105,7 @@ int BPF_PROG(rescue_set_state, const struct sock *sk, const int oldstate, const 
 	if (!b || !*b)
 		return 0;
 	count(CNT_RESCUED);
-	return on_set_state(sk, oldstate, newstate);
+	return on_set_state(sk, oldstate, newstate, SLOT_RESCUE);
 }
 
 /* The accepted socket as the accept hooks see it: an address, read through
@@ -129,7 +129,14 @@ static __always_inline int accepted_sock(struct sock *sk)
 	}
 	if (protocol != IPPROTO_TCP || (filter_family && family != filter_family))
 		return 0;
-	on_accept((__u64)sk, bpf_ntohs(sport), bpf_ntohs(dport));
+	__u32 netns = 0;
+	struct cgroup *cg = NULL;
+	if (sticky_filters()) {
+		netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+		if (bpf_core_field_exists(struct sock_cgroup_data, cgroup))
+			cg = BPF_CORE_READ(sk, sk_cgrp_data.cgroup);
+	}
+	on_accept((__u64)sk, bpf_ntohs(sport), bpf_ntohs(dport), netns, cg);
 	return 0;
 }
 

@@ -132,6 +132,10 @@ type Event struct {
 	// kernel remembers it (0: the kernel saw none). With only anomalies
 	// crossing to user space, it is what a gap is checked against.
 	LastState State
+	// CgroupID is the socket's own cgroup v2 id (the inode of its directory
+	// in the cgroup2 file system): the cgroup of the task that created it,
+	// not of whoever was on the CPU. 0 when the kernel records none.
+	CgroupID uint64
 	// Netns is the inode number of the socket's network namespace (as in
 	// /proc/PID/ns/net); 0 when not recorded.
 	Netns uint32

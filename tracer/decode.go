@@ -25,6 +25,7 @@ const (
 	offOldStateNs = unsafe.Offsetof(tcpstateEvent{}.OldStateNs)
 	offLossSeq    = unsafe.Offsetof(tcpstateEvent{}.LossSeq)
 	offPrevLoss   = unsafe.Offsetof(tcpstateEvent{}.PrevLossSeq)
+	offCgroup     = unsafe.Offsetof(tcpstateEvent{}.CgroupId)
 	offBytesAcked = unsafe.Offsetof(tcpstateEvent{}.BytesAcked)
 	offBytesRecv  = unsafe.Offsetof(tcpstateEvent{}.BytesReceived)
 	offAge        = unsafe.Offsetof(tcpstateEvent{}.AgeNs)
@@ -85,6 +86,7 @@ func Decode(raw []byte, clock Clock, e *model.Event) error {
 	e.LossSeq = le.Uint64(raw[offLossSeq:])
 	e.PrevLossSeq = le.Uint64(raw[offPrevLoss:])
 	e.LossKnown = true
+	e.CgroupID = le.Uint64(raw[offCgroup:])
 	e.CloseFacts = model.CloseFacts(le.Uint16(raw[offFacts:]))
 	e.CloseErr = le.Uint16(raw[offCloseErr:])
 	e.BytesAcked = le.Uint64(raw[offBytesAcked:])
@@ -130,6 +132,7 @@ func Encode(e *model.Event) []byte {
 	le.PutUint64(raw[offOldStateNs:], e.OldStateNs)
 	le.PutUint64(raw[offLossSeq:], e.LossSeq)
 	le.PutUint64(raw[offPrevLoss:], e.PrevLossSeq)
+	le.PutUint64(raw[offCgroup:], e.CgroupID)
 	le.PutUint16(raw[offFacts:], uint16(e.CloseFacts))
 	le.PutUint16(raw[offCloseErr:], e.CloseErr)
 	le.PutUint64(raw[offBytesAcked:], e.BytesAcked)

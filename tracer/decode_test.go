@@ -25,7 +25,7 @@ func TestEventLayout(t *testing.T) {
 		t.Errorf("EventSize %d, generated struct event is %d bytes", EventSize, got)
 	}
 	read := map[string]uintptr{
-		"TsNs": 8, "Skaddr": 8, "OldStateNs": 8, "LossSeq": 8, "PrevLossSeq": 8, "BytesAcked": 8, "BytesReceived": 8, "AgeNs": 8, "TotalRetrans": 4, "SrttUs": 4, "CloseFacts": 2, "CloseErr": 2, "RstReason": 2, "Pid": 4, "CpuPid": 4, "Netns": 4,
+		"TsNs": 8, "Skaddr": 8, "OldStateNs": 8, "LossSeq": 8, "PrevLossSeq": 8, "CgroupId": 8, "BytesAcked": 8, "BytesReceived": 8, "AgeNs": 8, "TotalRetrans": 4, "SrttUs": 4, "CloseFacts": 2, "CloseErr": 2, "RstReason": 2, "Pid": 4, "CpuPid": 4, "Netns": 4,
 		"Family": 2, "Sport": 2, "Dport": 2, "Flags": 2, "Oldstate": 1, "Newstate": 1, "LastState": 1,
 		"Saddr": 16, "Daddr": 16, "Comm": 16, "CpuComm": 16,
 	}

@@ -21,6 +21,13 @@ type tcpstateAccepted struct {
 	Comm [16]int8
 }
 
+type tcpstateCgroupWant struct {
+	_     structs.HostLayout
+	Id    uint64
+	Level uint32
+	Pad   uint32
+}
+
 type tcpstateCloseErr uint32
 
 const (
@@ -77,7 +84,8 @@ const (
 	tcpstateCounterCNT_RESCUED          tcpstateCounter = 10
 	tcpstateCounterCNT_PID_OTHER        tcpstateCounter = 11
 	tcpstateCounterCNT_RST_NO_SOCKET    tcpstateCounter = 12
-	tcpstateCounterCNT_MAX              tcpstateCounter = 13
+	tcpstateCounterCNT_CGROUP_OTHER     tcpstateCounter = 13
+	tcpstateCounterCNT_MAX              tcpstateCounter = 14
 )
 
 type tcpstateEvent struct {
@@ -87,6 +95,7 @@ type tcpstateEvent struct {
 	OldStateNs    uint64
 	LossSeq       uint64
 	PrevLossSeq   uint64
+	CgroupId      uint64
 	BytesAcked    uint64
 	BytesReceived uint64
 	AgeNs         uint64
@@ -182,6 +191,42 @@ const (
 	tcpstatePortKindPORT_REMOTE tcpstatePortKind = 4
 )
 
+type tcpstateScratch struct {
+	_ structs.HostLayout
+	C struct {
+		_           structs.HostLayout
+		Now         uint64
+		Key         uint64
+		Dur         uint64
+		LossSeq     uint64
+		PrevLossSeq uint64
+		CgroupId    uint64
+		Netns       uint32
+		CpuPid      uint32
+		Family      uint16
+		Sport       uint16
+		Dport       uint16
+		Flags       uint16
+		Old         uint8
+		New         uint8
+		LastState   uint8
+		_           [5]byte
+		AgeNs       uint64
+		Ci          struct {
+			_             structs.HostLayout
+			BytesAcked    uint64
+			BytesReceived uint64
+			TotalRetrans  uint32
+			SrttUs        uint32
+			Facts         uint16
+			Err           uint16
+			RstReason     uint16
+			_             [2]byte
+		}
+	}
+	Fresh tcpstateSockState
+}
+
 type tcpstateSnapFlag uint32
 
 const (
@@ -273,6 +318,8 @@ type tcpstateSockState struct {
 const (
 	tcpstateMapAccepted            = "accepted"
 	tcpstateMapBusy                = "busy"
+	tcpstateMapCgroupCounts        = "cgroup_counts"
+	tcpstateMapCgroupFilter        = "cgroup_filter"
 	tcpstateMapCloses              = "closes"
 	tcpstateMapCounters            = "counters"
 	tcpstateMapEvents              = "events"
@@ -281,10 +328,12 @@ const (
 	tcpstateMapHists               = "hists"
 	tcpstateMapMatrix              = "matrix"
 	tcpstateMapMissAddr            = "miss_addr"
+	tcpstateMapNetnsFilter         = "netns_filter"
 	tcpstateMapPidCounts           = "pid_counts"
 	tcpstateMapPidFilter           = "pid_filter"
 	tcpstateMapPortCounts          = "port_counts"
 	tcpstateMapPortFilter          = "port_filter"
+	tcpstateMapScratch             = "scratch"
 	tcpstateMapSockStates          = "sock_states"
 	tcpstateProgAccept4Exit        = "accept4_exit"
 	tcpstateProgAcceptExit         = "accept_exit"
@@ -303,7 +352,9 @@ const (
 	tcpstateVarAsNumber            = "as_number"
 	tcpstateVarCountersMapId       = "counters_map_id"
 	tcpstateVarEdgeMask            = "edge_mask"
+	tcpstateVarFilterCgroups       = "filter_cgroups"
 	tcpstateVarFilterFamily        = "filter_family"
+	tcpstateVarFilterNetns         = "filter_netns"
 	tcpstateVarFilterPids          = "filter_pids"
 	tcpstateVarFilterPorts         = "filter_ports"
 	tcpstateVarFilterStates        = "filter_states"
@@ -399,21 +450,25 @@ type tcpstateProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpstateMapSpecs struct {
-	Accepted   *ebpf.MapSpec `ebpf:"accepted"`
-	Busy       *ebpf.MapSpec `ebpf:"busy"`
-	Closes     *ebpf.MapSpec `ebpf:"closes"`
-	Counters   *ebpf.MapSpec `ebpf:"counters"`
-	Events     *ebpf.MapSpec `ebpf:"events"`
-	Held       *ebpf.MapSpec `ebpf:"held"`
-	HeldZero   *ebpf.MapSpec `ebpf:"held_zero"`
-	Hists      *ebpf.MapSpec `ebpf:"hists"`
-	Matrix     *ebpf.MapSpec `ebpf:"matrix"`
-	MissAddr   *ebpf.MapSpec `ebpf:"miss_addr"`
-	PidCounts  *ebpf.MapSpec `ebpf:"pid_counts"`
-	PidFilter  *ebpf.MapSpec `ebpf:"pid_filter"`
-	PortCounts *ebpf.MapSpec `ebpf:"port_counts"`
-	PortFilter *ebpf.MapSpec `ebpf:"port_filter"`
-	SockStates *ebpf.MapSpec `ebpf:"sock_states"`
+	Accepted     *ebpf.MapSpec `ebpf:"accepted"`
+	Busy         *ebpf.MapSpec `ebpf:"busy"`
+	CgroupCounts *ebpf.MapSpec `ebpf:"cgroup_counts"`
+	CgroupFilter *ebpf.MapSpec `ebpf:"cgroup_filter"`
+	Closes       *ebpf.MapSpec `ebpf:"closes"`
+	Counters     *ebpf.MapSpec `ebpf:"counters"`
+	Events       *ebpf.MapSpec `ebpf:"events"`
+	Held         *ebpf.MapSpec `ebpf:"held"`
+	HeldZero     *ebpf.MapSpec `ebpf:"held_zero"`
+	Hists        *ebpf.MapSpec `ebpf:"hists"`
+	Matrix       *ebpf.MapSpec `ebpf:"matrix"`
+	MissAddr     *ebpf.MapSpec `ebpf:"miss_addr"`
+	NetnsFilter  *ebpf.MapSpec `ebpf:"netns_filter"`
+	PidCounts    *ebpf.MapSpec `ebpf:"pid_counts"`
+	PidFilter    *ebpf.MapSpec `ebpf:"pid_filter"`
+	PortCounts   *ebpf.MapSpec `ebpf:"port_counts"`
+	PortFilter   *ebpf.MapSpec `ebpf:"port_filter"`
+	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
+	SockStates   *ebpf.MapSpec `ebpf:"sock_states"`
 }
 
 // tcpstateVariableSpecs contains global variables before they are loaded into the kernel.
@@ -424,7 +479,9 @@ type tcpstateVariableSpecs struct {
 	AsNumber           *ebpf.VariableSpec `ebpf:"as_number"`
 	CountersMapId      *ebpf.VariableSpec `ebpf:"counters_map_id"`
 	EdgeMask           *ebpf.VariableSpec `ebpf:"edge_mask"`
+	FilterCgroups      *ebpf.VariableSpec `ebpf:"filter_cgroups"`
 	FilterFamily       *ebpf.VariableSpec `ebpf:"filter_family"`
+	FilterNetns        *ebpf.VariableSpec `ebpf:"filter_netns"`
 	FilterPids         *ebpf.VariableSpec `ebpf:"filter_pids"`
 	FilterPorts        *ebpf.VariableSpec `ebpf:"filter_ports"`
 	FilterStates       *ebpf.VariableSpec `ebpf:"filter_states"`
@@ -479,27 +536,33 @@ func (o *tcpstateObjects) Close() error {
 //
 // It can be passed to loadTcpstateObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpstateMaps struct {
-	Accepted   *ebpf.Map `ebpf:"accepted"`
-	Busy       *ebpf.Map `ebpf:"busy"`
-	Closes     *ebpf.Map `ebpf:"closes"`
-	Counters   *ebpf.Map `ebpf:"counters"`
-	Events     *ebpf.Map `ebpf:"events"`
-	Held       *ebpf.Map `ebpf:"held"`
-	HeldZero   *ebpf.Map `ebpf:"held_zero"`
-	Hists      *ebpf.Map `ebpf:"hists"`
-	Matrix     *ebpf.Map `ebpf:"matrix"`
-	MissAddr   *ebpf.Map `ebpf:"miss_addr"`
-	PidCounts  *ebpf.Map `ebpf:"pid_counts"`
-	PidFilter  *ebpf.Map `ebpf:"pid_filter"`
-	PortCounts *ebpf.Map `ebpf:"port_counts"`
-	PortFilter *ebpf.Map `ebpf:"port_filter"`
-	SockStates *ebpf.Map `ebpf:"sock_states"`
+	Accepted     *ebpf.Map `ebpf:"accepted"`
+	Busy         *ebpf.Map `ebpf:"busy"`
+	CgroupCounts *ebpf.Map `ebpf:"cgroup_counts"`
+	CgroupFilter *ebpf.Map `ebpf:"cgroup_filter"`
+	Closes       *ebpf.Map `ebpf:"closes"`
+	Counters     *ebpf.Map `ebpf:"counters"`
+	Events       *ebpf.Map `ebpf:"events"`
+	Held         *ebpf.Map `ebpf:"held"`
+	HeldZero     *ebpf.Map `ebpf:"held_zero"`
+	Hists        *ebpf.Map `ebpf:"hists"`
+	Matrix       *ebpf.Map `ebpf:"matrix"`
+	MissAddr     *ebpf.Map `ebpf:"miss_addr"`
+	NetnsFilter  *ebpf.Map `ebpf:"netns_filter"`
+	PidCounts    *ebpf.Map `ebpf:"pid_counts"`
+	PidFilter    *ebpf.Map `ebpf:"pid_filter"`
+	PortCounts   *ebpf.Map `ebpf:"port_counts"`
+	PortFilter   *ebpf.Map `ebpf:"port_filter"`
+	Scratch      *ebpf.Map `ebpf:"scratch"`
+	SockStates   *ebpf.Map `ebpf:"sock_states"`
 }
 
 func (m *tcpstateMaps) Close() error {
 	return _TcpstateClose(
 		m.Accepted,
 		m.Busy,
+		m.CgroupCounts,
+		m.CgroupFilter,
 		m.Closes,
 		m.Counters,
 		m.Events,
@@ -508,10 +571,12 @@ func (m *tcpstateMaps) Close() error {
 		m.Hists,
 		m.Matrix,
 		m.MissAddr,
+		m.NetnsFilter,
 		m.PidCounts,
 		m.PidFilter,
 		m.PortCounts,
 		m.PortFilter,
+		m.Scratch,
 		m.SockStates,
 	)
 }
@@ -524,7 +589,9 @@ type tcpstateVariables struct {
 	AsNumber           *ebpf.Variable `ebpf:"as_number"`
 	CountersMapId      *ebpf.Variable `ebpf:"counters_map_id"`
 	EdgeMask           *ebpf.Variable `ebpf:"edge_mask"`
+	FilterCgroups      *ebpf.Variable `ebpf:"filter_cgroups"`
 	FilterFamily       *ebpf.Variable `ebpf:"filter_family"`
+	FilterNetns        *ebpf.Variable `ebpf:"filter_netns"`
 	FilterPids         *ebpf.Variable `ebpf:"filter_pids"`
 	FilterPorts        *ebpf.Variable `ebpf:"filter_ports"`
 	FilterStates       *ebpf.Variable `ebpf:"filter_states"`
