@@ -21,9 +21,7 @@ Exit status: 0 success; 1 the run failed (privileges, kernel support, I/O);
 	// plain error (exit 1) instead of a usage error (exit 2).
 	root.Args = usageArgs(cobra.NoArgs)
 	root.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
-		return &usageError{err}
-	})
+	root.SetFlagErrorFunc(flagError)
 	root.AddCommand(newTraceCmd())
 	root.AddCommand(newStatsCmd())
 	root.AddCommand(newCheckCmd())

@@ -547,7 +547,7 @@ func TestStatsFlagValidation(t *testing.T) {
 	}{
 		{[]string{"--interval", "-1s"}, "--interval -1s: must not be negative"},
 		{[]string{"--interval", "10ms"}, "--interval 10ms: must be 0 or at least 100ms"},
-		{[]string{"--interval", "soon"}, `invalid argument "soon" for "--interval"`},
+		{[]string{"--interval", "soon"}, `--interval "soon": want a duration`},
 		{[]string{"--duration", "-5s"}, "--duration -5s: must not be negative"},
 		{[]string{"--count", "3", "--interval", "0"}, "it needs an --interval"},
 		{[]string{"--count", "-1"}, "--count -1: must not be negative"},

@@ -38,37 +38,51 @@ func (s *stuckFlag) String() string {
 
 func (s *stuckFlag) Type() string { return "STATE=DURATION" }
 
+// Set parses one --stuck value. Its errors say what is wrong with the
+// value and what is wanted; the flag error handler puts the flag and the
+// whole value in front, so a part is named only when the value has several.
 func (s *stuckFlag) Set(v string) error {
-	for _, part := range strings.Split(v, ",") {
-		name, dur, ok := strings.Cut(strings.TrimSpace(part), "=")
-		if !ok {
-			return fmt.Errorf("%q: want STATE=DURATION, for example CLOSE_WAIT=5m", part)
-		}
-		st, err := model.ParseState(name)
-		if err != nil {
+	parts := strings.Split(v, ",")
+	for _, part := range parts {
+		if err := s.set(strings.TrimSpace(part)); err != nil {
+			if len(parts) > 1 {
+				return fmt.Errorf("%s: %w", part, err)
+			}
 			return err
 		}
-		if !slices.Contains(stuckStates, st) {
-			names := make([]string, len(stuckStates))
-			for i, x := range stuckStates {
-				names[i] = x.String()
-			}
-			return fmt.Errorf("%s: no socket is listed as stuck in %s (want one of %s)", part, st, strings.Join(names, ", "))
+	}
+	return nil
+}
+
+func (s *stuckFlag) set(part string) error {
+	name, dur, ok := strings.Cut(part, "=")
+	if !ok {
+		return fmt.Errorf("want STATE=DURATION, for example CLOSE_WAIT=5m")
+	}
+	st, err := model.ParseState(name)
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(stuckStates, st) {
+		names := make([]string, len(stuckStates))
+		for i, x := range stuckStates {
+			names[i] = x.String()
 		}
-		var d time.Duration
-		if dur = strings.TrimSpace(dur); dur != "off" {
-			if d, err = time.ParseDuration(dur); err != nil {
-				return fmt.Errorf("%s: %q is not a duration (for example 90s, 5m, or off)", part, dur)
-			}
-			if d < 0 {
-				return fmt.Errorf("%s: the duration must not be negative", part)
-			}
+		return fmt.Errorf("no socket is listed as stuck in %s (want one of %s)", st, strings.Join(names, ", "))
+	}
+	var d time.Duration
+	if dur = strings.TrimSpace(dur); dur != "off" {
+		if d, err = time.ParseDuration(dur); err != nil {
+			return fmt.Errorf("%q is not a duration (for example 90s, 5m, or off)", dur)
 		}
-		if d == 0 {
-			delete(s.th, st)
-		} else {
-			s.th[st] = d
+		if d < 0 {
+			return fmt.Errorf("the duration must not be negative")
 		}
+	}
+	if d == 0 {
+		delete(s.th, st)
+	} else {
+		s.th[st] = d
 	}
 	return nil
 }
