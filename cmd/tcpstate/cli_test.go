@@ -105,8 +105,6 @@ func TestFlagErrorsArePlain(t *testing.T) {
 			switch f.Name {
 			case "summary-json": // any file name will do
 				return
-			case "output": // TODO(next commit): -o's own error names the flag
-				return
 			}
 			arg := "--" + f.Name + "=x!"
 			msg := usageErr(t, cmd, arg)
@@ -139,5 +137,58 @@ func TestFlagErrorsArePlain(t *testing.T) {
 			t.Errorf("tcpstate %s: %q, want %q...", strings.Join(c.args, " "), msg, c.msg)
 		}
 		plainMessage(t, strings.Join(c.args, " "), msg)
+	}
+}
+
+// TestOutputAndModelIgnoreCase: -o and --model take their words in any
+// case, in every command that has them, and hand on the canonical word.
+func TestOutputAndModelIgnoreCase(t *testing.T) {
+	for _, c := range []struct {
+		cmd         string
+		args        []string
+		output, mdl string
+	}{
+		{"trace", []string{"-o", "JSON", "--model", "RFC793"}, "json", "rfc793"},
+		{"trace", []string{"--output", "Wide", "--model", "Linux"}, "wide", "linux"},
+		{"stats", []string{"-o", "Json", "--model", "RFC793"}, "json", "rfc793"},
+		{"stats", []string{"-o", "TABLE"}, "table", "linux"},
+		{"check", []string{"-o", "JSON", "--model", "rfc793"}, "json", "rfc793"},
+		{"check", []string{"-o", "WIDE", "--model", "LINUX"}, "wide", "linux"},
+	} {
+		cmd, _, err := statsRoot().Find([]string{c.cmd})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.ParseFlags(c.args); err != nil {
+			t.Errorf("%s %v: %v", c.cmd, c.args, err)
+			continue
+		}
+		out, _ := cmd.Flags().GetString("output")
+		mdl, _ := cmd.Flags().GetString("model")
+		if out != c.output || mdl != c.mdl {
+			t.Errorf("%s %v: output %q model %q, want %q %q", c.cmd, c.args, out, mdl, c.output, c.mdl)
+		}
+	}
+	// The whole way through, where no kernel is needed.
+	in := writeTemp(t, rec(1, model.Close, model.SynSent)+rec(1, model.SynSent, model.Close))
+	r := runCLI(t, "", "check", "-o", "JSON", "--model", "RFC793", "--all", in)
+	if r.err != nil || !strings.HasPrefix(r.stdout, "{") {
+		t.Errorf("check -o JSON --model RFC793: %v\nstdout: %s", r.err, r.stdout)
+	}
+	// Refusals name the flag and the words it takes.
+	for _, c := range []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"trace", "-o", "yaml"}, `--output "yaml": want table, wide or json`},
+		{[]string{"check", "-o", "yaml"}, `--output "yaml": want table, wide or json`},
+		{[]string{"stats", "-o", "wide"}, `--output "wide": want table or json`},
+		{[]string{"trace", "--model", "bsd"}, `--model "bsd": want linux or rfc793`},
+		{[]string{"stats", "--model", "bsd"}, `--model "bsd": want linux or rfc793`},
+		{[]string{"check", "--model", "bsd"}, `--model "bsd": want linux or rfc793`},
+	} {
+		if msg := usageErr(t, c.args...); msg != c.msg {
+			t.Errorf("tcpstate %s: %q, want %q", strings.Join(c.args, " "), msg, c.msg)
+		}
 	}
 }

@@ -277,7 +277,7 @@ func TestCLI(t *testing.T) {
 			{[]string{"trace", "--pid", "abc"}, `--pid "abc": a process id is a number`},
 			{[]string{"trace", "-4", "-6"}, "-4 and -6 exclude each other"},
 			{[]string{"trace", "--state", "BOGUS"}, `--state: unknown TCP state "BOGUS"`},
-			{[]string{"trace", "-o", "bogus"}, `unknown output mode "bogus"`},
+			{[]string{"trace", "-o", "bogus"}, `--output "bogus": want table, wide or json`},
 		} {
 			cmd := exec.Command(bin, c.args...)
 			var stdout, stderr bytes.Buffer
