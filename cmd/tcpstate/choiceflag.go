@@ -28,13 +28,27 @@ func (c *choiceFlag) String() string { return *c.val }
 func (c *choiceFlag) Type() string { return "string" }
 
 func (c *choiceFlag) Set(v string) error {
+	ch, ok := c.lookup(v)
+	if !ok {
+		return fmt.Errorf("want %s", orList(c.choices))
+	}
+	*c.val = ch
+	return nil
+}
+
+// accepts reports whether Set would take v.
+func (c *choiceFlag) accepts(v string) bool {
+	_, ok := c.lookup(v)
+	return ok
+}
+
+func (c *choiceFlag) lookup(v string) (string, bool) {
 	for _, ch := range c.choices {
 		if strings.EqualFold(strings.TrimSpace(v), ch) {
-			*c.val = ch
-			return nil
+			return ch, true
 		}
 	}
-	return fmt.Errorf("want %s", orList(c.choices))
+	return "", false
 }
 
 // orList joins words as a sentence does: "a", "a or b", "a, b or c".

@@ -192,3 +192,55 @@ func TestOutputAndModelIgnoreCase(t *testing.T) {
 		}
 	}
 }
+
+// runMain runs args as main does: the exit status and what is printed.
+func runMain(args ...string) (code int, stdout, stderr string) {
+	root := statsRoot()
+	root.SetArgs(args)
+	var out, errb strings.Builder
+	root.SetOut(&out)
+	root.SetErr(&errb)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	code = run(ctx, root, &errb)
+	return code, out.String(), errb.String()
+}
+
+// TestUsageErrorsPointAtTheirCommandsHelp: a usage error is one line, then
+// the pointer to the help of the command that was run; a mistyped command
+// gets a suggestion. Exit status 2 for all.
+func TestUsageErrorsPointAtTheirCommandsHelp(t *testing.T) {
+	for _, c := range []struct {
+		args      []string
+		msg, help string
+	}{
+		{[]string{"trace", "--port", "0"}, `--port "0": a port is a number from 1 to 65535`, "tcpstate trace"},
+		{[]string{"trace", "--bogus"}, "unknown flag: --bogus", "tcpstate trace"},
+		{[]string{"stats", "--interval", "soon"}, `--interval "soon": want a duration`, "tcpstate stats"},
+		{[]string{"check", "--model", "bsd"}, `--model "bsd": want linux or rfc793`, "tcpstate check"},
+		{[]string{"check", "a", "b"}, "check reads one FILE", "tcpstate check"},
+		{[]string{"--bogus"}, "unknown flag: --bogus", "tcpstate"},
+		{[]string{"trce"}, `unknown command "trce" for "tcpstate"; did you mean trace?`, "tcpstate"},
+		{[]string{"stat"}, `unknown command "stat" for "tcpstate"; did you mean stats?`, "tcpstate"},
+		{[]string{"chek", "file"}, `unknown command "chek" for "tcpstate"; did you mean check?`, "tcpstate"},
+		{[]string{"bogus"}, `unknown command "bogus" for "tcpstate" (its commands: check, stats, trace)`, "tcpstate"},
+		{[]string{"trace", "extra"}, `trace takes no arguments, got "extra"`, "tcpstate trace"},
+		{[]string{"trace", "443"}, `trace takes no arguments, got "443"; did you mean --port 443?`, "tcpstate trace"},
+		{[]string{"stats", "CLOSE_WAIT"}, `stats takes no arguments, got "CLOSE_WAIT"; did you mean --state CLOSE_WAIT?`, "tcpstate stats"},
+		{[]string{"trace", "json"}, `trace takes no arguments, got "json"; did you mean -o json?`, "tcpstate trace"},
+	} {
+		code, stdout, stderr := runMain(c.args...)
+		what := "tcpstate " + strings.Join(c.args, " ")
+		if code != exitUsage {
+			t.Errorf("%s: exit status %d, want %d\n%s", what, code, exitUsage, stderr)
+		}
+		want := "tcpstate: " + c.msg
+		lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
+		if len(lines) != 2 || !strings.HasPrefix(lines[0], want) || lines[1] != "Run '"+c.help+" --help' for usage." {
+			t.Errorf("%s: stderr\n%s\nwant %q... and \"Run '%s --help' for usage.\"", what, stderr, want, c.help)
+		}
+		if stdout != "" {
+			t.Errorf("%s: stdout %q", what, stdout)
+		}
+	}
+}

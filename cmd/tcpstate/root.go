@@ -16,10 +16,12 @@ Exit status: 0 success; 1 the run failed (privileges, kernel support, I/O);
 2 bad flags, arguments or input; 3 --fail-on saw an anomaly.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// Cobra's own default, which SuggestionsFor does not apply.
+		SuggestionsMinimumDistance: 2,
 	}
-	// Without these, an unknown command or a stray argument would be a
-	// plain error (exit 1) instead of a usage error (exit 2).
-	root.Args = usageArgs(cobra.NoArgs)
+	// Without this, an unknown command would be a plain error (exit 1)
+	// instead of a usage error (exit 2) with a suggestion.
+	root.Args = unknownCommand
 	root.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
 	root.SetFlagErrorFunc(flagError)
 	root.AddCommand(newTraceCmd())

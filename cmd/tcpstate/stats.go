@@ -132,12 +132,7 @@ trace --summary-json).`,
   sudo tcpstate stats --port 443 --interval 10s --top 5
   sudo tcpstate stats --interval 0 --duration 1m --model rfc793
   sudo tcpstate stats --stuck CLOSE_WAIT=10s --stuck ESTABLISHED=1h -o json`,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) > 0 {
-				return usagef("stats takes no arguments (got %q); filters are flags, e.g. --port %s", args, args[0])
-			}
-			return nil
-		},
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runStats(cmd.Context(), o, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},

@@ -533,14 +533,6 @@ func TestStuckFlag(t *testing.T) {
 // TestStatsFlagValidation: bad flags fail before anything is loaded, with
 // exit status 2, and so need no root.
 func TestStatsFlagValidation(t *testing.T) {
-	// exitCode prints the error on stderr, as main does: not in the test log.
-	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stderr := os.Stderr
-	os.Stderr = devnull
-	t.Cleanup(func() { os.Stderr = stderr; devnull.Close() })
 	for _, c := range []struct {
 		args []string
 		msg  string

@@ -66,7 +66,7 @@ Exit status: 0 success; 1 the run failed; 2 bad flags; 3 --fail-on was hit.`,
   sudo tcpstate trace --pid 1234 -o json --duration 60s > transitions.jsonl
   sudo tcpstate trace --state CLOSE_WAIT --state LAST_ACK -4
   sudo tcpstate trace --anomalies --model rfc793`,
-		Args: usageArgs(cobra.NoArgs),
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runTrace(cmd.Context(), o, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},

@@ -68,7 +68,7 @@ func TestTraceFlagErrors(t *testing.T) {
 		{args: []string{"trace", "--ring-size", "3145728"}, msg: "--ring-size 3145728: must be a power of two"},
 		{args: []string{"trace", "--model", "bogus"}, msg: `--model "bogus": want linux or rfc793`},
 		{args: []string{"trace", "--fail-on", "bogus"}, msg: `--fail-on "bogus": want illegal or gap`},
-		{args: []string{"trace", "extra"}, msg: `unknown command "extra" for "tcpstate trace"`},
+		{args: []string{"trace", "extra"}, msg: `trace takes no arguments, got "extra"`},
 		{args: []string{"bogus"}, msg: `unknown command "bogus" for "tcpstate"`},
 		{args: []string{"trace", "--port", ""}, msg: "--port needs a value"},
 		{args: []string{"trace", "--pid", ""}, msg: "--pid needs a value"},
