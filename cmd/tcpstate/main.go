@@ -94,6 +94,9 @@ func unknownCommand(cmd *cobra.Command, args []string) error {
 		return nil
 	}
 	msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+	if args[0] == "version" && cmd.Flags().Lookup("version") != nil {
+		return usagef("%s; did you mean --version?", msg)
+	}
 	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
 		return usagef("%s; did you mean %s?", msg, orList(s))
 	}

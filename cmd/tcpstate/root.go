@@ -1,6 +1,8 @@
 package main
 
 import (
+	"runtime/debug"
+
 	"github.com/spf13/cobra"
 )
 
@@ -23,6 +25,10 @@ Exit status: 0 success; 1 the run failed (privileges, kernel support, I/O);
 	// instead of a usage error (exit 2) with a suggestion.
 	root.Args = unknownCommand
 	root.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
+	bi, ok := debug.ReadBuildInfo()
+	root.Version = versionText(version, commit, bi, ok)
+	root.SetVersionTemplate("{{.Version}}\n")
+	root.Flags().BoolP("version", "v", false, "print the version, the commit it was built from, and the Go and cilium/ebpf versions")
 	root.SetFlagErrorFunc(flagError)
 	root.AddCommand(newTraceCmd())
 	root.AddCommand(newStatsCmd())
