@@ -24,10 +24,11 @@ type traceOptions struct {
 	ringSize    int
 	summaryJSON string
 	noHeader    bool
+	stuck       *stuckFlag
 }
 
 func newTraceCmd() *cobra.Command {
-	o := &traceOptions{}
+	o := &traceOptions{stuck: newStuckFlag()}
 	cmd := &cobra.Command{
 		Use:   "trace",
 		Short: "Print every TCP state transition as it happens",
@@ -60,6 +61,8 @@ tcpstate can guard a test run:
   tcpstate trace --fail-on illegal,gap --duration 60s
 
 Lost events are never silent: the summary on stderr counts them by cause.
+It also lists the sockets still in a state longer than --stuck allows for
+it (the thresholds of stats --stuck; see 'tcpstate stats --help').
 Exit status: 0 success; 1 the run failed; 2 bad flags; 3 --fail-on was hit.`,
 		Example: `  sudo tcpstate trace
   sudo tcpstate trace --port 443 --port 8443 -o wide
@@ -80,6 +83,7 @@ Exit status: 0 success; 1 the run failed; 2 bad flags; 3 --fail-on was hit.`,
 	f.BoolVar(&o.noHeader, "no-header", false, "omit the table header")
 	f.IntVar(&o.ringSize, "ring-size", tracer.DefaultRingSize, "ring buffer size in bytes (a power of two)")
 	f.StringVar(&o.summaryJSON, "summary-json", "", "also write the end-of-run summary as JSON to this file")
+	f.Var(o.stuck, "stuck", "at the end, list sockets in STATE longer than DURATION (repeat or comma-separate; overrides that state's default; DURATION 0 or off: never)")
 	o.kernel.register(f)
 	return cmd
 }
@@ -228,8 +232,8 @@ func runTrace(ctx context.Context, o *traceOptions, stdout, stderr io.Writer) er
 		AcceptHook: t.AcceptHook(), Model: m.Name(), Check: tracker.Stats(),
 	}
 	s.write(stderr)
-	// Sockets that stayed too long in a waiting state, as stats lists them.
-	thresholds := model.DefaultStuckThresholds()
+	// Sockets that stayed too long in a state (--stuck), as stats lists them.
+	thresholds := o.stuck.th
 	if socks, err := t.Sockets(); err != nil {
 		fmt.Fprintf(stderr, "tcpstate: warning: %v\n", err)
 	} else {
