@@ -245,3 +245,83 @@ func TestUsageErrorsPointAtTheirCommandsHelp(t *testing.T) {
 		}
 	}
 }
+
+// withHostMemory makes the host's memory size n bytes for the test.
+func withHostMemory(t *testing.T, n uint64) {
+	t.Helper()
+	saved := hostMemTotal
+	hostMemTotal = func() (uint64, error) { return n, nil }
+	t.Cleanup(func() { hostMemTotal = saved })
+}
+
+// TestMapMemoryLimit: map sizes whose memory is absurd for the host are
+// refused with the figures, unless --allow-large-maps; the defaults always
+// pass.
+func TestMapMemoryLimit(t *testing.T) {
+	const gib = 1 << 30
+	withHostMemory(t, 24684084<<10) // this project's machine: 23.5 GiB
+	// The measured case: 3.5 GiB and 8.5 s to start.
+	msg := usageErr(t, "trace", "--max-sockets", "16777216", "--ring-size", "1073741824")
+	for _, w := range []string{
+		"--max-sockets 16777216 and --ring-size 1073741824 would take 2.9 GiB of kernel memory from the start",
+		"ring buffer 1.0 GiB", "accept map 1.6 GiB", "held-back index 256.0 MiB",
+		"more than 10% of this host's memory (MemTotal 23.5 GiB: at most 2.4 GiB)",
+		"--allow-large-maps",
+	} {
+		if !strings.Contains(msg, w) {
+			t.Errorf("refusal %q lacks %q", msg, w)
+		}
+	}
+	// With a filter that holds events back, their queues count too.
+	msg = usageErr(t, "stats", "--max-sockets", "4194304", "--pid", "1")
+	for _, w := range []string{"--max-sockets 4194304 would take", "and up to 2.7 GiB with every held-back queue in use"} {
+		if !strings.Contains(msg, w) {
+			t.Errorf("refusal %q lacks %q", msg, w)
+		}
+	}
+	for _, ok := range [][]string{
+		{"--max-sockets", "16777216", "--ring-size", "1073741824", "--allow-large-maps"},
+		{"--max-sockets", "1048576", "--ring-size", "268435456"},
+		{"--max-sockets", "4194304"}, // no filter: no held-back queues
+	} {
+		o := traceOptionsFrom(t, ok...)
+		if _, err := o.tracerOptions(); err != nil {
+			t.Errorf("trace %v: %v", ok, err)
+		}
+	}
+	// The defaults pass on any host, however small.
+	withHostMemory(t, gib/8)
+	o := traceOptionsFrom(t, "--pid", "1")
+	if _, err := o.tracerOptions(); err != nil {
+		t.Errorf("defaults on a 128 MiB host: %v", err)
+	}
+	if msg := usageErr(t, "trace", "--ring-size", "16777216"); !strings.Contains(msg, "--ring-size 16777216 would take") {
+		t.Errorf("16 MiB ring on a 128 MiB host: %q", msg)
+	}
+}
+
+// TestMapFlagsSayTheirCost: the help of --max-sockets and --ring-size says
+// what they cost.
+func TestMapFlagsSayTheirCost(t *testing.T) {
+	for _, cmd := range []string{"trace", "stats"} {
+		c, _, err := statsRoot().Find([]string{cmd})
+		if err != nil {
+			t.Fatal(err)
+		}
+		u := c.Flags().Lookup("max-sockets").Usage
+		for _, w := range []string{"120 B each from the start", "7.5 MiB at the default", "568 B", "--allow-large-maps"} {
+			if !strings.Contains(u, w) {
+				t.Errorf("%s --max-sockets: %q lacks %q", cmd, u, w)
+			}
+		}
+		if c.Flags().Lookup("allow-large-maps") == nil {
+			t.Errorf("%s has no --allow-large-maps", cmd)
+		}
+	}
+	u := newTraceCmd().Flags().Lookup("ring-size").Usage
+	for _, w := range []string{"locked kernel memory", "mapped into tcpstate", "16384 events"} {
+		if !strings.Contains(u, w) {
+			t.Errorf("--ring-size: %q lacks %q", u, w)
+		}
+	}
+}

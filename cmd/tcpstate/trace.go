@@ -81,7 +81,10 @@ Exit status: 0 success; 1 the run failed; 2 bad flags; 3 --fail-on was hit.`,
 	f.Uint64Var(&o.count, "count", 0, "stop after this many events (0: no limit)")
 	f.DurationVar(&o.duration, "duration", 0, "stop after this long, e.g. 30s or 5m (0: until interrupted)")
 	f.BoolVar(&o.noHeader, "no-header", false, "omit the table header")
-	f.IntVar(&o.ringSize, "ring-size", tracer.DefaultRingSize, "ring buffer size in bytes (a power of two)")
+	f.IntVar(&o.ringSize, "ring-size", tracer.DefaultRingSize, fmt.Sprintf(
+		"ring buffer size in bytes, a power of two: that much locked kernel memory, also mapped into tcpstate "+
+			"(the default holds %d events of %d bytes; the summary counts events lost to a full ring)",
+		tracer.DefaultRingSize/tracer.RingRecordBytes, tracer.RingRecordBytes))
 	f.StringVar(&o.summaryJSON, "summary-json", "", "also write the end-of-run summary as JSON to this file")
 	f.Var(o.stuck, "stuck", "at the end, list sockets in STATE longer than DURATION (repeat or comma-separate; overrides that state's default; DURATION 0 or off: never)")
 	o.kernel.register(f)
@@ -99,13 +102,14 @@ func (o *traceOptions) tracerOptions() (tracer.Options, error) {
 	if o.duration < 0 {
 		return t, usagef("--duration %v: must not be negative", o.duration)
 	}
-	if err := o.kernel.apply(&t); err != nil {
-		return t, err
-	}
 	if o.ringSize < os.Getpagesize() || o.ringSize > 1<<30 || o.ringSize&(o.ringSize-1) != 0 {
 		return t, usagef("--ring-size %d: must be a power of two from %d to %d", o.ringSize, os.Getpagesize(), 1<<30)
 	}
 	t.RingSize = o.ringSize
+	// Last: it weighs the map sizes, with the filters, against the host.
+	if err := o.kernel.apply(&t); err != nil {
+		return t, err
+	}
 	return t, nil
 }
 

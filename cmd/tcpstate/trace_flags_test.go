@@ -150,7 +150,8 @@ func traceOptionsFrom(t *testing.T, args ...string) traceOptions {
 			ports: ss("port"), lports: ss("lport"), rports: ss("rport"), pids: ss("pid"),
 			ipv4: b("ipv4"), ipv6: b("ipv6"), states: ss("state"),
 		},
-		kernel: kernelFlags{maxSockets: i("max-sockets"), acceptHook: str("accept-hook"), rescueNested: b("rescue-nested")},
+		kernel: kernelFlags{maxSockets: i("max-sockets"), acceptHook: str("accept-hook"), rescueNested: b("rescue-nested"),
+			allowLargeMaps: b("allow-large-maps")},
 		output: out, duration: d, ringSize: i("ring-size"),
 	}
 }
