@@ -3,6 +3,7 @@ package tracer
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strings"
 
@@ -39,12 +40,24 @@ func checkEnvironment() error {
 }
 
 // checkKernel checks that the kernel has BTF at btfPath and, in the spec
-// load returns, the tracepoint's BTF type (tp_btf attaches by it).
+// load returns, the tracepoint's BTF type (tp_btf attaches by it). It reads
+// the file itself first: a BTF that is there but may not be read is a
+// question of privileges, not a kernel without BTF (and cilium/ebpf, failing
+// to open it, goes on to look for vmlinux files elsewhere and reports that
+// it found none).
 func checkKernel(btfPath string, load func() (*btf.Spec, error)) error {
-	if _, err := os.Stat(btfPath); err != nil {
+	f, err := os.Open(btfPath)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
 		return fmt.Errorf("%w: %s is missing; tcpstate needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (Linux 5.8 or later)",
 			ErrNoBTF, btfPath)
+	case errors.Is(err, fs.ErrPermission):
+		return fmt.Errorf("%w: the kernel's BTF, %s, cannot be read by this process (permission denied); run tcpstate as root or make the file readable",
+			ErrPrivileges, btfPath)
+	case err != nil:
+		return fmt.Errorf("%w: cannot read %s: %v", ErrNoBTF, btfPath, errors.Unwrap(err))
 	}
+	f.Close()
 	spec, err := load()
 	if err != nil {
 		return fmt.Errorf("%w: reading %s: %v", ErrNoBTF, btfPath, err)

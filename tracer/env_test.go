@@ -3,7 +3,9 @@ package tracer
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -68,5 +70,71 @@ func TestLoadErrorExplainsVerifierRejection(t *testing.T) {
 	memlock := fmt.Errorf("load program: %w (MEMLOCK may be too low, consider rlimit.RemoveMemlock)", unix.EPERM)
 	if err := loadError("accept_fexit", memlock, false); strings.Contains(err.Error(), "MEMLOCK") || !errors.Is(err, unix.EPERM) {
 		t.Errorf("EPERM with the library's memlock hint: %q; want the hint gone and EPERM kept", err)
+	}
+}
+
+// asNobody runs f with this thread's filesystem uid set to nobody's, which
+// also drops root's power to read what its permissions forbid
+// (CAP_DAC_OVERRIDE): file permissions then apply as to any user.
+func asNobody(t *testing.T, f func()) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		f()
+		return
+	}
+	runtime.LockOSThread()
+	unix.Setfsuid(65534)
+	if cur, _ := unix.SetfsuidRetUid(-1); cur != 65534 {
+		t.Fatalf("setfsuid: still %d", cur)
+	}
+	defer func() {
+		unix.Setfsuid(0)
+		if cur, _ := unix.SetfsuidRetUid(-1); cur != 0 {
+			return // leave the thread locked: it dies with the goroutine
+		}
+		runtime.UnlockOSThread()
+	}()
+	f()
+}
+
+// A BTF file that this process may not read is a question of privileges,
+// not a kernel without BTF.
+func TestCheckKernelUnreadableBTF(t *testing.T) {
+	dir := t.TempDir()
+	for _, d := range []string{dir, filepath.Dir(dir)} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	file := filepath.Join(dir, "vmlinux")
+	if err := os.WriteFile(file, []byte("BTF"), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	closed := filepath.Join(dir, "closed")
+	if err := os.Mkdir(closed, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(closed, "vmlinux"), []byte("BTF"), 0o444); err != nil {
+		t.Fatal(err)
+	}
+	// What cilium/ebpf's LoadKernelSpec answers when it cannot open the
+	// file: it looks for vmlinux images elsewhere and finds none.
+	load := func(path string) func() (*btf.Spec, error) {
+		return func() (*btf.Spec, error) {
+			if f, err := os.Open(path); err == nil {
+				f.Close()
+				return nil, errors.New("bad magic")
+			}
+			return nil, fmt.Errorf("no BTF found for kernel version 6.18: %w", ebpf.ErrNotSupported)
+		}
+	}
+	for _, path := range []string{file, filepath.Join(closed, "vmlinux")} {
+		var err error
+		asNobody(t, func() { err = checkKernel(path, load(path)) })
+		msg := fmt.Sprint(err)
+		if !errors.Is(err, ErrPrivileges) || errors.Is(err, ErrNoBTF) || !strings.Contains(msg, "permission denied") || !strings.Contains(msg, path) ||
+			strings.Contains(msg, "is missing") || strings.Contains(msg, "no BTF") {
+			t.Errorf("%s unreadable: %v; want ErrPrivileges saying permission denied", path, err)
+		}
 	}
 }
