@@ -18,7 +18,7 @@ import (
 type Tracer struct {
 	opts  Options
 	spec  *ebpf.CollectionSpec
-	coll  *ebpf.Collection // the data sections (.rodata, .bss)
+	coll  *ebpf.Collection     // the data sections (.rodata, .bss)
 	all   map[string]*ebpf.Map // every map, for loading programs against them
 	maps  tcpstateMaps
 	vars  tcpstateVariables
@@ -31,6 +31,12 @@ type Tracer struct {
 
 	accept   AcceptHook // the hook in use, after Attach
 	features []Feature
+
+	// tracefs is where tcpstate mounted tracefs itself (for the accept
+	// syscall tracepoints), "" when it found one mounted; Close unmounts
+	// it with unmountTracefs.
+	tracefs        string
+	unmountTracefs func() error
 }
 
 // Open loads and attaches: the events flow into the ring buffer from then
