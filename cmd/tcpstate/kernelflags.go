@@ -47,7 +47,7 @@ func (k *kernelFlags) register(f *pflag.FlagSet) {
 			"sizes that would take more than "+fmt.Sprint(mapMemoryPercent)+"% of the host's memory need --allow-large-maps. "+
 			"Owners, states and durations live in each socket and are not bounded by it")
 	f.BoolVar(&k.allowLargeMaps, "allow-large-maps", false,
-		fmt.Sprintf("start even if --max-sockets (or --ring-size) would take more than %d%% of the host's memory (MemTotal)", mapMemoryPercent))
+		fmt.Sprintf("start even if the map sizes asked for (--max-sockets, and trace's --ring-size) would take more than %d%% of the host's memory (MemTotal)", mapMemoryPercent))
 	f.StringVar(&k.acceptHook, "accept-hook", string(tracer.AcceptAuto),
 		"how accepted sockets get their owner: "+strings.Join(hooks, ", ")+
 			"; auto takes fexit/inet_csk_accept where the kernel loads it, else the accept syscall tracepoints, which cost every system call on the host; "+
