@@ -3,6 +3,9 @@ GO       ?= go
 BIN      ?= bin/tcpstate
 FUZZTIME ?= 200000x
 BENCHFLAGS ?=
+# What --version prints: the release (a git tag, else devel) and the commit.
+VERSION  ?= $(shell git describe --tags --dirty 2>/dev/null || echo devel)
+COMMIT   ?= $(shell git describe --always --dirty --abbrev=40 --match=NONE 2>/dev/null)
 
 .PHONY: help build generate vmlinux check-generate test test-unit fuzz bench latency gobench lint clean
 
@@ -10,7 +13,7 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 build: ## build bin/tcpstate (needs Go only: the BPF objects are committed)
-	$(GO) build -o $(BIN) ./cmd/tcpstate
+	$(GO) build -ldflags "-X main.version=$(VERSION) -X main.commit=$(COMMIT)" -o $(BIN) ./cmd/tcpstate
 
 generate: ## recompile bpf/*.bpf.c into tracer/*_bpfel.{go,o} (needs clang, llvm, libbpf-dev)
 	$(GO) generate ./...

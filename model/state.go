@@ -68,24 +68,64 @@ func (s State) String() string {
 	return fmt.Sprintf("STATE(%d)", uint8(s))
 }
 
-// ParseState accepts a state name as String prints it, case-insensitively,
-// with or without the TCP_ prefix, and with '-' in place of '_'
-// ("close-wait", "TCP_CLOSE_WAIT"). RFC spellings CLOSED and SYN_RECEIVED are
-// accepted too.
-func ParseState(name string) (State, error) {
+// stateAliases are the other spellings ParseState takes, keyed as
+// stateKey writes them: ss's (its State column: ESTAB, UNCONN; its state
+// filter: listening, closed) and the RFC's (CLOSED, SYN-RECEIVED).
+var stateAliases = map[string]State{
+	"ESTAB":       Established,
+	"UNCONN":      Close,
+	"CLOSED":      Close,
+	"LISTENING":   Listen,
+	"SYNRECEIVED": SynRecv,
+}
+
+// stateKey is a state name reduced to what tells states apart: upper case,
+// no TCP_ prefix, no '_', '-' or spaces ("fin-wait-1", "FIN_WAIT1" and
+// "TCP_FIN_WAIT1" are all FINWAIT1).
+func stateKey(name string) string {
 	n := strings.ToUpper(strings.TrimSpace(name))
-	n = strings.ReplaceAll(n, "-", "_")
 	n = strings.TrimPrefix(n, "TCP_")
-	switch n {
-	case "CLOSED":
-		return Close, nil
-	case "SYN_RECEIVED":
-		return SynRecv, nil
+	return strings.Map(func(r rune) rune {
+		if r == '_' || r == '-' || r == ' ' {
+			return -1
+		}
+		return r
+	}, n)
+}
+
+// ParseState accepts a state name as String prints it or as the kernel,
+// ss or the RFC spell it, case-insensitively: with or without the TCP_
+// prefix, with '-' for '_' and the digit of FIN-WAIT-1 apart ("close-wait",
+// "TCP_CLOSE_WAIT", "FIN-WAIT-1"), ss's ESTAB, UNCONN and listening, and the
+// RFC's CLOSED and SYN-RECEIVED. It accepts every state, TIME_WAIT and
+// NEW_SYN_RECV included: callers that only see transitions check
+// Unreported.
+func ParseState(name string) (State, error) {
+	k := stateKey(name)
+	if s, ok := stateAliases[k]; ok {
+		return s, nil
 	}
 	for i := State(1); i < NumStates; i++ {
-		if stateNames[i] == n {
+		if k != "" && stateKey(stateNames[i]) == k {
 			return i, nil
 		}
 	}
 	return 0, fmt.Errorf("unknown TCP state %q (want one of %s)", name, strings.Join(stateNames[1:], ", "))
+}
+
+// Unreported says why the sock:inet_sock_set_state tracepoint never reports
+// a transition into or out of s, and what to select instead; "" for the
+// states it does report. A snapshot of the sockets (ss, iter/tcp) does see
+// these states.
+func (s State) Unreported() string {
+	switch s {
+	case TimeWait:
+		return "Linux never reports TIME_WAIT: tcp_time_wait() hands the connection over to a separate timewait socket, " +
+			"and the full socket goes FIN_WAIT2 -> CLOSE or CLOSING -> CLOSE instead; " +
+			"select FIN_WAIT2 or CLOSING (their -> CLOSE is where a socket enters TIME_WAIT)"
+	case NewSynRecv:
+		return "Linux never reports NEW_SYN_RECV: a request socket (a connection still in its handshake) sets its state without the tracepoint; " +
+			"the child socket made at the handshake's end reports LISTEN -> SYN_RECV: select SYN_RECV"
+	}
+	return ""
 }

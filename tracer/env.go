@@ -1,9 +1,13 @@
 package tracer
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -39,12 +43,24 @@ func checkEnvironment() error {
 }
 
 // checkKernel checks that the kernel has BTF at btfPath and, in the spec
-// load returns, the tracepoint's BTF type (tp_btf attaches by it).
+// load returns, the tracepoint's BTF type (tp_btf attaches by it). It reads
+// the file itself first: a BTF that is there but may not be read is a
+// question of privileges, not a kernel without BTF (and cilium/ebpf, failing
+// to open it, goes on to look for vmlinux files elsewhere and reports that
+// it found none).
 func checkKernel(btfPath string, load func() (*btf.Spec, error)) error {
-	if _, err := os.Stat(btfPath); err != nil {
+	f, err := os.Open(btfPath)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
 		return fmt.Errorf("%w: %s is missing; tcpstate needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (Linux 5.8 or later)",
 			ErrNoBTF, btfPath)
+	case errors.Is(err, fs.ErrPermission):
+		return fmt.Errorf("%w: the kernel's BTF, %s, cannot be read by this process (permission denied); run tcpstate as root or make the file readable",
+			ErrPrivileges, btfPath)
+	case err != nil:
+		return fmt.Errorf("%w: cannot read %s: %v", ErrNoBTF, btfPath, errors.Unwrap(err))
 	}
+	f.Close()
 	spec, err := load()
 	if err != nil {
 		return fmt.Errorf("%w: reading %s: %v", ErrNoBTF, btfPath, err)
@@ -79,19 +95,112 @@ func missingCaps() []string {
 	return missing
 }
 
-// ensureTracefs mounts tracefs where the kernel expects it if nothing has:
-// the accept tracepoints are classic tracepoints, found through tracefs.
-func ensureTracefs() error {
-	if _, err := os.Stat(tracefsMount + "/events"); err == nil {
-		return nil
+// tracefsEnv is what finding tracefs looks at and does: the host's, or a
+// test's stand-in.
+type tracefsEnv struct {
+	mounts func() ([]string, error)        // where tracefs is mounted (/proc/self/mountinfo)
+	fsType func(dir string) (int64, error) // statfs(2)'s f_type
+	stat   func(path string) error
+	mount  func(dir string) error
+}
+
+var hostTracefs = tracefsEnv{
+	mounts: func() ([]string, error) {
+		f, err := os.Open("/proc/self/mountinfo")
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		return parseTracefsMounts(f)
+	},
+	fsType: func(dir string) (int64, error) {
+		var st unix.Statfs_t
+		if err := unix.Statfs(dir, &st); err != nil {
+			return 0, &fs.PathError{Op: "statfs", Path: dir, Err: err}
+		}
+		return int64(st.Type), nil
+	},
+	stat:  func(path string) error { _, err := os.Stat(path); return err },
+	mount: func(dir string) error { return unix.Mount("tracefs", dir, "tracefs", 0, "") },
+}
+
+// debugTracing is where debugfs mounts tracefs by itself, when debugfs is
+// mounted.
+const debugTracing = "/sys/kernel/debug/tracing"
+
+// ensureTracefs finds a tracefs this process can read (the accept
+// tracepoints are classic tracepoints, found through it), or mounts one on
+// /sys/kernel/tracing. It returns where it mounted one, or "" when tracefs
+// was there already. Its errors say which of the two was the problem: not
+// mounted, or mounted but not readable by this process.
+func (e tracefsEnv) ensure() (mounted string, err error) {
+	type place struct {
+		dir   string
+		known bool // listed as tracefs in mountinfo
 	}
-	if _, err := os.Stat("/sys/kernel/debug/tracing/events"); err == nil {
-		return nil
+	var places []place
+	mounts, _ := e.mounts() // unreadable: the well-known places still count
+	for _, d := range mounts {
+		places = append(places, place{d, true})
 	}
-	if err := unix.Mount("tracefs", tracefsMount, "tracefs", 0, ""); err != nil {
-		return fmt.Errorf("tracefs is not mounted and mounting it on %s failed: %v", tracefsMount, err)
+	for _, d := range []string{tracefsMount, debugTracing} {
+		if !slices.Contains(mounts, d) {
+			places = append(places, place{dir: d})
+		}
 	}
-	return nil
+	var unchecked []string
+	for _, p := range places {
+		if !p.known {
+			typ, err := e.fsType(p.dir)
+			if errors.Is(err, fs.ErrPermission) {
+				unchecked = append(unchecked, p.dir)
+			}
+			if err != nil || typ != unix.TRACEFS_MAGIC {
+				continue
+			}
+		}
+		err := e.stat(p.dir + "/events")
+		switch {
+		case err == nil:
+			return "", nil
+		case errors.Is(err, fs.ErrPermission):
+			return "", fmt.Errorf("tracefs is mounted on %s, but this process may not read it (permission denied): it needs root", p.dir)
+		default:
+			return "", fmt.Errorf("tracefs is mounted on %s, but its events cannot be read: %v", p.dir, err)
+		}
+	}
+	msg := "tracefs is not mounted"
+	if len(unchecked) > 0 {
+		msg += fmt.Sprintf(" (this process may not look into %s: permission denied)", strings.Join(unchecked, " or "))
+	}
+	if err := e.mount(tracefsMount); err != nil {
+		hint := ""
+		if errors.Is(err, unix.EPERM) {
+			hint = " (mounting needs root)"
+		}
+		return "", fmt.Errorf("%s, and mounting it on %s failed: %v%s", msg, tracefsMount, err, hint)
+	}
+	return tracefsMount, nil
+}
+
+// parseTracefsMounts lists the mount points of tracefs in a mountinfo file,
+// in its order (the order cilium/ebpf picks one in).
+func parseTracefsMounts(r io.Reader) ([]string, error) {
+	// Mount points escape space, tab, newline and backslash in octal.
+	unescape := strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
+	var dirs []string
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		left, right, ok := strings.Cut(sc.Text(), " - ")
+		if !ok {
+			continue
+		}
+		lf, rf := strings.Fields(left), strings.Fields(right)
+		if len(lf) >= 5 && len(rf) >= 1 && rf[0] == "tracefs" {
+			dirs = append(dirs, unescape.Replace(lf[4]))
+		}
+	}
+	return dirs, sc.Err()
 }
 
 // loadError explains why the kernel refused program name: the verifier's

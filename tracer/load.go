@@ -36,6 +36,12 @@ type Tracer struct {
 	startSnap *Snapshot  // taken by Attach
 	exactLoss bool       // LossSeq counts recursion misses (find_self ran)
 	features  []Feature
+
+	// tracefs is where tcpstate mounted tracefs itself (for the accept
+	// syscall tracepoints), "" when it found one mounted; Close unmounts
+	// it with unmountTracefs.
+	tracefs        string
+	unmountTracefs func() error
 }
 
 // Open loads and attaches: the events flow into the ring buffer from then

@@ -7,6 +7,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 )
 
 // role says when a program is loaded.
@@ -183,6 +184,9 @@ func (t *Tracer) attachAccept() {
 		if err == nil {
 			t.accept = AcceptSyscalls
 			detail := "syscalls:sys_exit_accept4 and sys_exit_accept tracepoints (a cost to every system call on the host; see --accept-hook)"
+			if t.tracefs != "" {
+				detail += "; tcpstate mounted tracefs on " + t.tracefs + " to find them and unmounts it at exit"
+			}
 			if len(tried) > 0 {
 				detail += "; " + strings.Join(tried, "; ")
 			}
@@ -218,8 +222,15 @@ func (t *Tracer) attachFexit() error {
 }
 
 func (t *Tracer) attachSyscalls() error {
-	if err := ensureTracefs(); err != nil {
+	mounted, err := hostTracefs.ensure()
+	if err != nil {
 		return err
+	}
+	if mounted != "" {
+		// Ours to unmount: Close does, whether or not the attach below
+		// works.
+		t.tracefs = mounted
+		t.unmountTracefs = func() error { return unix.Unmount(mounted, 0) }
 	}
 	var attached []link.Link
 	for _, tp := range []struct{ prog, event string }{

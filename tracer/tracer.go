@@ -23,9 +23,18 @@ func (t *Tracer) Detach() error {
 	return errors.Join(errs...)
 }
 
-// Close detaches and releases everything, in reverse order of acquisition.
+// Close detaches and releases everything, in reverse order of acquisition:
+// the links, a tracefs that tcpstate mounted for them, the ring, the
+// programs, the maps.
 func (t *Tracer) Close() error {
 	errs := []error{t.Detach()}
+	if t.unmountTracefs != nil {
+		// Not an error of the run: the user is told it stays.
+		if err := t.unmountTracefs(); err != nil && t.opts.Warn != nil {
+			t.opts.Warn(fmt.Sprintf("tcpstate mounted tracefs on %s and could not unmount it at exit (%v): it stays mounted", t.tracefs, err))
+		}
+		t.unmountTracefs = nil
+	}
 	if t.ring != nil {
 		errs = append(errs, t.ring.Close())
 		t.ring = nil

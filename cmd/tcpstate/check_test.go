@@ -261,10 +261,10 @@ func TestCheckInputErrors(t *testing.T) {
 		{"missing file", []string{"check", filepath.Join(dir, "nope.jsonl")}, exitUsage, "cannot read " + filepath.Join(dir, "nope.jsonl") + ": no such file or directory"},
 		{"directory", []string{"check", dir}, exitUsage, "cannot read " + dir + ": it is a directory"},
 		{"two files", []string{"check", "a", "b"}, exitUsage, "check reads one FILE (or - for standard input), got 2 arguments"},
-		{"bad model", []string{"check", "--model", "bsd", "-"}, exitUsage, `--model: unknown transition model "bsd" (want one of linux, rfc793)`},
+		{"bad model", []string{"check", "--model", "bsd", "-"}, exitUsage, `--model "bsd": want linux or rfc793`},
 		{"bad fail-on", []string{"check", "--fail-on", "illegal,lost", "-"}, exitUsage, `--fail-on "lost": want illegal or gap (comma-separated)`},
 		{"all and anomalies", []string{"check", "--all", "--anomalies", "-"}, exitUsage, "--all and --anomalies exclude each other"},
-		{"bad output", []string{"check", "-o", "xml", "-"}, exitUsage, `unknown output mode "xml": want table, wide or json`},
+		{"bad output", []string{"check", "-o", "xml", "-"}, exitUsage, `--output "xml": want table, wide or json`},
 		{"bad max-sockets", []string{"check", "--max-sockets", "0", "-"}, exitUsage, "--max-sockets 0: must be at least 1"},
 		{"unknown flag", []string{"check", "--modle", "linux"}, exitUsage, "unknown flag: --modle"},
 	} {

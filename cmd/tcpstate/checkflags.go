@@ -19,7 +19,7 @@ type checkOptions struct {
 
 // addCheckFlags registers --model, --anomalies and --fail-on on fs.
 func addCheckFlags(fs *pflag.FlagSet, o *checkOptions) {
-	fs.StringVar(&o.Model, "model", model.DefaultModelName,
+	choiceVarP(fs, &o.Model, "model", "", model.DefaultModelName, model.ModelNames(),
 		"transition model to check against: "+strings.Join(model.ModelNames(), " or ")+" (see 'tcpstate check --help')")
 	fs.BoolVar(&o.Anomalies, "anomalies", false,
 		"print only anomalies: illegal transitions and gaps")

@@ -280,7 +280,7 @@ func TestCLI(t *testing.T) {
 			{[]string{"trace", "--pid", "abc"}, `--pid "abc": a process id is a number`},
 			{[]string{"trace", "-4", "-6"}, "-4 and -6 exclude each other"},
 			{[]string{"trace", "--state", "BOGUS"}, `--state: unknown TCP state "BOGUS"`},
-			{[]string{"trace", "-o", "bogus"}, `unknown output mode "bogus"`},
+			{[]string{"trace", "-o", "bogus"}, `--output "bogus": want table, wide or json`},
 		} {
 			cmd := exec.Command(bin, c.args...)
 			var stdout, stderr bytes.Buffer
@@ -293,8 +293,8 @@ func TestCLI(t *testing.T) {
 			}
 			want := "tcpstate: " + c.msg
 			lines := strings.Split(strings.TrimSuffix(stderr.String(), "\n"), "\n")
-			if len(lines) != 2 || !strings.HasPrefix(lines[0], want) || lines[1] != "Run 'tcpstate --help' for usage." {
-				t.Errorf("tcpstate %s: stderr\n%s\nwant two lines: %q... and the pointer to --help", strings.Join(c.args, " "), &stderr, want)
+			if len(lines) != 2 || !strings.HasPrefix(lines[0], want) || lines[1] != "Run 'tcpstate trace --help' for usage." {
+				t.Errorf("tcpstate %s: stderr\n%s\nwant two lines: %q... and the pointer to trace --help", strings.Join(c.args, " "), &stderr, want)
 			}
 			if stdout.Len() != 0 {
 				t.Errorf("tcpstate %s: printed on stdout: %s", strings.Join(c.args, " "), &stdout)

@@ -29,7 +29,7 @@ func (ff *filterFlags) register(f *pflag.FlagSet) {
 	f.StringSliceVar(&ff.pids, "pid", nil, "only sockets owned by this process id")
 	f.BoolVarP(&ff.ipv4, "ipv4", "4", false, "only IPv4 sockets")
 	f.BoolVarP(&ff.ipv6, "ipv6", "6", false, "only IPv6 sockets (IPv4-mapped addresses included)")
-	f.StringSliceVar(&ff.states, "state", nil, "only transitions into or out of this state (ESTABLISHED, SYN_SENT, CLOSE_WAIT, ...)")
+	f.StringSliceVar(&ff.states, "state", nil, "only transitions into or out of this state (ESTABLISHED, SYN_SENT, CLOSE_WAIT, ...; ss's names such as ESTAB or FIN-WAIT-1 too)")
 }
 
 // apply validates the filter flags and sets them in t; a bad value is a
@@ -67,6 +67,11 @@ func (ff *filterFlags) apply(t *tracer.Options) error {
 		st, err := model.ParseState(s)
 		if err != nil {
 			return usagef("--state: %v", err)
+		}
+		// The filter sees transitions: a state that none has would
+		// silently match nothing.
+		if why := st.Unreported(); why != "" {
+			return usagef("--state %s would match nothing: %s", st, why)
 		}
 		t.States = append(t.States, st)
 	}

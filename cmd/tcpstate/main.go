@@ -6,11 +6,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/tcpstate/tcpstate/model"
 )
 
 // Exit codes, documented in the README and in `tcpstate --help`.
@@ -23,27 +28,42 @@ const (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := newRootCmd().ExecuteContext(ctx)
+	code := run(ctx, newRootCmd(), os.Stderr)
 	stop()
-	os.Exit(exitCode(err))
+	os.Exit(code)
 }
 
-// exitCode prints err once, on one line, and maps it to an exit status.
+// run executes root and reports its error once, on stderr, with a pointer
+// to the help of the command that was run when it is a usage error. It
+// returns the exit status.
+func run(ctx context.Context, root *cobra.Command, stderr io.Writer) int {
+	cmd, err := root.ExecuteContextC(ctx)
+	code := exitCode(err)
+	if code == exitOK {
+		return code
+	}
+	fmt.Fprintf(stderr, "tcpstate: %v\n", err)
+	if code == exitUsage {
+		if cmd == nil {
+			cmd = root
+		}
+		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
+	}
+	return code
+}
+
+// exitCode maps an error to the exit status.
 func exitCode(err error) int {
-	if err == nil {
-		return exitOK
-	}
 	var fail *anomalyError
-	if errors.As(err, &fail) {
-		fmt.Fprintf(os.Stderr, "tcpstate: %v\n", err)
-		return exitAnomalies
-	}
 	var usage *usageError
-	if errors.As(err, &usage) {
-		fmt.Fprintf(os.Stderr, "tcpstate: %v\nRun 'tcpstate --help' for usage.\n", err)
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &fail):
+		return exitAnomalies
+	case errors.As(err, &usage):
 		return exitUsage
 	}
-	fmt.Fprintf(os.Stderr, "tcpstate: %v\n", err)
 	return exitError
 }
 
@@ -65,6 +85,53 @@ func usageArgs(check cobra.PositionalArgs) cobra.PositionalArgs {
 		}
 		return nil
 	}
+}
+
+// unknownCommand is the root's argument check: an argument there is a
+// command tcpstate does not have. It suggests the nearest ones.
+func unknownCommand(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+	if args[0] == "version" && cmd.Flags().Lookup("version") != nil {
+		return usagef("%s; did you mean --version?", msg)
+	}
+	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+		return usagef("%s; did you mean %s?", msg, orList(s))
+	}
+	var names []string
+	for _, c := range cmd.Commands() {
+		if c.IsAvailableCommand() && c.Name() != "help" && c.Name() != "completion" {
+			names = append(names, c.Name())
+		}
+	}
+	return usagef("%s (its commands: %s)", msg, strings.Join(names, ", "))
+}
+
+// noArgs is the argument check of trace and stats, whose filters and
+// options are all flags. An argument that would make sense as a flag's
+// value gets that flag suggested.
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	a := args[0]
+	msg := fmt.Sprintf("%s takes no arguments, got %q", cmd.Name(), strings.Join(args, " "))
+	hint := ""
+	if n, err := strconv.ParseUint(a, 10, 16); err == nil && n > 0 {
+		hint = "--port " + a
+	} else if _, err := model.ParseState(a); err == nil {
+		hint = "--state " + a
+	} else if f := cmd.Flags().Lookup("output"); f != nil {
+		if c, ok := f.Value.(*choiceFlag); ok && c.accepts(a) {
+			hint = "-o " + a
+		}
+	}
+	if hint != "" {
+		return usagef("%s; did you mean %s?", msg, hint)
+	}
+	return usagef("%s; filters and options are flags (see --help)", msg)
 }
 
 // anomalyError marks a run that saw anomalies named by --fail-on: exit status 3.

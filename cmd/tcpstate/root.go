@@ -1,6 +1,8 @@
 package main
 
 import (
+	"runtime/debug"
+
 	"github.com/spf13/cobra"
 )
 
@@ -16,14 +18,18 @@ Exit status: 0 success; 1 the run failed (privileges, kernel support, I/O);
 2 bad flags, arguments or input; 3 --fail-on saw an anomaly.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// Cobra's own default, which SuggestionsFor does not apply.
+		SuggestionsMinimumDistance: 2,
 	}
-	// Without these, an unknown command or a stray argument would be a
-	// plain error (exit 1) instead of a usage error (exit 2).
-	root.Args = usageArgs(cobra.NoArgs)
+	// Without this, an unknown command would be a plain error (exit 1)
+	// instead of a usage error (exit 2) with a suggestion.
+	root.Args = unknownCommand
 	root.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
-		return &usageError{err}
-	})
+	bi, ok := debug.ReadBuildInfo()
+	root.Version = versionText(version, commit, bi, ok)
+	root.SetVersionTemplate("{{.Version}}\n")
+	root.Flags().BoolP("version", "v", false, "print the version, the commit it was built from, and the Go and cilium/ebpf versions")
+	root.SetFlagErrorFunc(flagError)
 	root.AddCommand(newTraceCmd())
 	root.AddCommand(newStatsCmd())
 	root.AddCommand(newCheckCmd())

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 	"time"
 
@@ -131,24 +130,19 @@ trace --summary-json).`,
   sudo tcpstate stats --port 443 --interval 10s --top 5
   sudo tcpstate stats --interval 0 --duration 1m --model rfc793
   sudo tcpstate stats --stuck CLOSE_WAIT=10s --stuck ESTABLISHED=1h -o json`,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) > 0 {
-				return usagef("stats takes no arguments (got %q); filters are flags, e.g. --port %s", args, args[0])
-			}
-			return nil
-		},
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runStats(cmd.Context(), o, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
 	f := cmd.Flags()
 	o.filterFlags.register(f)
-	f.StringVarP(&o.output, "output", "o", outTable, "output: table or json (one document per report)")
+	choiceVarP(f, &o.output, "output", "o", outTable, []string{outTable, outJSON}, "output: table or json (one document per report)")
 	f.DurationVar(&o.interval, "interval", defaultStatsInterval, "print what happened in each interval this long (0: only the totals at the end)")
 	f.DurationVar(&o.duration, "duration", 0, "stop after this long, e.g. 30s or 5m (0: until interrupted)")
 	f.IntVar(&o.count, "count", 0, "stop after this many interval reports (0: no limit)")
 	f.IntVar(&o.top, "top", defaultStatsTop, "rows of the per-port and per-owner tables; the rest are summed as other (0: all)")
-	f.StringVar(&o.model, "model", model.DefaultModelName, "transition model whose missing edges are marked with ! ("+strings.Join(model.ModelNames(), ", ")+")")
+	choiceVarP(f, &o.model, "model", "", model.DefaultModelName, model.ModelNames(), "transition model whose missing edges are marked with ! ("+strings.Join(model.ModelNames(), ", ")+")")
 	f.Var(o.stuck, "stuck", "list sockets in STATE longer than DURATION (repeat or comma-separate; overrides that state's default; DURATION 0 or off: never)")
 	o.kernel.register(f)
 	f.StringVar(&o.summary, "summary-json", "", "also write the end-of-run counters (transitions, lost by cause, kernel counters) as JSON to this file")
@@ -329,68 +323,4 @@ func sat(a, b uint64) uint64 {
 		return a - b
 	}
 	return 0
-}
-
-// stuckFlag is --stuck STATE=DURATION: thresholds per state over
-// model.DefaultStuckThresholds. A duration of 0 (or "off") removes a state.
-type stuckFlag struct {
-	th map[model.State]time.Duration
-}
-
-func newStuckFlag() *stuckFlag { return &stuckFlag{th: model.DefaultStuckThresholds()} }
-
-// stuckStates are the states a live socket can be listed in. CLOSE,
-// TIME_WAIT and NEW_SYN_RECV never show (the kernel forgets a socket at
-// -> CLOSE and never reports the other two), and a listener is meant to
-// stay in LISTEN.
-var stuckStates = []model.State{
-	model.SynSent, model.SynRecv, model.Established, model.FinWait1, model.FinWait2,
-	model.Closing, model.CloseWait, model.LastAck,
-}
-
-func (s *stuckFlag) String() string {
-	var parts []string
-	for _, st := range model.LifeOrder {
-		if d, ok := s.th[st]; ok && d > 0 {
-			parts = append(parts, st.String()+"="+d.String())
-		}
-	}
-	return strings.Join(parts, ",")
-}
-
-func (s *stuckFlag) Type() string { return "STATE=DURATION" }
-
-func (s *stuckFlag) Set(v string) error {
-	for _, part := range strings.Split(v, ",") {
-		name, dur, ok := strings.Cut(strings.TrimSpace(part), "=")
-		if !ok {
-			return fmt.Errorf("%q: want STATE=DURATION, for example CLOSE_WAIT=5m", part)
-		}
-		st, err := model.ParseState(name)
-		if err != nil {
-			return err
-		}
-		if !slices.Contains(stuckStates, st) {
-			names := make([]string, len(stuckStates))
-			for i, x := range stuckStates {
-				names[i] = x.String()
-			}
-			return fmt.Errorf("%s: no socket is listed as stuck in %s (want one of %s)", part, st, strings.Join(names, ", "))
-		}
-		var d time.Duration
-		if dur = strings.TrimSpace(dur); dur != "off" {
-			if d, err = time.ParseDuration(dur); err != nil {
-				return fmt.Errorf("%s: %q is not a duration (for example 90s, 5m, or off)", part, dur)
-			}
-			if d < 0 {
-				return fmt.Errorf("%s: the duration must not be negative", part)
-			}
-		}
-		if d == 0 {
-			delete(s.th, st)
-		} else {
-			s.th[st] = d
-		}
-	}
-	return nil
 }

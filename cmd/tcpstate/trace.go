@@ -24,10 +24,11 @@ type traceOptions struct {
 	ringSize    int
 	summaryJSON string
 	noHeader    bool
+	stuck       *stuckFlag
 }
 
 func newTraceCmd() *cobra.Command {
-	o := &traceOptions{}
+	o := &traceOptions{stuck: newStuckFlag()}
 	cmd := &cobra.Command{
 		Use:   "trace",
 		Short: "Print every TCP state transition as it happens",
@@ -60,13 +61,15 @@ tcpstate can guard a test run:
   tcpstate trace --fail-on illegal,gap --duration 60s
 
 Lost events are never silent: the summary on stderr counts them by cause.
+It also lists the sockets still in a state longer than --stuck allows for
+it (the thresholds of stats --stuck; see 'tcpstate stats --help').
 Exit status: 0 success; 1 the run failed; 2 bad flags; 3 --fail-on was hit.`,
 		Example: `  sudo tcpstate trace
   sudo tcpstate trace --port 443 --port 8443 -o wide
   sudo tcpstate trace --pid 1234 -o json --duration 60s > transitions.jsonl
   sudo tcpstate trace --state CLOSE_WAIT --state LAST_ACK -4
   sudo tcpstate trace --anomalies --model rfc793`,
-		Args: usageArgs(cobra.NoArgs),
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runTrace(cmd.Context(), o, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
@@ -74,12 +77,16 @@ Exit status: 0 success; 1 the run failed; 2 bad flags; 3 --fail-on was hit.`,
 	f := cmd.Flags()
 	o.filterFlags.register(f)
 	addCheckFlags(f, &o.check)
-	f.StringVarP(&o.output, "output", "o", outTable, "output: table, wide (adds skaddr, on-CPU task, family, owner source) or json (one object per line)")
+	choiceVarP(f, &o.output, "output", "o", outTable, []string{outTable, outWide, outJSON}, "output: table, wide (adds skaddr, on-CPU task, family, owner source) or json (one object per line)")
 	f.Uint64Var(&o.count, "count", 0, "stop after this many events (0: no limit)")
 	f.DurationVar(&o.duration, "duration", 0, "stop after this long, e.g. 30s or 5m (0: until interrupted)")
 	f.BoolVar(&o.noHeader, "no-header", false, "omit the table header")
-	f.IntVar(&o.ringSize, "ring-size", tracer.DefaultRingSize, "ring buffer size in bytes (a power of two)")
+	f.IntVar(&o.ringSize, "ring-size", tracer.DefaultRingSize, fmt.Sprintf(
+		"ring buffer size in bytes, a power of two: that much locked kernel memory, also mapped into tcpstate "+
+			"(the default holds %d events of %d bytes; the summary counts events lost to a full ring)",
+		tracer.DefaultRingSize/tracer.RingRecordBytes, tracer.RingRecordBytes))
 	f.StringVar(&o.summaryJSON, "summary-json", "", "also write the end-of-run summary as JSON to this file")
+	f.Var(o.stuck, "stuck", "at the end, list sockets in STATE longer than DURATION (repeat or comma-separate; overrides that state's default; DURATION 0 or off: never)")
 	o.kernel.register(f)
 	return cmd
 }
@@ -95,13 +102,14 @@ func (o *traceOptions) tracerOptions() (tracer.Options, error) {
 	if o.duration < 0 {
 		return t, usagef("--duration %v: must not be negative", o.duration)
 	}
-	if err := o.kernel.apply(&t); err != nil {
-		return t, err
-	}
 	if o.ringSize < os.Getpagesize() || o.ringSize > 1<<30 || o.ringSize&(o.ringSize-1) != 0 {
 		return t, usagef("--ring-size %d: must be a power of two from %d to %d", o.ringSize, os.Getpagesize(), 1<<30)
 	}
 	t.RingSize = o.ringSize
+	// Last: it weighs the map sizes, with the filters, against the host.
+	if err := o.kernel.apply(&t); err != nil {
+		return t, err
+	}
 	return t, nil
 }
 
@@ -228,8 +236,8 @@ func runTrace(ctx context.Context, o *traceOptions, stdout, stderr io.Writer) er
 		AcceptHook: t.AcceptHook(), Model: m.Name(), Check: tracker.Stats(),
 	}
 	s.write(stderr)
-	// Sockets that stayed too long in a waiting state, as stats lists them.
-	thresholds := model.DefaultStuckThresholds()
+	// Sockets that stayed too long in a state (--stuck), as stats lists them.
+	thresholds := o.stuck.th
 	if socks, err := t.Sockets(); err != nil {
 		fmt.Fprintf(stderr, "tcpstate: warning: %v\n", err)
 	} else {
