@@ -194,10 +194,14 @@ func addrs(family uint16, s, d *[16]uint8) (netip.Addr, netip.Addr) {
 }
 
 func snapSocket(r *tcpstateSnapRecord) model.SocketInfo {
+	st := model.State(r.State)
+	if st == model.NewSynRecv {
+		st = model.SynRecv // a request socket: ss shows SYN-RECV
+	}
 	si := model.SocketInfo{
 		Skaddr: r.Skaddr,
 		Kind:   model.SocketKind(r.Kind),
-		State:  model.State(r.State),
+		State:  st,
 		Family: model.Family(r.Family),
 		Sport:  r.Sport,
 		Dport:  r.Dport,

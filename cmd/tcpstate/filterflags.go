@@ -18,6 +18,10 @@ type filterFlags struct {
 	pids                  []string
 	ipv4, ipv6            bool
 	states                []string
+	// listing: the command lists sockets (ls), whose --state selects
+	// sockets by their state, TIME_WAIT and ss's groups included; it
+	// parses --state itself (lsStates), and apply leaves it alone.
+	listing bool
 }
 
 // register defines the filter flags on f.
@@ -62,6 +66,9 @@ func (ff *filterFlags) apply(t *tracer.Options) error {
 		t.Family = model.AFInet
 	case ff.ipv6:
 		t.Family = model.AFInet6
+	}
+	if ff.listing {
+		return nil
 	}
 	for _, s := range ff.states {
 		st, err := model.ParseState(s)

@@ -33,5 +33,6 @@ Exit status: 0 success; 1 the run failed (privileges, kernel support, I/O);
 	root.AddCommand(newTraceCmd())
 	root.AddCommand(newStatsCmd())
 	root.AddCommand(newCheckCmd())
+	root.AddCommand(newLsCmd())
 	return root
 }
