@@ -94,9 +94,11 @@ struct close_info {
 	__u16 rst_reason;
 };
 
-static __always_inline void close_info(struct close_info *ci, const struct sock *sk, __u8 old,
+/* close_info fills ci and says whether it read the counts. */
+static __always_inline bool close_info(struct close_info *ci, const struct sock *sk, __u8 old,
 				       const struct sock_state *st, __u16 visited)
 {
+	bool counts = false;
 	int err = sk_err(sk);
 	__u32 facts = (old & CF_STATE_MASK) | (err_class(err) << CF_ERR_SHIFT);
 	if (st->rst & RST_SENT)
@@ -113,10 +115,25 @@ static __always_inline void close_info(struct close_info *ci, const struct sock 
 	if (!have_kfunc(bpf_rdonly_cast))
 		goto out; /* the counts need the typed cast (Linux 6.2) */
 	tp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
-	ci->bytes_acked = tp->bytes_acked;
-	ci->bytes_received = tp->bytes_received;
+	/* Data bytes only. The kernel counts sequence numbers: bytes_acked
+	 * (snd_una's advances, tcp_snd_una_update) includes the SYN of an
+	 * active open (acked in SYN_SENT by tcp_ack) and our FIN once it is
+	 * acknowledged (every byte written, FIN included, is acked: snd_una ==
+	 * write_seq); bytes_received (rcv_nxt's, tcp_rcv_nxt_update) includes
+	 * the peer's FIN, and tcp_fin() sets SOCK_DONE when it takes one. */
+	__u64 acked = tp->bytes_acked, received = tp->bytes_received;
+	if ((visited & (1 << TCP_SYN_SENT)) && acked)
+		acked--;
+	if ((visited & ((1 << TCP_FIN_WAIT1) | (1 << TCP_LAST_ACK) | (1 << TCP_CLOSING))) &&
+	    tp->snd_una == tp->write_seq && acked)
+		acked--;
+	if ((sk->__sk_common.skc_flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE))) && received)
+		received--;
+	ci->bytes_acked = acked;
+	ci->bytes_received = received;
 	ci->total_retrans = tp->total_retrans;
 	ci->srtt_us = tp->srtt_us >> 3;
+	counts = true;
 	if (err) {
 		__u32 timer = CT_NONE;
 		if (tp->packets_out)
@@ -131,6 +148,7 @@ static __always_inline void close_info(struct close_info *ci, const struct sock 
 	}
 out:
 	ci->facts = facts;
+	return counts;
 }
 
 /* A reset sent (6.10 and later give the reason, and a NULL socket for a

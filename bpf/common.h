@@ -32,6 +32,7 @@ enum port_kind {
 const volatile __u8 mode_stream = 1;    /* send it to the ring buffer */
 const volatile __u8 mode_anomalies = 0; /* send it only if EVF_ILLEGAL or EVF_GAP */
 const volatile __u8 mode_aggregate = 0; /* count it in the aggregation maps */
+const volatile __u8 only_closes = 0;    /* send only ->CLOSE transitions (tcpstate life) */
 
 /* Filters (model.Filter, tracer/filters.go). Different filters AND, values
  * of one filter OR. */

@@ -145,6 +145,8 @@ static __always_inline void deliver_stored(struct event *e)
 {
 	if (!state_wanted(e->oldstate, e->newstate))
 		return;
+	if (only_closes && e->newstate != TCP_CLOSE)
+		return;
 	if (mode_aggregate)
 		aggregate(e->oldstate, e->newstate, e->flags, e->old_state_ns, e->sport, e->dport, e->pid, e->comm, e->cgroup_id);
 	if (mode_stream || (mode_anomalies && (e->flags & (EVF_ILLEGAL | EVF_GAP)))) {

@@ -17,6 +17,7 @@ enum owner_kind {
 enum sock_flag {
 	SF_SEEDED_STATE = 0x1, /* the state came from a snapshot: it began before state_ts */
 	SF_SEEDED_OWNER = 0x2, /* the owner came from a snapshot: a process that holds it */
+	SF_BORN_BEFORE = 0x4,  /* it existed before tracing: born_ts is the snapshot's time, a lower bound */
 };
 
 /* What the programs remember of one socket incarnation. */

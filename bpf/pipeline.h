@@ -107,6 +107,8 @@ static __always_inline void emit(const struct tctx *c, const struct sock *sk, co
 {
 	if (!state_wanted(c->old, c->new))
 		return;
+	if (only_closes && c->new != TCP_CLOSE)
+		return;
 	if (mode_aggregate)
 		aggregate(c->old, c->new, c->flags, c->dur, c->sport, c->dport, st->pid, st->comm, c->cgroup_id);
 	if (!mode_stream && !(mode_anomalies && (c->flags & (EVF_ILLEGAL | EVF_GAP))))
@@ -295,9 +297,12 @@ static __always_inline int on_set_state(const struct sock *sk, int oldstate, int
 		c->flags |= EVF_ACTIVE;
 	__u64 born_ts = birth ? c->now : st->born_ts;
 	if (last) {
-		close_info(&c->ci, sk, oldstate, st, visited);
+		if (close_info(&c->ci, sk, oldstate, st, visited))
+			c->flags |= EVF_COUNTS;
 		if (born_ts)
 			c->age_ns = c->now - born_ts;
+		if (st->flags & SF_BORN_BEFORE)
+			c->flags |= EVF_AGE_AT_LEAST;
 	}
 
 	if (!sticky_filters() || st->matched)
@@ -307,7 +312,9 @@ static __always_inline int on_set_state(const struct sock *sk, int oldstate, int
 
 	if (last && mode_aggregate && (st->matched || !sticky_filters())) {
 		add(&closes, c->ci.facts & (CF_VALUES - 1));
-		if (born_ts && oldstate != TCP_LISTEN)
+		/* Lifetimes of sockets born while tracing only: an older one's
+		 * is a lower bound. */
+		if (born_ts && oldstate != TCP_LISTEN && !(st->flags & SF_BORN_BEFORE))
 			hist(HIST_LIFETIME, c->now - born_ts);
 	}
 	st->state_ts = c->now;

@@ -110,6 +110,25 @@ static __always_inline void snap_common(struct snap_record *r, const struct sock
 	}
 }
 
+/* seed_state starts the storage of a socket that existed before tracing,
+ * in state. Its history is unknown, except whether it connect()ed: a child
+ * of a listener is a copy of it (sk_clone_lock copies struct sock whole),
+ * sk_max_ack_backlog included, which listen() set to its backlog; a socket
+ * that connect()ed never listened and has 0. (listen(fd, 0) makes children
+ * that look active; no server we know of asks for a backlog of 0.) Active
+ * or not decides whether the SYN is in bytes_acked and who closed first. */
+static __always_inline void seed_state(struct sock_state *st, const struct sock *sk, __u8 state)
+{
+	st->state = state;
+	st->state_ts = bpf_ktime_get_ns();
+	st->born_ts = st->state_ts;
+	st->flags |= SF_BORN_BEFORE | SF_SEEDED_STATE;
+	st->loss_seq = loss_seq;
+	st->visited = 1 << (state & 0xf);
+	if (state != TCP_LISTEN && state != TCP_SYN_RECV && !BPF_CORE_READ(sk, sk_max_ack_backlog))
+		st->visited |= 1 << TCP_SYN_SENT;
+}
+
 /* Storage of a full socket: what the programs know, seeded when asked. */
 static __always_inline void snap_state(struct snap_record *r, struct sock *sk, __u8 state)
 {
@@ -121,10 +140,7 @@ static __always_inline void snap_state(struct snap_record *r, struct sock *sk, _
 	if (st->state) {
 		r->flags |= SNAPF_TRACKED;
 	} else if (seed && state != TCP_CLOSE) {
-		st->state = state;
-		st->state_ts = bpf_ktime_get_ns();
-		st->loss_seq = loss_seq;
-		st->flags |= SF_SEEDED_STATE;
+		seed_state(st, sk, state);
 		r->flags |= SNAPF_SEEDED;
 	}
 	r->tracked_state = st->state;
@@ -221,10 +237,7 @@ int snap_files(struct bpf_iter__task_file *ctx)
 			/* A socket in CLOSE has made no transition yet: its
 			 * first one is a birth, and only its owner is seeded. */
 			if (!st->state && h.state != TCP_CLOSE) {
-				st->state = h.state;
-				st->state_ts = bpf_ktime_get_ns();
-				st->loss_seq = loss_seq;
-				st->flags |= SF_SEEDED_STATE;
+				seed_state(st, sk, h.state);
 			}
 			/* The first holder, in pid order (a master before its
 			 * workers), is the owner, unless the programs know one. */

@@ -210,7 +210,8 @@ type SocketInfo struct {
 	// was already in State when tracing began, Since is a lower bound.
 	Since        time.Duration
 	SinceAtLeast bool
-	Age          time.Duration // since birth; 0 when born before tracing began
+	Age          time.Duration // since birth; 0 when unknown
+	AgeAtLeast   bool          // it existed before tracing began: Age is a lower bound
 	Pid          uint32        // the owner
 	Comm         string
 	OwnerKnown   bool

@@ -63,6 +63,7 @@ func TestCloseRecordRoundTrip(t *testing.T) {
 	e.CloseFacts = facts(Established, ErrReset, FactRstReceived, 0)
 	e.CloseErr = 104
 	e.BytesAcked, e.BytesReceived, e.TotalRetrans, e.SrttUs, e.AgeNs = 1<<33, 42, 3, 180, 5*uint64(time.Second)
+	e.Flags |= FlagCounts
 	line := AppendJSON(nil, &e, nil)
 	for _, want := range []string{`"cause":"reset_received"`, `"error":"ECONNRESET"`, `"bytes_acked":8589934592`, `"bytes_received":42`, `"retransmits":3`, `"srtt_us":180`, `"age_ns":5000000000`} {
 		if !strings.Contains(string(line), want) {

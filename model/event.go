@@ -76,6 +76,12 @@ const (
 	FlagActive uint16 = 1 << 6
 	// FlagCPUTask: CPUPid/CPUComm were read for this event.
 	FlagCPUTask uint16 = 1 << 7
+	// FlagAgeAtLeast: AgeNs counts from when tracing began (the socket
+	// existed before): a lower bound.
+	FlagAgeAtLeast uint16 = 1 << 8
+	// FlagCounts: BytesAcked, BytesReceived, TotalRetrans and SrttUs were
+	// read (a ->CLOSE of a connection, on Linux 6.2 or later).
+	FlagCounts uint16 = 1 << 9
 )
 
 // Event is one TCP state transition: the single record that trace, check,

@@ -34,7 +34,8 @@ import (
 //	reset_reason  at -> CLOSE: the kernel's reason for a reset it sent (Linux 6.10+); omitted when none
 //	close_facts   at -> CLOSE: the facts the cause was decided from (model.CloseFacts)
 //	bytes_acked, bytes_received, retransmits, srtt_us  at -> CLOSE: the connection's counts
-//	age_ns        at -> CLOSE: nanoseconds since its birth; null when born before tracing
+//	age_ns        at -> CLOSE: nanoseconds since its birth; null when unknown
+//	age_at_least  at -> CLOSE: true when the socket existed before tracing began (age_ns counts from then)
 //	loss_seq      events the kernel had counted lost, host-wide, when it handled this one
 //	prev_loss_seq loss_seq at the socket's previous event (omitted when the kernel saw none)
 //	verdict       "ok", "illegal", "gap" or "unknown" when checked (omitted otherwise)
@@ -190,6 +191,26 @@ func (c *RecordEncoder) appendClose(buf []byte, e *Event) []byte {
 	}
 	buf = append(buf, `,"close_facts":`...)
 	buf = strconv.AppendUint(buf, uint64(e.CloseFacts), 10)
+	buf = AppendCounts(buf, e)
+	buf = append(buf, `,"age_ns":`...)
+	if e.AgeNs != 0 {
+		buf = strconv.AppendUint(buf, e.AgeNs, 10)
+	} else {
+		buf = append(buf, "null"...)
+	}
+	if e.Flags&FlagAgeAtLeast != 0 {
+		buf = append(buf, `,"age_at_least":true`...)
+	}
+	return buf
+}
+
+// AppendCounts appends a close's counts as JSON members (each after a
+// comma): bytes_acked, bytes_received, retransmits and srtt_us, null when
+// the kernel could not read them (FlagCounts unset).
+func AppendCounts(buf []byte, e *Event) []byte {
+	if e.Flags&FlagCounts == 0 {
+		return append(buf, `,"bytes_acked":null,"bytes_received":null,"retransmits":null,"srtt_us":null`...)
+	}
 	buf = append(buf, `,"bytes_acked":`...)
 	buf = strconv.AppendUint(buf, e.BytesAcked, 10)
 	buf = append(buf, `,"bytes_received":`...)
@@ -197,14 +218,7 @@ func (c *RecordEncoder) appendClose(buf []byte, e *Event) []byte {
 	buf = append(buf, `,"retransmits":`...)
 	buf = strconv.AppendUint(buf, uint64(e.TotalRetrans), 10)
 	buf = append(buf, `,"srtt_us":`...)
-	buf = strconv.AppendUint(buf, uint64(e.SrttUs), 10)
-	buf = append(buf, `,"age_ns":`...)
-	if e.AgeNs != 0 {
-		buf = strconv.AppendUint(buf, e.AgeNs, 10)
-	} else {
-		buf = append(buf, "null"...)
-	}
-	return buf
+	return strconv.AppendUint(buf, uint64(e.SrttUs), 10)
 }
 
 // appendHex appends v in lower-case hex without leading zeros.
@@ -233,6 +247,10 @@ func (e *Event) ownerWord() string {
 }
 
 const hexDigits = "0123456789abcdef"
+
+// AppendJSONString appends s as a JSON string, as the record's strings are
+// written: for tcpstate's other JSON documents.
+func AppendJSONString(buf, s []byte) []byte { return appendJSONString(buf, s) }
 
 // appendJSONString appends s as a JSON string. Task names are arbitrary bytes:
 // invalid UTF-8 becomes U+FFFD, control characters are escaped.
@@ -301,11 +319,12 @@ type jsonRecord struct {
 	CloseFacts uint16  `json:"close_facts"`
 	CloseErr   string  `json:"error"`
 	ResetRsn   string  `json:"reset_reason"`
-	BytesAcked uint64  `json:"bytes_acked"`
-	BytesRecv  uint64  `json:"bytes_received"`
-	Retrans    uint32  `json:"retransmits"`
-	SrttUs     uint32  `json:"srtt_us"`
+	BytesAcked *uint64 `json:"bytes_acked"`
+	BytesRecv  *uint64 `json:"bytes_received"`
+	Retrans    *uint32 `json:"retransmits"`
+	SrttUs     *uint32 `json:"srtt_us"`
 	AgeNs      *uint64 `json:"age_ns"`
+	AgeAtLeast bool    `json:"age_at_least"`
 	PrevLoss   uint64  `json:"prev_loss_seq"`
 	Verdict    string  `json:"verdict"`
 	Reason     string  `json:"reason"`
@@ -436,9 +455,15 @@ func ParseRecord(line []byte) (Event, Verdict, error) {
 	}
 	if e.New == Close {
 		e.CloseFacts, e.ResetReason = CloseFacts(r.CloseFacts), r.ResetRsn
-		e.BytesAcked, e.BytesReceived, e.TotalRetrans, e.SrttUs = r.BytesAcked, r.BytesRecv, r.Retrans, r.SrttUs
+		if r.BytesAcked != nil && r.BytesRecv != nil && r.Retrans != nil && r.SrttUs != nil {
+			e.BytesAcked, e.BytesReceived, e.TotalRetrans, e.SrttUs = *r.BytesAcked, *r.BytesRecv, *r.Retrans, *r.SrttUs
+			e.Flags |= FlagCounts
+		}
 		if r.AgeNs != nil {
 			e.AgeNs = *r.AgeNs
+		}
+		if r.AgeAtLeast {
+			e.Flags |= FlagAgeAtLeast
 		}
 		if r.CloseErr != "" {
 			n, ok := ParseErrno(r.CloseErr)

@@ -57,6 +57,8 @@ func TestSharedConstants(t *testing.T) {
 		"gap":             {uint64(model.FlagKernelGap), uint64(tcpstateEventFlagEVF_GAP)},
 		"active":          {uint64(model.FlagActive), uint64(tcpstateEventFlagEVF_ACTIVE)},
 		"cpu task":        {uint64(model.FlagCPUTask), uint64(tcpstateEventFlagEVF_CPU_TASK)},
+		"age at least":    {uint64(model.FlagAgeAtLeast), uint64(tcpstateEventFlagEVF_AGE_AT_LEAST)},
+		"counts":          {uint64(model.FlagCounts), uint64(tcpstateEventFlagEVF_COUNTS)},
 		"port either":     {uint64(model.PortEither), uint64(tcpstatePortKindPORT_EITHER)},
 		"port local":      {uint64(model.PortLocal), uint64(tcpstatePortKindPORT_LOCAL)},
 		"port remote":     {uint64(model.PortRemote), uint64(tcpstatePortKindPORT_REMOTE)},

@@ -53,6 +53,7 @@ func (t *Tracer) Sockets() ([]model.SocketInfo, error) {
 			State:        st,
 			Since:        since(now, rec.StateTs),
 			SinceAtLeast: rec.Flags&uint8(tcpstateSockFlagSF_SEEDED_STATE) != 0,
+			AgeAtLeast:   rec.Flags&uint8(tcpstateSockFlagSF_BORN_BEFORE) != 0,
 			Age:          since(now, rec.BornTs),
 			Pid:          rec.Pid,
 			Comm:         cString(rec.Comm[:]),

@@ -241,6 +241,7 @@ func configure(spec *ebpf.CollectionSpec, o *Options) error {
 		{s.ModeAnomalies, b2u(o.Mode&ModeAnomalies != 0)},
 		{s.ModeAggregate, b2u(o.Mode&ModeAggregate != 0)},
 		{s.WantCpuTask, b2u(o.CPUTask)},
+		{s.OnlyCloses, b2u(o.OnlyCloses)},
 		{s.EdgeMask, edgeMask(o.Model)},
 	} {
 		if err := set.v.Set(set.val); err != nil {

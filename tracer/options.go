@@ -93,6 +93,9 @@ type Options struct {
 	// kernel skips because they fired, nested, while the first ran on the
 	// same CPU (recursion misses). It costs every transition.
 	RescueNested bool
+	// OnlyCloses sends only ->CLOSE transitions (tcpstate life): one event
+	// per connection, with its cause and counts.
+	OnlyCloses bool
 	// CPUTask reads the task on the CPU (Event.CPUPid, CPUComm) for every
 	// event, not only for the transitions that name an owner.
 	CPUTask bool

@@ -133,6 +133,8 @@ const (
 	tcpstateEventFlagEVF_GAP             tcpstateEventFlag = 32
 	tcpstateEventFlagEVF_ACTIVE          tcpstateEventFlag = 64
 	tcpstateEventFlagEVF_CPU_TASK        tcpstateEventFlag = 128
+	tcpstateEventFlagEVF_AGE_AT_LEAST    tcpstateEventFlag = 256
+	tcpstateEventFlagEVF_COUNTS          tcpstateEventFlag = 512
 )
 
 type tcpstateHeld struct {
@@ -272,6 +274,7 @@ type tcpstateSockFlag uint32
 const (
 	tcpstateSockFlagSF_SEEDED_STATE tcpstateSockFlag = 1
 	tcpstateSockFlagSF_SEEDED_OWNER tcpstateSockFlag = 2
+	tcpstateSockFlagSF_BORN_BEFORE  tcpstateSockFlag = 4
 )
 
 type tcpstateSockRecord struct {
@@ -363,6 +366,7 @@ const (
 	tcpstateVarModeAnomalies       = "mode_anomalies"
 	tcpstateVarModeStream          = "mode_stream"
 	tcpstateVarNrCpus              = "nr_cpus"
+	tcpstateVarOnlyCloses          = "only_closes"
 	tcpstateVarReplayDone          = "replay_done"
 	tcpstateVarReplayNew           = "replay_new"
 	tcpstateVarReplayOld           = "replay_old"
@@ -490,6 +494,7 @@ type tcpstateVariableSpecs struct {
 	ModeAnomalies      *ebpf.VariableSpec `ebpf:"mode_anomalies"`
 	ModeStream         *ebpf.VariableSpec `ebpf:"mode_stream"`
 	NrCpus             *ebpf.VariableSpec `ebpf:"nr_cpus"`
+	OnlyCloses         *ebpf.VariableSpec `ebpf:"only_closes"`
 	ReplayDone         *ebpf.VariableSpec `ebpf:"replay_done"`
 	ReplayNew          *ebpf.VariableSpec `ebpf:"replay_new"`
 	ReplayOld          *ebpf.VariableSpec `ebpf:"replay_old"`
@@ -600,6 +605,7 @@ type tcpstateVariables struct {
 	ModeAnomalies      *ebpf.Variable `ebpf:"mode_anomalies"`
 	ModeStream         *ebpf.Variable `ebpf:"mode_stream"`
 	NrCpus             *ebpf.Variable `ebpf:"nr_cpus"`
+	OnlyCloses         *ebpf.Variable `ebpf:"only_closes"`
 	ReplayDone         *ebpf.Variable `ebpf:"replay_done"`
 	ReplayNew          *ebpf.Variable `ebpf:"replay_new"`
 	ReplayOld          *ebpf.Variable `ebpf:"replay_old"`

@@ -101,8 +101,15 @@ type traceProc struct {
 // startTrace runs `tcpstate trace args...` and waits until it is attached.
 func startTrace(t *testing.T, bin string, args ...string) *traceProc {
 	t.Helper()
+	return startAttached(t, bin, attachedLine, append([]string{"trace"}, args...)...)
+}
+
+// startAttached runs `tcpstate args...` and waits until it prints the line
+// attached on stderr.
+func startAttached(t *testing.T, bin, attachedLine string, args ...string) *traceProc {
+	t.Helper()
 	p := &traceProc{t: t, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(bin, append([]string{"trace"}, args...)...)
+	p.cmd = exec.Command(bin, args...)
 	p.cmd.Stdout = p.stdout
 	errPipe, err := p.cmd.StderrPipe()
 	if err != nil {
@@ -144,9 +151,9 @@ func startTrace(t *testing.T, bin string, args ...string) *traceProc {
 	select {
 	case <-attached:
 	case <-p.done:
-		t.Fatalf("tcpstate trace %v exited before attaching: %v\nstderr:\n%s", args, p.err, p.stderr)
+		t.Fatalf("tcpstate %v exited before attaching: %v\nstderr:\n%s", args, p.err, p.stderr)
 	case <-time.After(20 * time.Second):
-		t.Fatalf("tcpstate trace %v did not attach within 20s\nstderr:\n%s", args, p.stderr)
+		t.Fatalf("tcpstate %v did not attach within 20s\nstderr:\n%s", args, p.stderr)
 	}
 	return p
 }

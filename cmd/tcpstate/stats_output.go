@@ -396,9 +396,12 @@ func fmtAddrPort(a netip.Addr, port uint16) string {
 	return netip.AddrPortFrom(a, port).String()
 }
 
-// fmtDuration prints a duration short and readable: 850ms, 12.3s, 5m03s, 2h05m.
+// fmtDuration prints a duration short and readable: 0.21ms, 850ms, 12.3s,
+// 5m03s, 2h05m.
 func fmtDuration(d time.Duration) string {
 	switch {
+	case d < 10*time.Millisecond:
+		return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 2, 64) + "ms"
 	case d < time.Second:
 		return strconv.FormatInt(d.Milliseconds(), 10) + "ms"
 	case d < time.Minute:

@@ -470,7 +470,7 @@ func TestWriteStuck(t *testing.T) {
 
 func TestFmtDuration(t *testing.T) {
 	for d, want := range map[time.Duration]string{
-		0: "0ms", 850 * time.Millisecond: "850ms", 12300 * time.Millisecond: "12.3s",
+		0: "0.00ms", 210 * time.Microsecond: "0.21ms", 850 * time.Millisecond: "850ms", 12300 * time.Millisecond: "12.3s",
 		5*time.Minute + 3*time.Second: "5m03s", 2*time.Hour + 5*time.Minute: "2h05m",
 	} {
 		if got := fmtDuration(d); got != want {
