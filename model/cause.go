@@ -126,6 +126,24 @@ func (c CloseCause) String() string {
 	return c.Cause.String() + "/" + c.Detail
 }
 
+var detailMeanings = map[CloseCause]string{
+	{CauseFin, "active"}:                "closed by FINs; this socket sent the first",
+	{CauseFin, "passive"}:               "closed by FINs; the peer sent the first",
+	{CauseFin, "simultaneous"}:          "closed by FINs sent at once (through CLOSING)",
+	{CauseTimeout, "connect"}:           "connect() got no answer: the SYN's retries gave up",
+	{CauseTimeout, "retransmission"}:    "data in flight was never acknowledged: retransmissions gave up",
+	{CauseTimeout, "keepalive"}:         "keepalive probes went unanswered",
+	{CauseTimeout, "zero_window_probe"}: "the peer's window stayed shut: zero-window probes gave up",
+}
+
+// Meaning explains the cause and its detail in a sentence.
+func (c CloseCause) Meaning() string {
+	if m, ok := detailMeanings[c]; ok {
+		return m
+	}
+	return c.Cause.Meaning()
+}
+
 // Cause decides why the socket closed.
 func (f CloseFacts) Cause() CloseCause {
 	old, err := f.Old(), f.Err()

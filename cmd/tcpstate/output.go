@@ -62,6 +62,12 @@ func (p *jsonPrinter) appendEvent(buf []byte, e *model.Event, v *model.Verdict) 
 //	LOCAL, REMOTE    21: any IPv4 address and port; 30: any IPv4-mapped IPv6
 //	                 one; 47: any IPv6 one (the two columns share a width)
 //	MS               12: up to 27 hours; 18: any duration
+//	CAUSE            14: reset_received, fin/active, ...; 16: fin/simultaneous;
+//	                 25: timeout/zero_window_probe (model.CloseCause; "-" on
+//	                 every line that is not a ->CLOSE)
+//	ERROR (wide)     12: ECONNREFUSED, the longest socket error a close has
+//	RST_REASON       20; 40: the kernel's reset reason (Linux 6.10+), escaped
+//	(wide)
 //
 // When a cell does not fit, its column grows to the first step that fits,
 // for the rest of the run, and the header is printed again right above
@@ -76,8 +82,8 @@ type tablePrinter struct {
 	headed  bool // the header has been printed
 	grew    bool // a column grew while the current line was formatted
 
-	pid, comm, addr, ms, cpuPid, cpuComm colWidth
-	clock                                clockCache
+	pid, comm, addr, ms, cpuPid, cpuComm, cause, reason colWidth
+	clock                                               clockCache
 }
 
 // colWidth is the width of a table column that grows.
@@ -87,11 +93,15 @@ type colWidth struct {
 }
 
 var (
-	pidSteps  = []int{7, 10}
-	commSteps = []int{16, 32, 64}
-	addrSteps = []int{21, 30, 47} // 255.255.255.255:65535, [::ffff:255.255.255.255]:65535, [ffff:...:ffff]:65535
-	msSteps   = []int{12, 18}     // 99999999.999, 18446744073709.551 (2^64 ns)
+	pidSteps    = []int{7, 10}
+	commSteps   = []int{16, 32, 64}
+	addrSteps   = []int{21, 30, 47} // 255.255.255.255:65535, [::ffff:255.255.255.255]:65535, [ffff:...:ffff]:65535
+	msSteps     = []int{12, 18}     // 99999999.999, 18446744073709.551 (2^64 ns)
+	causeSteps  = []int{14, 16, 25}
+	reasonSteps = []int{20, 40}
 )
+
+const errW = 12 // ECONNREFUSED
 
 func newColWidth(steps []int) colWidth { return colWidth{w: steps[0], steps: steps} }
 
@@ -149,6 +159,7 @@ func newTablePrinter(wide, headers bool) *tablePrinter {
 		wide: wide, headers: headers,
 		pid: newColWidth(pidSteps), comm: newColWidth(commSteps), addr: newColWidth(addrSteps), ms: newColWidth(msSteps),
 		cpuPid: newColWidth(pidSteps), cpuComm: newColWidth(commSteps),
+		cause: newColWidth(causeSteps), reason: newColWidth(reasonSteps),
 	}
 }
 
@@ -166,7 +177,10 @@ func (p *tablePrinter) header(buf []byte) []byte {
 	buf = pad(buf, "NEW", stateW)
 	buf = padLeft(buf, "MS", p.ms.w)
 	buf = append(buf, ' ')
+	buf = pad(buf, "CAUSE", p.cause.w)
 	if p.wide {
+		buf = pad(buf, "ERROR", errW)
+		buf = pad(buf, "RST_REASON", p.reason.w)
 		buf = pad(buf, "SKADDR", skW)
 		buf = padLeft(buf, "CPU_PID", p.cpuPid.w)
 		buf = append(buf, ' ')
@@ -218,8 +232,37 @@ func (p *tablePrinter) appendLine(buf []byte, e *model.Event, v *model.Verdict) 
 	} else {
 		buf = padLeft(buf, "-", p.ms.w)
 	}
+	buf = append(buf, ' ')
+	var cause model.CloseCause
+	if e.New == model.Close {
+		cause = e.CloseFacts.Cause()
+	}
+	if cause.Cause != model.CauseNone {
+		start := len(buf)
+		buf = append(buf, cause.Cause.String()...)
+		if cause.Detail != "" {
+			buf = append(buf, '/')
+			buf = append(buf, cause.Detail...)
+		}
+		n := len(buf) - start
+		buf = fill(buf, p.fit(&p.cause, n)-n+1)
+	} else {
+		buf = pad(buf, "-", p.cause.w)
+	}
 	if p.wide {
-		buf = append(buf, ' ', '0', 'x')
+		if e.New == model.Close && e.CloseErr != 0 {
+			buf = pad(buf, model.ErrnoName(e.CloseErr), errW)
+		} else {
+			buf = pad(buf, "-", errW)
+		}
+		if e.ResetReason != "" {
+			var n int
+			buf, n = termsafe.Append(buf, e.ResetReason)
+			buf = fill(buf, p.fit(&p.reason, n)-n+1)
+		} else {
+			buf = pad(buf, "-", p.reason.w)
+		}
+		buf = append(buf, '0', 'x')
 		start := len(buf)
 		buf = strconv.AppendUint(buf, e.Skaddr, 16)
 		buf = fill(buf, skW-2-(len(buf)-start)+1)
@@ -228,8 +271,6 @@ func (p *tablePrinter) appendLine(buf []byte, e *model.Event, v *model.Verdict) 
 		buf = p.appendName(buf, &p.cpuComm, e.CPUComm.Bytes())
 		buf = pad(buf, e.Family.String(), 6)
 		buf = pad(buf, ownerWord(e), 9)
-	} else {
-		buf = append(buf, ' ')
 	}
 	if v != nil && v.Kind.Anomaly() {
 		buf = append(buf, "!! "...)

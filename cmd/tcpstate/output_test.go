@@ -76,23 +76,37 @@ func TestOutputExact(t *testing.T) {
 	unknown.Old, unknown.New = model.Close, model.SynSent
 	unknown.Sport = 0
 
+	// A close after the peer's reset, and one we aborted (its reason
+	// decoded from BTF: Linux 6.10+).
+	rst := outputEvent()
+	rst.Old, rst.New = model.Established, model.Close
+	rst.CloseFacts = closeFactsOf(model.Established, model.ErrReset) | model.FactRstReceived
+	rst.CloseErr = 104
+	abort := rst
+	abort.CloseFacts = closeFactsOf(model.Established, model.ErrNone) | model.FactRstSent
+	abort.CloseErr, abort.ResetReason = 0, "TCP_ABORT_ON_CLOSE"
+
 	for _, c := range []struct {
 		mode string
 		evs  []model.Event
 		vs   []*model.Verdict
 		want []string
 	}{
-		{outTable, []model.Event{e, e, unknown}, []*model.Verdict{ok, gap, nil}, []string{
-			"TIME                PID COMM             LOCAL                 REMOTE                OLD            NEW                   MS VERDICT",
-			"15:09:26.123456    4242 curl             127.0.0.1:40312       10.0.0.2:443          ESTABLISHED -> FIN_WAIT1          1.235",
-			"15:09:26.123456    4242 curl             127.0.0.1:40312       10.0.0.2:443          ESTABLISHED -> FIN_WAIT1          1.235 !! GAP: old state ESTABLISHED, last seen SYN_SENT",
-			"15:09:26.123456       - -                127.0.0.1:0           10.0.0.2:443          CLOSE       -> SYN_SENT               -",
+		{outTable, []model.Event{e, e, unknown, rst, abort}, []*model.Verdict{ok, gap, nil, ok, ok}, []string{
+			"TIME                PID COMM             LOCAL                 REMOTE                OLD            NEW                   MS CAUSE          VERDICT",
+			"15:09:26.123456    4242 curl             127.0.0.1:40312       10.0.0.2:443          ESTABLISHED -> FIN_WAIT1          1.235 -",
+			"15:09:26.123456    4242 curl             127.0.0.1:40312       10.0.0.2:443          ESTABLISHED -> FIN_WAIT1          1.235 -              !! GAP: old state ESTABLISHED, last seen SYN_SENT",
+			"15:09:26.123456       - -                127.0.0.1:0           10.0.0.2:443          CLOSE       -> SYN_SENT               - -",
+			"15:09:26.123456    4242 curl             127.0.0.1:40312       10.0.0.2:443          ESTABLISHED -> CLOSE              1.235 reset_received",
+			"15:09:26.123456    4242 curl             127.0.0.1:40312       10.0.0.2:443          ESTABLISHED -> CLOSE              1.235 reset_sent",
 		}},
-		{outWide, []model.Event{e, e, unknown}, []*model.Verdict{ok, gap, nil}, []string{
-			"TIME                PID COMM             LOCAL                 REMOTE                OLD            NEW                   MS SKADDR             CPU_PID CPU_COMM         FAMILY OWNER     VERDICT",
-			"15:09:26.123456    4242 curl             127.0.0.1:40312       10.0.0.2:443          ESTABLISHED -> FIN_WAIT1          1.235 0xffff88810a3c0800      17 ksoftirqd/1      ipv4   known",
-			"15:09:26.123456    4242 curl             127.0.0.1:40312       10.0.0.2:443          ESTABLISHED -> FIN_WAIT1          1.235 0xffff88810a3c0800      17 ksoftirqd/1      ipv4   known     !! GAP: old state ESTABLISHED, last seen SYN_SENT",
-			"15:09:26.123456       - -                127.0.0.1:0           10.0.0.2:443          CLOSE       -> SYN_SENT               - 0xffff88810a3c0800      17 ksoftirqd/1      ipv4   unknown",
+		{outWide, []model.Event{e, e, unknown, rst, abort}, []*model.Verdict{ok, gap, nil, ok, ok}, []string{
+			"TIME                PID COMM             LOCAL                 REMOTE                OLD            NEW                   MS CAUSE          ERROR        RST_REASON           SKADDR             CPU_PID CPU_COMM         FAMILY OWNER     VERDICT",
+			"15:09:26.123456    4242 curl             127.0.0.1:40312       10.0.0.2:443          ESTABLISHED -> FIN_WAIT1          1.235 -              -            -                    0xffff88810a3c0800      17 ksoftirqd/1      ipv4   known",
+			"15:09:26.123456    4242 curl             127.0.0.1:40312       10.0.0.2:443          ESTABLISHED -> FIN_WAIT1          1.235 -              -            -                    0xffff88810a3c0800      17 ksoftirqd/1      ipv4   known     !! GAP: old state ESTABLISHED, last seen SYN_SENT",
+			"15:09:26.123456       - -                127.0.0.1:0           10.0.0.2:443          CLOSE       -> SYN_SENT               - -              -            -                    0xffff88810a3c0800      17 ksoftirqd/1      ipv4   unknown",
+			"15:09:26.123456    4242 curl             127.0.0.1:40312       10.0.0.2:443          ESTABLISHED -> CLOSE              1.235 reset_received ECONNRESET   -                    0xffff88810a3c0800      17 ksoftirqd/1      ipv4   known",
+			"15:09:26.123456    4242 curl             127.0.0.1:40312       10.0.0.2:443          ESTABLISHED -> CLOSE              1.235 reset_sent     -            TCP_ABORT_ON_CLOSE   0xffff88810a3c0800      17 ksoftirqd/1      ipv4   known",
 		}},
 		{outJSON, []model.Event{e, e, unknown}, []*model.Verdict{ok, gap, nil}, []string{
 			`{"time":"2025-03-14T15:09:26.123456789Z","ts_ns":5000000123,"skaddr":"0xffff88810a3c0800","pid":4242,"comm":"curl","owner":"known","cpu_pid":17,"cpu_comm":"ksoftirqd/1","family":"ipv4","saddr":"127.0.0.1","sport":40312,"daddr":"10.0.0.2","dport":443,"old":"ESTABLISHED","new":"FIN_WAIT1","old_state_ns":1234567,"last_state":"ESTABLISHED","netns":4026531840,"verdict":"ok"}`,
@@ -403,5 +417,28 @@ func TestOutputEscapesNames(t *testing.T) {
 		if want := string(model.AppendJSON(nil, &e, gap)); json != want {
 			t.Errorf("-o json changed the record:\n got %s\nwant %s", json, want)
 		}
+	}
+}
+
+// closeFactsOf builds the facts of a close from its old state and error class.
+func closeFactsOf(old model.State, err model.ErrClass) model.CloseFacts {
+	return model.CloseFacts(old) | model.CloseFacts(err)<<model.FactErrShift
+}
+
+// TestCauseColumnGrows: a cause wider than the column's first step widens
+// it and prints the header again, as every growing column does.
+func TestCauseColumnGrows(t *testing.T) {
+	e := outputEvent()
+	e.Old, e.New = model.FinWait1, model.Close
+	e.CloseFacts = model.CloseFacts(model.FinWait1) | model.FactClosing
+	got := render(t, outTable, true, []model.Event{outputEvent(), e}, nil)
+	want := []string{
+		"TIME                PID COMM             LOCAL                 REMOTE                OLD            NEW                   MS CAUSE          VERDICT",
+		"15:09:26.123456    4242 curl             127.0.0.1:40312       10.0.0.2:443          ESTABLISHED -> FIN_WAIT1          1.235 -",
+		"TIME                PID COMM             LOCAL                 REMOTE                OLD            NEW                   MS CAUSE            VERDICT",
+		"15:09:26.123456    4242 curl             127.0.0.1:40312       10.0.0.2:443          FIN_WAIT1   -> CLOSE              1.235 fin/simultaneous",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("got:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }

@@ -38,7 +38,7 @@ func newStatsCmd() *cobra.Command {
 	o := &statsOptions{stuck: newStuckFlag()}
 	cmd := &cobra.Command{
 		Use:   "stats",
-		Short: "Count TCP state transitions in the kernel: matrix, outcomes, histograms, stuck sockets",
+		Short: "Count TCP state transitions in the kernel: matrix, close causes, histograms, stuck sockets",
 		Long: `Count TCP state transitions in the kernel and print, every --interval, what
 happened in that interval, and at the end the totals of the whole run. No
 event crosses to user space: the BPF program adds each transition to kernel
@@ -51,20 +51,22 @@ What is counted (each transition that passes the filters, which are trace's):
                 FIN_WAIT2 -> CLOSE do). TIME_WAIT never appears: Linux hands
                 that phase to a separate timewait socket and reports
                 FIN_WAIT2 -> CLOSE (or CLOSING -> CLOSE) instead.
-  outcomes      how each socket's life ended, decided at its -> CLOSE from its
-                last state, the states it went through and the socket error:
-                  active_close        we sent FIN first: FIN_WAIT1/2 -> CLOSE
-                  passive_close       the peer sent FIN first: LAST_ACK -> CLOSE
-                  simultaneous_close  both at once: through CLOSING
-                  reset               RST received (ECONNRESET, EPIPE)
-                  timeout             retransmissions gave up (ETIMEDOUT)
-                  abort               closed locally without FIN: SO_LINGER 0,
-                                      unread data at close(), a child that
-                                      was never accepted
-                  connect_refused     connect() answered by RST (ECONNREFUSED)
-                  connect_timeout     connect() got no answer (ETIMEDOUT)
-                  connect_aborted     closed or failed while connecting, for
-                                      another reason
+  causes        why each socket ended, decided at its -> CLOSE from its last
+                state, the states it went through, the resets sent and
+                received and the socket error: the causes of trace's CAUSE
+                column and of life (see 'tcpstate life --help'), with fin's
+                side and timeout's timer:
+                  fin/active          we sent the first FIN
+                  fin/passive         the peer sent the first FIN
+                  fin/simultaneous    both at once (through CLOSING)
+                  reset_received      the peer reset it (ECONNRESET, EPIPE)
+                  reset_sent          we aborted: SO_LINGER 0, unread data at
+                                      close(), tcp_abort, a child that was
+                                      never accepted
+                  refused             connect() answered by RST
+                  timeout/...         connect, retransmission, keepalive,
+                                      zero_window_probe
+                  cancelled           closed while connecting
                   listener_closed     a listening socket closed
   by service port
                 transitions and sockets opened per service port: a socket
@@ -108,14 +110,18 @@ misses are counted for the whole host, filters or not: the kernel does not
 say whose transition it skipped.
 
 --state selects the transitions counted in the matrix, the histograms and the
-per-port and per-owner tables; outcomes and lifetimes count every socket that
+per-port and per-owner tables; causes and lifetimes count every socket that
 passes the port and pid filters.
 
 JSON (-o json): one document per line per report; the last one has
 "final": true. Keys: final, seq (interval number; in the final document the
 number of intervals), start, end (RFC 3339), seconds, model, transitions,
 illegal (transitions on edges not in the model), lost, matrix (list of
-{old, new, count, illegal}, non-zero cells), outcomes (every class: count),
+{old, new, count, illegal}, non-zero cells), outcomes (the coarser classes of
+earlier versions, every class: count: active_close, passive_close,
+simultaneous_close, reset, timeout, abort, connect_refused,
+connect_timeout, connect_aborted, listener_closed), causes (list of {cause,
+detail, count}, non-zero, in the table's order),
 ports (list of {port, side: local or remote, transitions, opened}, all of
 them, most first),
 port_other, owners (list of {pid, comm, transitions, opened}), owner_other,

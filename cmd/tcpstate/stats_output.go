@@ -81,7 +81,7 @@ func writeStatsTable(w io.Writer, r *statsReport, top int) error {
 		if err := writeMatrix(w, a, r.Model); err != nil {
 			return err
 		}
-		if err := writeOutcomes(w, a); err != nil {
+		if err := writeCauses(w, a); err != nil {
 			return err
 		}
 		if err := writePorts(w, a, top); err != nil {
@@ -185,23 +185,22 @@ func matrixCell(v uint64, allowed bool) string {
 	return strconv.FormatUint(v, 10) + " "
 }
 
-func writeOutcomes(w io.Writer, a *model.Aggregate) error {
-	var sum uint64
-	for _, v := range a.Outcomes {
-		sum += v
-	}
-	if sum == 0 {
-		fmt.Fprintf(w, "\noutcomes: no socket closed\n")
+// writeCauses writes why sockets ended: the causes trace's CAUSE column
+// and life print, from the same facts (model.CloseFacts.Cause).
+func writeCauses(w io.Writer, a *model.Aggregate) error {
+	causes := a.Causes()
+	if len(causes) == 0 {
+		fmt.Fprintf(w, "\ncauses: no socket closed\n")
 		return nil
 	}
-	fmt.Fprintf(w, "\noutcomes (how sockets ended, at -> CLOSE):\n")
+	fmt.Fprintf(w, "\ncauses (why sockets ended, at -> CLOSE):\n")
 	t := newStatsTable(w, tw.AlignLeft, tw.AlignRight, tw.AlignLeft)
-	t.Header("OUTCOME", "SOCKETS", "MEANING")
-	for o := range model.NumOutcomes {
-		if v := a.Outcomes[o]; v > 0 {
-			if err := t.Append(o.String(), strconv.FormatUint(v, 10), o.Meaning()); err != nil {
-				return fmt.Errorf("writing output: %w", err)
-			}
+	t.Header("CAUSE", "SOCKETS", "MEANING")
+	var sum uint64
+	for _, c := range causes {
+		sum += c.Count
+		if err := t.Append(c.Cause.String(), strconv.FormatUint(c.Count, 10), c.Cause.Meaning()); err != nil {
+			return fmt.Errorf("writing output: %w", err)
 		}
 	}
 	t.Footer("TOTAL", strconv.FormatUint(sum, 10), "")
@@ -433,6 +432,7 @@ type statsDoc struct {
 	Lost        uint64             `json:"lost"`
 	Matrix      []matrixDoc        `json:"matrix"`
 	Outcomes    map[string]uint64  `json:"outcomes"`
+	Causes      []causeDoc         `json:"causes"`
 	Ports       []model.PortRow    `json:"ports"`
 	PortOther   uint64             `json:"port_other"`
 	Owners      []model.OwnerRow   `json:"owners"`
@@ -442,6 +442,12 @@ type statsDoc struct {
 	Stuck       []stuckDoc         `json:"stuck"`
 	Thresholds  map[string]float64 `json:"stuck_thresholds_s"`
 	Kernel      *tracer.Counters   `json:"kernel,omitempty"`
+}
+
+type causeDoc struct {
+	Cause  string `json:"cause"`
+	Detail string `json:"detail"`
+	Count  uint64 `json:"count"`
 }
 
 type matrixDoc struct {
@@ -494,6 +500,7 @@ func newStatsDoc(r *statsReport) statsDoc {
 		Lost:        r.Lost,
 		Matrix:      []matrixDoc{},
 		Outcomes:    map[string]uint64{},
+		Causes:      []causeDoc{},
 		Ports:       a.PortRows(),
 		PortOther:   a.PortOther,
 		Owners:      a.OwnerRows(),
@@ -513,6 +520,9 @@ func newStatsDoc(r *statsReport) statsDoc {
 	}
 	for o := range model.NumOutcomes {
 		d.Outcomes[o.String()] = a.Outcomes[o]
+	}
+	for _, c := range a.Causes() {
+		d.Causes = append(d.Causes, causeDoc{Cause: c.Cause.Cause.String(), Detail: c.Cause.Detail, Count: c.Count})
 	}
 	for _, k := range model.HistOrder() {
 		vals := a.Hists[k][:]

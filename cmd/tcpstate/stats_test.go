@@ -205,8 +205,10 @@ func TestMatrixMarking(t *testing.T) {
 
 func sampleReport(final bool) *statsReport {
 	a := sampleAggregate()
-	a.Outcomes[model.OutcomeActiveClose] = 3
-	a.Outcomes[model.OutcomeConnectRefused] = 1
+	closes := make([]uint64, model.FactValues)
+	closes[model.CloseFacts(model.FinWait2)] = 3
+	closes[model.CloseFacts(model.SynSent)|model.CloseFacts(model.ErrRefused)<<model.FactErrShift] = 1
+	a.SetCloses(closes)
 	a.Hists[model.SynSent][5] = 5
 	a.Hists[model.HistActiveOpen][5] = 5
 	a.Hists[model.HistLifetime][10] = 2
@@ -249,7 +251,7 @@ func TestStatsJSONShape(t *testing.T) {
 		t.Fatalf("want one document per line, got %d lines:\n%s", len(lines), b.String())
 	}
 	keys := []string{"final", "seq", "start", "end", "seconds", "model", "transitions", "illegal", "lost",
-		"matrix", "outcomes", "ports", "port_other", "owners", "owner_other", "owner_unknown",
+		"matrix", "outcomes", "causes", "ports", "port_other", "owners", "owner_other", "owner_unknown",
 		"histograms", "stuck", "stuck_thresholds_s"}
 	for i, line := range lines {
 		var doc map[string]any
@@ -284,6 +286,9 @@ func TestStatsJSONShape(t *testing.T) {
 	}
 	if len(doc.Outcomes) != int(model.NumOutcomes) || doc.Outcomes["active_close"] != 3 || doc.Outcomes["connect_refused"] != 1 || doc.Outcomes["reset"] != 0 {
 		t.Errorf("outcomes %v: want every class", doc.Outcomes)
+	}
+	if want := []causeDoc{{"fin", "active", 3}, {"refused", "", 1}}; !reflect.DeepEqual(doc.Causes, want) {
+		t.Errorf("causes %+v, want %+v", doc.Causes, want)
 	}
 	wantMatrix := []matrixDoc{
 		{"CLOSE", "SYN_SENT", 5, false}, {"LISTEN", "SYN_RECV", 5, false}, {"LISTEN", "FIN_WAIT2", 1, true},
@@ -359,7 +364,7 @@ func TestStatsTables(t *testing.T) {
 	for _, want := range []string{
 		"--- interval 2 03:04:05 -> 03:04:10 (5.00s): 21 transitions, 1 illegal under model linux, 7 lost ---",
 		"transitions (row: old state, column: new state):",
-		"outcomes (how sockets ended, at -> CLOSE):",
+		"causes (why sockets ended, at -> CLOSE):",
 		"time in SYN_SENT, count 5:",
 		"active open (SYN_SENT -> ESTABLISHED), count 5:",
 		"connection lifetime, count 3:",
@@ -376,8 +381,9 @@ func TestStatsTables(t *testing.T) {
 		{"other (2 ports)", "TRANSITIONS", "7"},
 		{"other (2 ports)", "OPENED", "5"},
 		{"not counted (map full)", "TRANSITIONS", "2"},
-		{"active_close", "SOCKETS", "3"},
-		{"connect_refused", "SOCKETS", "1"},
+		{"fin/active", "SOCKETS", "3"},
+		{"fin/active", "MEANING", "closed by FINs; this socket sent the first"},
+		{"refused", "SOCKETS", "1"},
 		{"CLOSE_WAIT", "PID", "10"},
 		{"CLOSE_WAIT", "IN STATE", "1m30s"},
 		{"CLOSE_WAIT", "AGE", "1m35s"},

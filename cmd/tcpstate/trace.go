@@ -42,6 +42,16 @@ in softirq is whoever the interrupt found there. A socket accepted from a
 listener is owned by the listener's owner until accept() names the process
 that took it.
 
+Every ->CLOSE says why the socket ended, in the CAUSE column ("-" on other
+lines) and JSON's "cause" and "cause_detail": fin (with the side that sent
+the first FIN: active, passive, simultaneous), reset_received, reset_sent,
+refused, timeout (connect, retransmission, keepalive, zero_window_probe,
+where the socket tells), cancelled (closed while connecting) or
+listener_closed; 'tcpstate life --help' explains each. -o wide adds the
+socket error (ERROR, e.g. ECONNRESET) and the kernel's reason for a reset it
+sent (RST_REASON, Linux 6.10+). JSON's ->CLOSE records also carry the data
+bytes acked and received, retransmits, srtt_us and the socket's age.
+
 Filters run in the kernel. Different filters combine with AND, repeated
 values of one filter with OR. Port and pid filters are sticky: once a socket
 matches, all its later transitions pass, and transitions it made before its
@@ -77,7 +87,7 @@ Exit status: 0 success; 1 the run failed; 2 bad flags; 3 --fail-on was hit.`,
 	f := cmd.Flags()
 	o.filterFlags.register(f)
 	addCheckFlags(f, &o.check)
-	choiceVarP(f, &o.output, "output", "o", outTable, []string{outTable, outWide, outJSON}, "output: table, wide (adds skaddr, on-CPU task, family, owner source) or json (one object per line)")
+	choiceVarP(f, &o.output, "output", "o", outTable, []string{outTable, outWide, outJSON}, "output: table, wide (adds a close's socket error and reset reason, skaddr, on-CPU task, family, owner source) or json (one object per line)")
 	f.Uint64Var(&o.count, "count", 0, "stop after this many events (0: no limit)")
 	f.DurationVar(&o.duration, "duration", 0, "stop after this long, e.g. 30s or 5m (0: until interrupted)")
 	f.BoolVar(&o.noHeader, "no-header", false, "omit the table header")
