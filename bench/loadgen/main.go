@@ -9,6 +9,12 @@
 //	client: CLOSE->SYN_SENT->ESTABLISHED->FIN_WAIT1->FIN_WAIT2->CLOSE
 //	server: LISTEN->SYN_RECV->ESTABLISHED->CLOSE_WAIT->LAST_ACK->CLOSE
 //
+// With --abort the client closes with SO_LINGER 0 instead: it sends a reset,
+// and each connection makes six (the reset programs run on both sides):
+//
+//	client: CLOSE->SYN_SENT->ESTABLISHED->CLOSE       (reset sent)
+//	server: LISTEN->SYN_RECV->ESTABLISHED->CLOSE      (reset received)
+//
 // The listening socket adds two more per run (CLOSE->LISTEN, LISTEN->CLOSE).
 // Sockets are plain TCP on both sides (Go 1.24+ listeners default to MPTCP).
 //
@@ -41,8 +47,9 @@ import (
 // TransitionsPerConnection is what one dial-and-close makes (see the package
 // comment); TransitionsPerRun is the listener's own two.
 const (
-	TransitionsPerConnection = 10
-	TransitionsPerRun        = 2
+	TransitionsPerConnection      = 10
+	TransitionsPerAbortConnection = 6
+	TransitionsPerRun             = 2
 )
 
 // Result is what loadgen prints on stdout; bench/runner decodes it.
@@ -52,7 +59,8 @@ type Result struct {
 	Errors      int     `json:"errors"`  // failed dials (each one retried once at most)
 	Seconds     float64 `json:"seconds"` // first dial to last server-side close
 	ConnPerSec  float64 `json:"conn_per_s"`
-	// ExpectedTransitions is 10 per connection plus the listener's 2.
+	// ExpectedTransitions is 10 per connection (6 with --abort) plus the
+	// listener's 2.
 	ExpectedTransitions int    `json:"expected_transitions"`
 	Netns               uint64 `json:"netns"` // inode of the namespace it ran in
 	Addr                string `json:"addr"`
@@ -70,6 +78,7 @@ type options struct {
 	wideRange   bool
 	delay       time.Duration
 	pidFile     string
+	abort       bool
 }
 
 const childEnv = "TCPSTATE_LOADGEN_CHILD"
@@ -84,6 +93,7 @@ func main() {
 	flag.BoolVar(&o.wideRange, "wide-port-range", true, "in a new namespace, use ephemeral ports 1024-65535")
 	flag.DurationVar(&o.delay, "start-delay", 0, "wait this long after listening before the first dial")
 	flag.StringVar(&o.pidFile, "pid-file", "", "once listening, write the pid of the process that makes the connections (with --new-netns: the child in the namespace) to this file")
+	flag.BoolVar(&o.abort, "abort", false, "clients close with SO_LINGER 0: a reset instead of FINs (6 transitions a connection, not 10)")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintf(os.Stderr, "loadgen: %v\n", err)
@@ -211,7 +221,7 @@ func load(o options) (*Result, error) {
 				return
 			}
 			accepted.Add(1)
-			go serve(c, &served)
+			go serve(c, &served, o.abort)
 		}
 	}()
 
@@ -246,6 +256,9 @@ func load(o options) (*Result, error) {
 						return
 					}
 				}
+				if o.abort {
+					c.(*net.TCPConn).SetLinger(0)
+				}
 				c.Close()
 				made.Add(1)
 			}
@@ -268,6 +281,10 @@ func load(o options) (*Result, error) {
 			time.Since(start).Round(time.Millisecond), made.Load(), accepted.Load(), errs.Load(), e)
 	}
 	elapsed := time.Since(start)
+	perConn := TransitionsPerConnection
+	if o.abort {
+		perConn = TransitionsPerAbortConnection
+	}
 
 	ln.Close()
 	settleStart := time.Now()
@@ -278,21 +295,21 @@ func load(o options) (*Result, error) {
 		Errors:              int(errs.Load()),
 		Seconds:             elapsed.Seconds(),
 		ConnPerSec:          float64(made.Load()) / elapsed.Seconds(),
-		ExpectedTransitions: TransitionsPerConnection*int(made.Load()) + TransitionsPerRun,
+		ExpectedTransitions: perConn*int(made.Load()) + TransitionsPerRun,
 		Netns:               netnsInode(),
 		Addr:                addr,
 		SettleSeconds:       time.Since(settleStart).Seconds(),
 	}, nil
 }
 
-func serve(c *net.TCPConn, wg *sync.WaitGroup) {
+func serve(c *net.TCPConn, wg *sync.WaitGroup, abort bool) {
 	defer wg.Done()
 	var buf [64]byte
 	// Bounded: a well-behaved client sends nothing and closes.
 	c.SetReadDeadline(time.Now().Add(30 * time.Second))
 	for {
 		if _, err := c.Read(buf[:]); err != nil {
-			if !errors.Is(err, io.EOF) {
+			if !errors.Is(err, io.EOF) && !(abort && errors.Is(err, syscall.ECONNRESET)) {
 				fmt.Fprintf(os.Stderr, "loadgen: server read: %v\n", err)
 			}
 			break

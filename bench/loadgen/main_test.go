@@ -34,3 +34,18 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadAbort: with --abort every connection still completes (the server
+// takes the reset as its end) and counts six transitions.
+func TestLoadAbort(t *testing.T) {
+	res, err := load(options{connections: 300, clients: 3, addr: "127.0.0.1:0", timeout: 30 * time.Second, abort: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Connections != 300 || res.Errors != 0 {
+		t.Fatalf("connections %d, errors %d; want 300, 0", res.Connections, res.Errors)
+	}
+	if want := 300*TransitionsPerAbortConnection + TransitionsPerRun; res.ExpectedTransitions != want {
+		t.Fatalf("expected transitions %d, want %d", res.ExpectedTransitions, want)
+	}
+}

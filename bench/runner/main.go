@@ -62,6 +62,7 @@ type options struct {
 	budget       time.Duration
 	timeout      time.Duration
 	warmup       bool
+	abort        bool
 }
 
 func main() {
@@ -90,6 +91,7 @@ func main() {
 	f.IntVar(&o.retries, "retries", 2, "how often a disturbed run is run again")
 	f.DurationVar(&o.budget, "budget", 20*time.Minute, "after this long, stop waiting for quiet and stop retrying")
 	f.DurationVar(&o.timeout, "timeout", 3*time.Minute, "give up on one load run after this long")
+	f.BoolVar(&o.abort, "abort", false, "the load's clients close with SO_LINGER 0: every connection ends with a reset (6 transitions, the reset programs run on both sides), to measure what resets cost")
 	f.BoolVar(&o.warmup, "warmup", true, "run the load once, unmeasured, before the first round")
 	f.Usage = func() {
 		fmt.Fprintf(os.Stderr, "Usage: go run ./bench/runner [flags]   (as root)\n\n%s", f.FlagUsages())
@@ -223,7 +225,7 @@ func run(ctx context.Context, o *options) error {
 	e := &env{loadgen: loadgen, connections: o.connections, clients: o.clients[0], timeout: o.timeout,
 		drain: o.drain, quietWait: o.quietWait, quietPct: o.quietPct, noisyPct: o.noisyPct, retries: o.retries,
 		deadline: time.Now().Add(o.budget), tmp: tmp, statsOn: statsOn,
-		sysSamples: o.sysSamples, sysCalls: o.sysCalls, pidDelay: o.pidDelay}
+		sysSamples: o.sysSamples, sysCalls: o.sysCalls, pidDelay: o.pidDelay, abort: o.abort}
 	doc := newDocument(o, configs, notes)
 	jobs := makeJobs(configs, o.clients)
 	logf("%d configurations x %d loads (%s clients) x %d rounds, %d connections each (%d transitions); each run in a fresh network namespace",

@@ -50,6 +50,7 @@ type settings struct {
 	Long        int     `json:"long_connections"`
 	Drain       string  `json:"drain"`
 	Namespace   string  `json:"namespace"`
+	Close       string  `json:"close"`
 	Order       string  `json:"order"`
 	Medians     string  `json:"medians"`
 	NoisyPct    float64 `json:"noisy_threshold_pct"`
@@ -100,6 +101,7 @@ func newDocument(o *options, configs []config, notes []string) *document {
 			PidDelay:  o.pidDelay.String(),
 			Long:      o.long,
 			Namespace: "each run in a fresh network namespace: its TIME_WAIT sockets die with it",
+			Close:     closeMode(o.abort),
 			Order:     "interleaved: every round runs each configuration once, the order rotated by one each round",
 			Medians:   "each column is the median over the rounds; slowdown is the baseline's median conn/s over this configuration's",
 			NoisyPct:  o.noisyPct,
@@ -114,6 +116,13 @@ func newDocument(o *options, configs []config, notes []string) *document {
 		}
 	}
 	return d
+}
+
+func closeMode(abort bool) string {
+	if abort {
+		return "the clients abort with SO_LINGER 0: each connection ends with a reset, 6 transitions"
+	}
+	return "FINs from both sides: 10 transitions a connection"
 }
 
 func median(xs []float64) float64 {
@@ -378,8 +387,8 @@ func (d *document) printNotes(w io.Writer) {
 	for i, n := range s.Clients {
 		loads[i] = fmt.Sprintf("%d clients", n)
 	}
-	fmt.Fprintf(w, "%d rounds of %d connections under each load (%s, each against its own baseline; rows of a load other than the first are marked with its clients); %s; %s; %s.\n",
-		s.Rounds, s.Connections, strings.Join(loads, ", "), s.Namespace, s.Order, s.Medians)
+	fmt.Fprintf(w, "%d rounds of %d connections under each load (%s, each against its own baseline; rows of a load other than the first are marked with its clients); closes: %s; %s; %s; %s.\n",
+		s.Rounds, s.Connections, strings.Join(loads, ", "), s.Close, s.Namespace, s.Order, s.Medians)
 	fmt.Fprintf(w, "getppid: %s; syscall tax: its ns per call less the baseline's (attaching any syscall tracepoint slows every system call on the host).\n", s.Getppid)
 	fmt.Fprintf(w, "kernel %s, %d CPUs, %s", d.Host.Kernel, d.Host.CPUs, d.Host.Go)
 	if d.Host.Bpftrace != "" {

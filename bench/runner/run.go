@@ -134,6 +134,8 @@ type env struct {
 	// pidDelay: how long a load generator traced by pid waits after
 	// listening before it dials.
 	pidDelay time.Duration
+	// abort: the load's clients close with a reset (loadgen --abort).
+	abort bool
 }
 
 // runOne runs the load once under c. A run that other work on the machine
@@ -186,6 +188,9 @@ func startLoad(ctx context.Context, e *env, extra ...string) (*loadProc, error) 
 	args := append([]string{"--new-netns",
 		"--connections", strconv.Itoa(e.connections), "--clients", strconv.Itoa(e.clients),
 		"--timeout", e.timeout.String()}, extra...)
+	if e.abort {
+		args = append(args, "--abort")
+	}
 	lp := &loadProc{done: make(chan struct{})}
 	lp.cmd = exec.CommandContext(ctx, e.loadgen, args...)
 	lp.cmd.Stdout, lp.cmd.Stderr = &lp.stdout, &lp.stderr
