@@ -1,0 +1,167 @@
+package testnet
+
+import (
+	"fmt"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// Veth is a veth pair joining two test namespaces, an IPv4 link between
+// them: end A in one namespace with address AddrA, end B in the other
+// with AddrB, both in one /24. Taking one end down makes the link lose
+// every packet in both directions, silently (no reset, no ICMP): the other
+// end loses its carrier and the kernel drops what it sends; a peer that
+// vanishes without a word, which loopback cannot make.
+//
+// Each end is named VethName in its own namespace (device names are per
+// namespace). The pair goes away when the test ends (Remove), and in any
+// case with the first of its namespaces.
+type Veth struct {
+	a, b         *NS
+	AddrA, AddrB netip.Addr
+}
+
+// VethName is the name of both ends of a Veth, each in its namespace.
+const VethName = "tsveth"
+
+// The link's addresses: private namespaces, so every test can use the same.
+var (
+	vethAddrA = netip.AddrFrom4([4]byte{10, 99, 0, 1})
+	vethAddrB = netip.AddrFrom4([4]byte{10, 99, 0, 2})
+)
+
+// NewVeth joins a and b with a veth pair (iproute2's ip creates it, from
+// a's namespace thread, so the ip process itself is in a), gives the ends
+// their addresses and brings them up. The pair is deleted when the test
+// ends.
+func NewVeth(t testing.TB, a, b *NS) *Veth {
+	t.Helper()
+	v := &Veth{a: a, b: b, AddrA: vethAddrA, AddrB: vethAddrB}
+	// The peer is created straight in b's namespace: "netns PATH" (a path,
+	// not a name under /run/netns) is b's namespace thread's.
+	err := a.Do(func() error {
+		return runIP("link", "add", VethName, "type", "veth", "peer", "name", VethName, "netns", b.Path())
+	})
+	if err != nil {
+		t.Fatalf("testnet: creating a veth pair: %v", err)
+	}
+	t.Cleanup(v.Remove)
+	for _, end := range []struct {
+		ns   *NS
+		addr netip.Addr
+	}{{a, v.AddrA}, {b, v.AddrB}} {
+		if err := end.ns.Do(func() error { return setAddr4(VethName, end.addr, 24) }); err != nil {
+			t.Fatalf("testnet: %v", err)
+		}
+		if err := end.ns.Do(func() error { return setLink(VethName, true) }); err != nil {
+			t.Fatalf("testnet: %v", err)
+		}
+	}
+	return v
+}
+
+// SetLinkA and SetLinkB bring end A or B up or down.
+func (v *Veth) SetLinkA(up bool) error { return v.a.Do(func() error { return setLink(VethName, up) }) }
+
+// SetLinkB brings end B up or down.
+func (v *Veth) SetLinkB(up bool) error { return v.b.Do(func() error { return setLink(VethName, up) }) }
+
+// Remove deletes the pair (deleting one end deletes both), if it is still
+// there: a namespace already removed took it along. NewVeth registers it
+// with t.Cleanup; calling it again is fine.
+func (v *Veth) Remove() {
+	v.a.Do(func() error {
+		if !linkExists(VethName) {
+			return nil
+		}
+		return runIP("link", "del", VethName)
+	})
+}
+
+// runIP runs iproute2's ip in the calling thread's network namespace: a
+// child forked from a namespace thread starts in that thread's namespace.
+// Run it inside NS.Do.
+func runIP(args ...string) error {
+	cmd := exec.Command("ip", args...)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := RunCmd(cmd); err != nil {
+		return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(out.String()))
+	}
+	return nil
+}
+
+func linkExists(name string) bool {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return false
+	}
+	return unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr) == nil
+}
+
+// setLink sets or clears IFF_UP on an interface of the calling thread's
+// namespace.
+func setLink(name string, up bool) error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("setting %s up=%v: socket: %w", name, up, err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return fmt.Errorf("setting %s up=%v: %w", name, up, err)
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("setting %s up=%v: SIOCGIFFLAGS: %w", name, up, err)
+	}
+	flags := ifr.Uint16() &^ unix.IFF_UP
+	if up {
+		flags |= unix.IFF_UP
+	}
+	ifr.SetUint16(flags)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("setting %s up=%v: SIOCSIFFLAGS: %w", name, up, err)
+	}
+	return nil
+}
+
+// setAddr4 gives an interface of the calling thread's namespace an IPv4
+// address and prefix (the kernel adds the connected route).
+func setAddr4(name string, addr netip.Addr, bits int) error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("addressing %s: socket: %w", name, err)
+	}
+	defer unix.Close(fd)
+	set := func(req uint, a netip.Addr, what string) error {
+		ifr, err := unix.NewIfreq(name)
+		if err != nil {
+			return err
+		}
+		b := a.As4()
+		if err := ifr.SetInet4Addr(b[:]); err != nil {
+			return err
+		}
+		if err := unix.IoctlIfreq(fd, req, ifr); err != nil {
+			return fmt.Errorf("addressing %s: %s %v: %w", name, what, a, err)
+		}
+		return nil
+	}
+	if err := set(unix.SIOCSIFADDR, addr, "SIOCSIFADDR"); err != nil {
+		return err
+	}
+	var m [4]byte
+	for i := range bits {
+		m[i/8] |= 0x80 >> (i % 8)
+	}
+	return set(unix.SIOCSIFNETMASK, netip.AddrFrom4(m), "SIOCSIFNETMASK")
+}
