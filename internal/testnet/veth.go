@@ -2,6 +2,7 @@ package testnet
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"os/exec"
 	"strings"
@@ -14,8 +15,10 @@ import (
 // them: end A in one namespace with address AddrA, end B in the other
 // with AddrB, both in one /24. Taking one end down makes the link lose
 // every packet in both directions, silently (no reset, no ICMP): the other
-// end loses its carrier and the kernel drops what it sends; a peer that
-// vanishes without a word, which loopback cannot make.
+// end loses its carrier and the kernel drops what it sends (the
+// neighbour entries are permanent, so no address resolution fails
+// either); a peer that vanishes without a word, which loopback cannot
+// make.
 //
 // Each end is named VethName in its own namespace (device names are per
 // namespace). The pair goes away when the test ends (Remove), and in any
@@ -50,14 +53,39 @@ func NewVeth(t testing.TB, a, b *NS) *Veth {
 		t.Fatalf("testnet: creating a veth pair: %v", err)
 	}
 	t.Cleanup(v.Remove)
-	for _, end := range []struct {
+	ends := []struct {
 		ns   *NS
 		addr netip.Addr
-	}{{a, v.AddrA}, {b, v.AddrB}} {
-		if err := end.ns.Do(func() error { return setAddr4(VethName, end.addr, 24) }); err != nil {
+		mac  string
+	}{{ns: a, addr: v.AddrA}, {ns: b, addr: v.AddrB}}
+	for i := range ends {
+		end := &ends[i]
+		err := end.ns.Do(func() error {
+			if err := setAddr4(VethName, end.addr, 24); err != nil {
+				return err
+			}
+			ifi, err := net.InterfaceByName(VethName)
+			if err != nil {
+				return err
+			}
+			end.mac = ifi.HardwareAddr.String()
+			return setLink(VethName, true)
+		})
+		if err != nil {
 			t.Fatalf("testnet: %v", err)
 		}
-		if err := end.ns.Do(func() error { return setLink(VethName, true) }); err != nil {
+	}
+	// Permanent neighbour entries, so that a link down loses packets and
+	// nothing else: an end that loses its carrier flushes its other
+	// neighbour entries, and resolving the address again would fail after
+	// about 3 s with an ICMP host unreachable, which TCP takes for a soft
+	// error (EHOSTUNREACH instead of ETIMEDOUT when it gives up).
+	for i, end := range ends {
+		other := ends[1-i]
+		err := end.ns.Do(func() error {
+			return runIP("neigh", "replace", other.addr.String(), "lladdr", other.mac, "dev", VethName, "nud", "permanent")
+		})
+		if err != nil {
 			t.Fatalf("testnet: %v", err)
 		}
 	}
@@ -82,17 +110,35 @@ func (v *Veth) Remove() {
 	})
 }
 
-// runIP runs iproute2's ip in the calling thread's network namespace: a
-// child forked from a namespace thread starts in that thread's namespace.
-// Run it inside NS.Do.
-func runIP(args ...string) error {
-	cmd := exec.Command("ip", args...)
+// Run runs a program (ip, ss ...) in the namespace, with RunCmd, and
+// returns its output (stdout and stderr); an error says how it failed and
+// what it printed.
+func (ns *NS) Run(name string, args ...string) (string, error) {
+	var out string
+	err := ns.Do(func() error {
+		var err error
+		out, err = run(name, args...)
+		return err
+	})
+	return out, err
+}
+
+// run runs a program in the calling thread's network namespace: a child
+// forked from a namespace thread starts in that thread's namespace. Call
+// it inside NS.Do.
+func run(name string, args ...string) (string, error) {
+	cmd := exec.Command(name, args...)
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := RunCmd(cmd); err != nil {
-		return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(out.String()))
+		return out.String(), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(out.String()))
 	}
-	return nil
+	return out.String(), nil
+}
+
+func runIP(args ...string) error {
+	_, err := run("ip", args...)
+	return err
 }
 
 func linkExists(name string) bool {
