@@ -116,11 +116,19 @@ type Event struct {
 	PrevLossSeq uint64
 	// At ->CLOSE only: how the connection ended. CloseFacts.Cause says
 	// why; CloseErr is the socket error (an errno, 0: none); ResetReason
-	// names the reason of a reset the kernel sent (6.10+, from its BTF).
-	CloseFacts    CloseFacts
-	CloseErr      uint16
-	ResetReason   string
-	BytesAcked    uint64 // bytes sent and acknowledged
+	// names the reason of a reset the kernel sent before the close (6.10+,
+	// from its BTF; the resets of SO_LINGER 0, connect(AF_UNSPEC) and a
+	// close with unread data follow the ->CLOSE transition: none).
+	CloseFacts  CloseFacts
+	CloseErr    uint16
+	ResetReason string
+	// BytesAcked and BytesReceived are the kernel's counts
+	// (tcp_sock.bytes_acked, bytes_received, as TCP_INFO reports them):
+	// sequence space, so a SYN and a FIN count one byte each. BytesAcked
+	// is the data sent and acknowledged, plus 1 for our SYN in an active
+	// open and 1 for our FIN once acknowledged; BytesReceived the data
+	// received, plus 1 for the peer's FIN.
+	BytesAcked    uint64
 	BytesReceived uint64
 	TotalRetrans  uint32 // segments retransmitted
 	SrttUs        uint32 // smoothed round-trip time, microseconds

@@ -31,9 +31,11 @@ import (
 //	cause         at -> CLOSE: why it closed (fin, reset_received, reset_sent, refused, timeout, cancelled, listener_closed)
 //	cause_detail  at -> CLOSE: fin's side (active, passive, simultaneous) or timeout's timer (connect, retransmission, keepalive, zero_window_probe); omitted when none
 //	error         at -> CLOSE: the socket error's name (ECONNRESET, ...); omitted when none
-//	reset_reason  at -> CLOSE: the kernel's reason for a reset it sent (Linux 6.10+); omitted when none
+//	reset_reason  at -> CLOSE: the kernel's reason for a reset it sent before the close (Linux 6.10+; the resets
+//	              of SO_LINGER 0, connect(AF_UNSPEC) and a close with unread data follow the close: none); omitted when none
 //	close_facts   at -> CLOSE: the facts the cause was decided from (model.CloseFacts)
-//	bytes_acked, bytes_received, retransmits, srtt_us  at -> CLOSE: the connection's counts
+//	bytes_acked, bytes_received, retransmits, srtt_us  at -> CLOSE: the connection's counts (the bytes are
+//	              sequence space, as TCP_INFO's: our SYN and FIN, the peer's FIN count one each; Event.BytesAcked)
 //	age_ns        at -> CLOSE: nanoseconds since its birth; null when born before tracing
 //	loss_seq      events the kernel had counted lost, host-wide, when it handled this one
 //	prev_loss_seq loss_seq at the socket's previous event (omitted when the kernel saw none)
