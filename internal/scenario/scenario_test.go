@@ -19,9 +19,12 @@
 //
 // The scenarios need root (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN,
 // CAP_SYS_ADMIN) and tracefs; they skip without them, and fail instead when
-// CI=true. They need no tool from the system: where a scenario must lose a
-// SYN or keep a FIN from being acknowledged, it makes the kernel do it (a
-// full accept queue; a closed receive window).
+// CI=true. They need no packet filter: where a scenario must lose a SYN or
+// keep a FIN from being acknowledged, it makes the kernel do it (a full
+// accept queue; a closed receive window); where a peer must vanish, it
+// sits in a namespace of its own behind a veth pair whose far end goes
+// down (iproute2's ip makes the pair). TestSocketDestroyed runs
+// iproute2's ss -K.
 package scenario_test
 
 import (
