@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -92,11 +93,67 @@ func NewVeth(t testing.TB, a, b *NS) *Veth {
 	return v
 }
 
-// SetLinkA and SetLinkB bring end A or B up or down.
-func (v *Veth) SetLinkA(up bool) error { return v.a.Do(func() error { return setLink(VethName, up) }) }
+// SetLinkA brings end A up or down, and returns once end B has seen its
+// carrier follow (see SetLinkB).
+func (v *Veth) SetLinkA(up bool) error { return setLinkSeen(v.a, v.b, up) }
 
-// SetLinkB brings end B up or down.
-func (v *Veth) SetLinkB(up bool) error { return v.b.Do(func() error { return setLink(VethName, up) }) }
+// SetLinkB brings end B up or down, and returns once end A has seen its
+// carrier follow. The kernel's link watcher takes a carrier loss into
+// account up to a second later (it batches non-urgent events); until
+// then A's packets are dropped by the veth driver with a local error,
+// which TCP takes for congestion (it keeps the data unsent and retries
+// from the probe timer) rather than for a vanished peer. Once it has, A's
+// queue discards what A sends as sent.
+func (v *Veth) SetLinkB(up bool) error { return setLinkSeen(v.b, v.a, up) }
+
+// linkSeenTimeout bounds the wait for the other end to see a link change.
+const linkSeenTimeout = 3 * time.Second
+
+func setLinkSeen(end, other *NS, up bool) error {
+	if err := end.Do(func() error { return setLink(VethName, up) }); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(linkSeenTimeout)
+	for {
+		var running bool
+		err := other.Do(func() error {
+			flags, err := linkFlags(VethName)
+			running = flags&unix.IFF_RUNNING != 0
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if running == up {
+			// The queue is swapped right after the operational state
+			// changes; give it a moment.
+			time.Sleep(10 * time.Millisecond)
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("testnet: the other end of the veth pair is not running=%v %v after this end went up=%v", up, linkSeenTimeout, up)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// linkFlags reads an interface's flags (SIOCGIFFLAGS: IFF_RUNNING is its
+// operational state) in the calling thread's namespace.
+func linkFlags(name string) (uint16, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("reading %s's flags: socket: %w", name, err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return 0, fmt.Errorf("reading %s's flags: %w", name, err)
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return 0, fmt.Errorf("reading %s's flags: SIOCGIFFLAGS: %w", name, err)
+	}
+	return ifr.Uint16(), nil
+}
 
 // Remove deletes the pair (deleting one end deletes both), if it is still
 // there: a namespace already removed took it along. NewVeth registers it
@@ -142,16 +199,8 @@ func runIP(args ...string) error {
 }
 
 func linkExists(name string) bool {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return false
-	}
-	defer unix.Close(fd)
-	ifr, err := unix.NewIfreq(name)
-	if err != nil {
-		return false
-	}
-	return unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr) == nil
+	_, err := linkFlags(name)
+	return err == nil
 }
 
 // setLink sets or clears IFF_UP on an interface of the calling thread's
