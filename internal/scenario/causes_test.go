@@ -343,37 +343,90 @@ func TestZeroWindowProbeTimeout(t *testing.T) {
 	})
 }
 
-// A socket destroyed from outside: ss -K (SOCK_DESTROY, tcp_abort()) sends
-// a reset first (reason TCP_STATE), then closes the socket with
-// ECONNABORTED. The peer is reset.
+// A socket destroyed from outside: ss -K (SOCK_DESTROY, tcp_abort()).
 func TestSocketDestroyed(t *testing.T) {
 	t.Parallel()
-	scenario(t, func(e *env) error {
-		lfd, c, a, p, cport := e.established(4)
-		e.ok(e.ns.Write(c, 1000))
-		e.ok(e.ns.ReadFull(a, 1000))
-		out, err := e.ns.Run("ss", "-K", "-t", "-n", "sport", "=", fmt.Sprintf(":%d", cport), "dport", "=", fmt.Sprintf(":%d", p))
+	// destroy runs ss -K on the one socket from lport to rport.
+	destroy := func(e *env, lport, rport uint16) {
+		out, err := e.ns.Run("ss", "-K", "-t", "-n", "-a", "sport", "=", fmt.Sprintf(":%d", lport), "dport", "=", fmt.Sprintf(":%d", rport))
 		e.ok(err)
-		t.Logf("ss -K:\n%s", out)
-		e.requireState("client after ss -K", c, model.Close)
-		if soerr, err := unix.GetsockoptInt(c, unix.SOL_SOCKET, unix.SO_ERROR); err != nil || unix.Errno(soerr) != unix.ECONNABORTED {
-			t.Errorf("the destroyed socket's error: %v (%v), want ECONNABORTED", unix.Errno(soerr), err)
+		e.t.Logf("ss -K:\n%s", out)
+	}
+	aborted := func(e *env, fd int) {
+		if soerr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR); err != nil || unix.Errno(soerr) != unix.ECONNABORTED {
+			e.t.Errorf("the destroyed socket's error: %v (%v), want ECONNABORTED", unix.Errno(soerr), err)
 		}
-		e.waitState("child after the reset", a, model.Close)
-		e.close(c)
-		e.close(a)
-		e.close(lfd)
-		f := model.AFInet
-		_, err = e.finish(want{
-			socks: []sock{
-				{"listener", f, p, 0, tracetest.ListenerLife, listenerClosed},
-				{"client", f, cport, p, slices.Concat(tracetest.ActiveOpen, []string{"ESTABLISHED>CLOSE"}),
-					end{cause: "reset_sent", err: "ECONNABORTED", reason: "TCP_STATE", sent: "TCP_STATE"}},
-				{"child", f, p, cport, slices.Concat(tracetest.PassiveOpen, []string{"ESTABLISHED>CLOSE"}), resetBy("ECONNRESET")},
-			},
-			rfc793Illegal: []string{"child LISTEN>SYN_RECV"},
+	}
+
+	// Established: tcp_abort() sends a reset first (reason TCP_STATE),
+	// then closes the socket with ECONNABORTED. The peer is reset.
+	t.Run("ESTABLISHED", func(t *testing.T) {
+		t.Parallel()
+		scenario(t, func(e *env) error {
+			lfd, c, a, p, cport := e.established(4)
+			e.ok(e.ns.Write(c, 1000))
+			e.ok(e.ns.ReadFull(a, 1000))
+			destroy(e, cport, p)
+			e.requireState("client after ss -K", c, model.Close)
+			aborted(e, c)
+			e.waitState("child after the reset", a, model.Close)
+			e.close(c)
+			e.close(a)
+			e.close(lfd)
+			f := model.AFInet
+			_, err := e.finish(want{
+				socks: []sock{
+					{"listener", f, p, 0, tracetest.ListenerLife, listenerClosed},
+					{"client", f, cport, p, slices.Concat(tracetest.ActiveOpen, []string{"ESTABLISHED>CLOSE"}),
+						end{cause: "reset_sent", err: "ECONNABORTED", reason: "TCP_STATE", sent: "TCP_STATE"}},
+					{"child", f, p, cport, slices.Concat(tracetest.PassiveOpen, []string{"ESTABLISHED>CLOSE"}), resetBy("ECONNRESET")},
+				},
+				rfc793Illegal: []string{"child LISTEN>SYN_RECV"},
+			})
+			return err
 		})
-		return err
+	})
+
+	// Still connecting (its SYN dropped by a full accept queue): no reset
+	// from SYN_SENT, and ECONNABORTED: the connect was cancelled, from
+	// outside.
+	//
+	// KNOWN DEFECT: the kernel side classes ECONNABORTED with the soft
+	// errors a connect times out with (an ICMP unreachable), so this reads
+	// timeout/connect. What would tell: ECONNABORTED as a class of its own.
+	t.Run("SYN_SENT", func(t *testing.T) {
+		t.Parallel()
+		scenario(t, func(e *env) error {
+			ap := e.addr(4, 0)
+			lfd, filler, fport := e.fullListener(ap)
+			v := e.socket(4)
+			e.startConnect(v, ap)
+			vport := e.port(v)
+			time.Sleep(20 * time.Millisecond) // the SYN is out, and dropped
+			e.requireState("connecting socket", v, model.SynSent)
+			destroy(e, vport, ap.Port())
+			e.requireState("connecting socket after ss -K", v, model.Close)
+			aborted(e, v)
+			e.close(v)
+
+			fchild := e.accept(lfd)
+			e.close(filler)
+			e.ok(e.ns.ReadEOF(fchild))
+			e.close(fchild)
+			e.close(lfd)
+			f, p := model.AFInet, ap.Port()
+			_, err := e.finish(want{
+				socks: []sock{
+					{"listener", f, p, 0, tracetest.ListenerLife, listenerClosed},
+					{"filler", f, fport, p, slices.Concat(tracetest.ActiveOpen, tracetest.ActiveClose), finActive},
+					{"filler-child", f, p, fport, slices.Concat(tracetest.PassiveOpen, tracetest.PassiveClose), finPassive},
+					{"destroyed", f, vport, p, []string{"CLOSE>SYN_SENT", "SYN_SENT>CLOSE"},
+						end{cause: "cancelled", err: "ECONNABORTED", wrong: "timeout/connect"}},
+				},
+				rfc793Illegal: []string{"filler-child LISTEN>SYN_RECV", "filler FIN_WAIT2>CLOSE"},
+			})
+			return err
+		})
 	})
 }
 
