@@ -13,17 +13,20 @@
  *     tcp_write_err() sets the last soft error (an ICMP unreachable) or
  *     ETIMEDOUT before tcp_done(): it is already set at ->CLOSE;
  *   - whether a reset was sent or received, from the tcp:tcp_send_reset and
- *     tcp:tcp_receive_reset tracepoints, which mark the socket. A close
- *     with unread data sets CLOSE before it sends its reset, while
- *     tcp_disconnect() (SO_LINGER 0) sends it first: the mark cannot be
- *     relied on for the first order, and model/cause.go does not need it
- *     there (a full socket closed from ESTABLISHED or CLOSE_WAIT without an
- *     error was aborted);
+ *     tcp:tcp_receive_reset tracepoints, which mark the socket. Only a
+ *     reset sent before the close marks it (tcp_abort(), the keepalive
+ *     timeout): a close with unread data and tcp_disconnect() (SO_LINGER
+ *     0, connect(AF_UNSPEC), a listener's unaccepted children) set CLOSE
+ *     first and send their reset after the ->CLOSE transition, with no
+ *     mark and no reason on the event; model/cause.go does not need it
+ *     there (a full socket closed from ESTABLISHED, CLOSE_WAIT or
+ *     FIN_WAIT1 without an error was aborted);
  *   - whether the socket went through CLOSING (a simultaneous close);
- *   - which timer gave up, where the socket tells: data in flight
- *     (packets_out): retransmission; probes sent with queued data and
- *     nothing in flight: zero-window probe; probes with keepalive on:
- *     keepalive.
+ *   - which timer gave up, where the socket tells (close_info, from what
+ *     the write queue's purge leaves): RTOs unanswered
+ *     (icsk_retransmits): retransmission; zero-window probing under way
+ *     (icsk_probes_tstamp): zero-window probe; probes unanswered with
+ *     keepalive on: keepalive.
  */
 #ifndef TCPSTATE_CAUSE_H
 #define TCPSTATE_CAUSE_H
@@ -135,14 +138,25 @@ static __always_inline bool close_info(struct close_info *ci, const struct sock 
 	ci->srtt_us = tp->srtt_us >> 3;
 	counts = true;
 	if (err) {
+		/* tcp_done_with_error() purges the write queue before tcp_done()
+		 * sets CLOSE: packets_out and sk_wmem_queued are 0 here. What
+		 * the purge leaves tells the timer: icsk_retransmits counts the
+		 * RTOs since snd_una last advanced (a retransmission timeout
+		 * needs one at least); icsk_probes_tstamp is set by the
+		 * zero-window probe timer only (5.11), cleared when the window
+		 * opens; icsk_probes_out counts the unanswered keepalive or
+		 * window probes. */
+		const struct inet_connection_sock *icsk = &tp->inet_conn;
 		__u32 timer = CT_NONE;
-		if (tp->packets_out)
+		if (icsk->icsk_retransmits)
 			timer = CT_RETRANS;
-		else if (tp->inet_conn.icsk_probes_out) {
-			if (sk->sk_wmem_queued)
-				timer = CT_PROBE0;
-			else if (sk->__sk_common.skc_flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_KEEPOPEN)))
+		else if (bpf_core_field_exists(icsk->icsk_probes_tstamp) && icsk->icsk_probes_tstamp)
+			timer = CT_PROBE0;
+		else if (icsk->icsk_probes_out) {
+			if (sk->__sk_common.skc_flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_KEEPOPEN)))
 				timer = CT_KEEPALIVE;
+			else
+				timer = CT_PROBE0;
 		}
 		facts |= timer << CF_TIMER_SHIFT;
 	}

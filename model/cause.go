@@ -165,13 +165,26 @@ func (f CloseFacts) Cause() CloseCause {
 	switch {
 	case err == ErrReset || err == ErrPipe || f&FactRstReceived != 0:
 		return CloseCause{Cause: CauseResetReceived}
+	case err == ErrOther && f&FactRstSent != 0 && f.Timer() != TimerKeepalive:
+		// tcp_abort() (SOCK_DESTROY: ss -K, bpf_sock_destroy) sends its
+		// reset, then closes with ECONNABORTED. The one timeout that sends
+		// a reset first is keepalive's, whose error may be a soft one.
+		return CloseCause{Cause: CauseResetSent}
 	case err == ErrTimedOut || err == ErrOther:
 		return CloseCause{Cause: CauseTimeout, Detail: f.Timer().name()}
 	case f&FactRstSent != 0:
 		return CloseCause{Cause: CauseResetSent}
 	}
 	switch old {
-	case FinWait1, FinWait2:
+	case FinWait1:
+		// A FIN exchange always takes a socket out of FIN_WAIT1 first
+		// (to FIN_WAIT2 when its FIN is acknowledged, to CLOSING when the
+		// peer's FIN comes first). Straight to CLOSE without an error it
+		// was aborted: close() with SO_LINGER 0 or with unread data,
+		// connect(AF_UNSPEC), an orphan with TCP_LINGER2 < 0; each sends
+		// its reset after the close.
+		return CloseCause{Cause: CauseResetSent}
+	case FinWait2:
 		if f&FactClosing != 0 {
 			return CloseCause{Cause: CauseFin, Detail: "simultaneous"}
 		}

@@ -20,7 +20,7 @@ func TestCause(t *testing.T) {
 		outcome Outcome
 	}{
 		{"active close: we sent FIN first", facts(FinWait2, ErrNone, 0, 0), "fin/active", OutcomeActiveClose},
-		{"active close, orphan in FIN_WAIT1", facts(FinWait1, ErrNone, 0, 0), "fin/active", OutcomeActiveClose},
+		{"aborted in FIN_WAIT1 (SO_LINGER 0 with its FIN queued): reset after the close", facts(FinWait1, ErrNone, 0, 0), "reset_sent", OutcomeAbort},
 		{"passive close", facts(LastAck, ErrNone, 0, 0), "fin/passive", OutcomePassiveClose},
 		{"simultaneous close", facts(Closing, ErrNone, FactClosing, 0), "fin/simultaneous", OutcomeSimultaneousClose},
 		{"simultaneous, handed to timewait from FIN_WAIT2", facts(FinWait2, ErrNone, FactClosing, 0), "fin/simultaneous", OutcomeSimultaneousClose},
@@ -40,6 +40,9 @@ func TestCause(t *testing.T) {
 		{"keepalive timeout", facts(Established, ErrTimedOut, 0, TimerKeepalive), "timeout/keepalive", OutcomeTimeout},
 		{"zero-window probe timeout", facts(Established, ErrTimedOut, 0, TimerProbe0), "timeout/zero_window_probe", OutcomeTimeout},
 		{"timeout, timer not told", facts(FinWait1, ErrTimedOut, 0, 0), "timeout", OutcomeTimeout},
+		{"destroyed (ss -K, tcp_abort): reset sent, then ECONNABORTED", facts(Established, ErrOther, FactRstSent, 0), "reset_sent", OutcomeAbort},
+		{"keepalive timeout: reset sent, then ETIMEDOUT", facts(Established, ErrTimedOut, FactRstSent, TimerKeepalive), "timeout/keepalive", OutcomeTimeout},
+		{"keepalive timeout after an ICMP soft error: reset sent first", facts(Established, ErrOther, FactRstSent, TimerKeepalive), "timeout/keepalive", OutcomeTimeout},
 		{"listener closed", facts(Listen, ErrNone, 0, 0), "listener_closed", OutcomeListenerClosed},
 	} {
 		if got := c.f.Cause().String(); got != c.want {

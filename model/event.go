@@ -122,11 +122,19 @@ type Event struct {
 	PrevLossSeq uint64
 	// At ->CLOSE only: how the connection ended. CloseFacts.Cause says
 	// why; CloseErr is the socket error (an errno, 0: none); ResetReason
-	// names the reason of a reset the kernel sent (6.10+, from its BTF).
-	CloseFacts    CloseFacts
-	CloseErr      uint16
-	ResetReason   string
-	BytesAcked    uint64 // bytes sent and acknowledged
+	// names the reason of a reset the kernel sent before the close (6.10+,
+	// from its BTF; the resets of SO_LINGER 0, connect(AF_UNSPEC) and a
+	// close with unread data follow the ->CLOSE transition: none).
+	CloseFacts  CloseFacts
+	CloseErr    uint16
+	ResetReason string
+	// BytesAcked and BytesReceived are the data bytes sent and
+	// acknowledged, and received (FlagCounts: they were read). The kernel
+	// counts sequence space (tcp_sock.bytes_acked, bytes_received, as
+	// TCP_INFO reports them), where a SYN and a FIN count one byte each;
+	// the BPF side takes our SYN (an active open), our acknowledged FIN and
+	// the peer's FIN out (bpf/cause.h).
+	BytesAcked    uint64
 	BytesReceived uint64
 	TotalRetrans  uint32 // segments retransmitted
 	SrttUs        uint32 // smoothed round-trip time, microseconds

@@ -31,9 +31,11 @@ import (
 //	cause         at -> CLOSE: why it closed (fin, reset_received, reset_sent, refused, timeout, cancelled, listener_closed)
 //	cause_detail  at -> CLOSE: fin's side (active, passive, simultaneous) or timeout's timer (connect, retransmission, keepalive, zero_window_probe); omitted when none
 //	error         at -> CLOSE: the socket error's name (ECONNRESET, ...); omitted when none
-//	reset_reason  at -> CLOSE: the kernel's reason for a reset it sent (Linux 6.10+); omitted when none
+//	reset_reason  at -> CLOSE: the kernel's reason for a reset it sent before the close (Linux 6.10+; the resets
+//	              of SO_LINGER 0, connect(AF_UNSPEC) and a close with unread data follow the close: none); omitted when none
 //	close_facts   at -> CLOSE: the facts the cause was decided from (model.CloseFacts)
-//	bytes_acked, bytes_received, retransmits, srtt_us  at -> CLOSE: the connection's counts
+//	bytes_acked, bytes_received, retransmits, srtt_us  at -> CLOSE: the connection's counts, null when the
+//	              kernel could not read them (before Linux 6.2); the bytes are data only (Event.BytesAcked)
 //	age_ns        at -> CLOSE: nanoseconds since its birth; null when unknown
 //	age_at_least  at -> CLOSE: true when the socket existed before tracing began (age_ns counts from then)
 //	loss_seq      events the kernel had counted lost, host-wide, when it handled this one

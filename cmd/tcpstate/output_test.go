@@ -429,14 +429,14 @@ func closeFactsOf(old model.State, err model.ErrClass) model.CloseFacts {
 // it and prints the header again, as every growing column does.
 func TestCauseColumnGrows(t *testing.T) {
 	e := outputEvent()
-	e.Old, e.New = model.FinWait1, model.Close
-	e.CloseFacts = model.CloseFacts(model.FinWait1) | model.FactClosing
+	e.Old, e.New = model.Closing, model.Close
+	e.CloseFacts = model.CloseFacts(model.Closing) | model.FactClosing
 	got := render(t, outTable, true, []model.Event{outputEvent(), e}, nil)
 	want := []string{
 		"TIME                PID COMM             LOCAL                 REMOTE                OLD            NEW                   MS CAUSE          VERDICT",
 		"15:09:26.123456    4242 curl             127.0.0.1:40312       10.0.0.2:443          ESTABLISHED -> FIN_WAIT1          1.235 -",
 		"TIME                PID COMM             LOCAL                 REMOTE                OLD            NEW                   MS CAUSE            VERDICT",
-		"15:09:26.123456    4242 curl             127.0.0.1:40312       10.0.0.2:443          FIN_WAIT1   -> CLOSE              1.235 fin/simultaneous",
+		"15:09:26.123456    4242 curl             127.0.0.1:40312       10.0.0.2:443          CLOSING     -> CLOSE              1.235 fin/simultaneous",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("got:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))

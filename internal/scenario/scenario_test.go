@@ -3,7 +3,11 @@
 // namespace with tcpstate's tracer open, and checks what tcpstate reports:
 //
 //	(a) the exact transitions of every socket, in order, against a list
-//	    written here;
+//	    written here, and how its ->CLOSE says the connection ended: the
+//	    cause model/cause.go decides from the facts the kernel gathered,
+//	    the socket error, the reason of a reset it sent, and its age; and
+//	    which resets the kernel's own record (tcp:tcp_send_reset) shows
+//	    each socket sending;
 //	(b) the same transitions, ports and addresses as the kernel's own
 //	    record (a private tracefs instance on sock:inet_sock_set_state);
 //	(c) the linux model: no illegal edge, no gap, no socket of unknown
@@ -15,9 +19,12 @@
 //
 // The scenarios need root (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN,
 // CAP_SYS_ADMIN) and tracefs; they skip without them, and fail instead when
-// CI=true. They need no tool from the system: where a scenario must lose a
-// SYN or keep a FIN from being acknowledged, it makes the kernel do it (a
-// full accept queue; a closed receive window).
+// CI=true. They need no packet filter: where a scenario must lose a SYN or
+// keep a FIN from being acknowledged, it makes the kernel do it (a full
+// accept queue; a closed receive window); where a peer must vanish, it
+// sits in a namespace of its own behind a veth pair whose far end goes
+// down (iproute2's ip makes the pair). TestSocketDestroyed runs
+// iproute2's ss -K.
 package scenario_test
 
 import (
@@ -68,15 +75,17 @@ func TestOpenClose(t *testing.T) {
 					f, p := family(fam), ap.Port()
 					w := want{
 						socks: []sock{
-							{"listener", f, p, 0, tracetest.ListenerLife},
-							{"client", f, cport, p, slices.Concat(tracetest.ActiveOpen, tracetest.ActiveClose)},
-							{"child", f, p, cport, slices.Concat(tracetest.PassiveOpen, tracetest.PassiveClose)},
+							{"listener", f, p, 0, tracetest.ListenerLife, listenerClosed},
+							{"client", f, cport, p, slices.Concat(tracetest.ActiveOpen, tracetest.ActiveClose), finActive},
+							{"child", f, p, cport, slices.Concat(tracetest.PassiveOpen, tracetest.PassiveClose), finPassive},
 						},
 						rfc793Illegal: []string{"child LISTEN>SYN_RECV", "client FIN_WAIT2>CLOSE"},
 					}
 					if serverFirst {
 						w.socks[1].edges = slices.Concat(tracetest.ActiveOpen, tracetest.PassiveClose)
+						w.socks[1].end = finPassive
 						w.socks[2].edges = slices.Concat(tracetest.PassiveOpen, tracetest.ActiveClose)
+						w.socks[2].end = finActive
 						w.rfc793Illegal = []string{"child LISTEN>SYN_RECV", "child FIN_WAIT2>CLOSE"}
 					}
 					_, err := e.finish(w)
@@ -134,12 +143,12 @@ func TestSimultaneousOpen(t *testing.T) {
 		f := model.AFInet
 		_, err := e.finish(want{
 			socks: []sock{
-				{"listener", f, pb.Port(), 0, tracetest.ListenerLife},
-				{"filler", f, fport, pb.Port(), slices.Concat(tracetest.ActiveOpen, tracetest.ActiveClose)},
-				{"filler-child", f, pb.Port(), fport, slices.Concat(tracetest.PassiveOpen, tracetest.PassiveClose)},
+				{"listener", f, pb.Port(), 0, tracetest.ListenerLife, listenerClosed},
+				{"filler", f, fport, pb.Port(), slices.Concat(tracetest.ActiveOpen, tracetest.ActiveClose), finActive},
+				{"filler-child", f, pb.Port(), fport, slices.Concat(tracetest.PassiveOpen, tracetest.PassiveClose), finPassive},
 				{"A", f, pa.Port(), pb.Port(), slices.Concat(
-					[]string{"CLOSE>SYN_SENT", "SYN_SENT>SYN_RECV", "SYN_RECV>ESTABLISHED"}, tracetest.ActiveClose)},
-				{"B", f, pb.Port(), pa.Port(), slices.Concat(tracetest.ActiveOpen, tracetest.PassiveClose)},
+					[]string{"CLOSE>SYN_SENT", "SYN_SENT>SYN_RECV", "SYN_RECV>ESTABLISHED"}, tracetest.ActiveClose), finActive},
+				{"B", f, pb.Port(), pa.Port(), slices.Concat(tracetest.ActiveOpen, tracetest.PassiveClose), finPassive},
 			},
 			rfc793Illegal: []string{
 				"filler-child LISTEN>SYN_RECV",
@@ -171,7 +180,7 @@ func TestSelfConnect(t *testing.T) {
 			socks: []sock{
 				{"self", model.AFInet, ap.Port(), ap.Port(), []string{
 					"CLOSE>SYN_SENT", "SYN_SENT>SYN_RECV", "SYN_RECV>ESTABLISHED",
-					"ESTABLISHED>FIN_WAIT1", "FIN_WAIT1>CLOSING", "CLOSING>CLOSE"}},
+					"ESTABLISHED>FIN_WAIT1", "FIN_WAIT1>CLOSING", "CLOSING>CLOSE"}, finSimultaneous},
 			},
 			rfc793Illegal: []string{"self CLOSING>CLOSE"},
 		})
@@ -229,9 +238,12 @@ func simultaneousClose(e *env, closeInClosing bool) error {
 	f, p := model.AFInet, ap.Port()
 	_, err := e.finish(want{
 		socks: []sock{
-			{"listener", f, p, 0, tracetest.ListenerLife},
-			{"client", f, cport, p, client},
-			{"child", f, p, cport, slices.Concat(tracetest.PassiveOpen, tracetest.ActiveClose)},
+			{"listener", f, p, 0, tracetest.ListenerLife, listenerClosed},
+			// The client had queued its FIN when the server's came:
+			// simultaneous. The server's FIN went first and was
+			// acknowledged at once: it closed actively.
+			{"client", f, cport, p, client, finSimultaneous},
+			{"child", f, p, cport, slices.Concat(tracetest.PassiveOpen, tracetest.ActiveClose), finActive},
 		},
 		rfc793Illegal: illegal,
 	})
@@ -256,7 +268,8 @@ func TestRefused(t *testing.T) {
 				_, err := e.finish(want{
 					// The port connect() chose is released with the RST, before
 					// getsockname could read it: any local port.
-					socks: []sock{{"client", family(fam), 0, ap.Port(), []string{"CLOSE>SYN_SENT", "SYN_SENT>CLOSE"}}},
+					socks: []sock{{"client", family(fam), 0, ap.Port(), []string{"CLOSE>SYN_SENT", "SYN_SENT>CLOSE"},
+						end{cause: "refused", err: "ECONNREFUSED"}}},
 				})
 				return err
 			})
@@ -300,10 +313,10 @@ func TestSynTimeout(t *testing.T) {
 		f, p := model.AFInet, ap.Port()
 		_, err = e.finish(want{
 			socks: []sock{
-				{"listener", f, p, 0, tracetest.ListenerLife},
-				{"filler", f, fport, p, slices.Concat(tracetest.ActiveOpen, tracetest.ActiveClose)},
-				{"filler-child", f, p, fport, slices.Concat(tracetest.PassiveOpen, tracetest.PassiveClose)},
-				{"timed-out", f, vport, p, []string{"CLOSE>SYN_SENT", "SYN_SENT>CLOSE"}},
+				{"listener", f, p, 0, tracetest.ListenerLife, listenerClosed},
+				{"filler", f, fport, p, slices.Concat(tracetest.ActiveOpen, tracetest.ActiveClose), finActive},
+				{"filler-child", f, p, fport, slices.Concat(tracetest.PassiveOpen, tracetest.PassiveClose), finPassive},
+				{"timed-out", f, vport, p, []string{"CLOSE>SYN_SENT", "SYN_SENT>CLOSE"}, end{cause: "timeout/connect", err: "ETIMEDOUT"}},
 			},
 			rfc793Illegal: []string{"filler-child LISTEN>SYN_RECV", "filler FIN_WAIT2>CLOSE"},
 		})
@@ -336,9 +349,9 @@ func TestLinger0Reset(t *testing.T) {
 		f := model.AFInet
 		_, err := e.finish(want{
 			socks: []sock{
-				{"listener", f, p, 0, tracetest.ListenerLife},
-				{"client", f, cport, p, slices.Concat(tracetest.ActiveOpen, []string{"ESTABLISHED>CLOSE"})},
-				{"child", f, p, cport, slices.Concat(tracetest.PassiveOpen, []string{"ESTABLISHED>CLOSE"})},
+				{"listener", f, p, 0, tracetest.ListenerLife, listenerClosed},
+				{"client", f, cport, p, slices.Concat(tracetest.ActiveOpen, []string{"ESTABLISHED>CLOSE"}), aborted("TCP_STATE")},
+				{"child", f, p, cport, slices.Concat(tracetest.PassiveOpen, []string{"ESTABLISHED>CLOSE"}), resetBy("ECONNRESET")},
 			},
 			rfc793Illegal: []string{"child LISTEN>SYN_RECV"},
 		})
@@ -360,9 +373,9 @@ func TestCloseWithUnreadData(t *testing.T) {
 		f := model.AFInet
 		_, err := e.finish(want{
 			socks: []sock{
-				{"listener", f, p, 0, tracetest.ListenerLife},
-				{"client", f, cport, p, slices.Concat(tracetest.ActiveOpen, []string{"ESTABLISHED>CLOSE"})},
-				{"child", f, p, cport, slices.Concat(tracetest.PassiveOpen, []string{"ESTABLISHED>CLOSE"})},
+				{"listener", f, p, 0, tracetest.ListenerLife, listenerClosed},
+				{"client", f, cport, p, slices.Concat(tracetest.ActiveOpen, []string{"ESTABLISHED>CLOSE"}), aborted("TCP_ABORT_ON_CLOSE")},
+				{"child", f, p, cport, slices.Concat(tracetest.PassiveOpen, []string{"ESTABLISHED>CLOSE"}), resetBy("ECONNRESET")},
 			},
 			rfc793Illegal: []string{"child LISTEN>SYN_RECV"},
 		})
@@ -401,10 +414,10 @@ func TestSelfTransitions(t *testing.T) {
 			f, p := model.AFInet, ap.Port()
 			_, err := e.finish(want{
 				socks: []sock{
-					{"listener", f, p, 0, tracetest.ListenerLife},
+					{"listener", f, p, 0, tracetest.ListenerLife, listenerClosed},
 					{"client", f, cport, p, slices.Concat(tracetest.ActiveOpen, []string{
-						"ESTABLISHED>FIN_WAIT1", "FIN_WAIT1>FIN_WAIT1", "FIN_WAIT1>FIN_WAIT2", "FIN_WAIT2>CLOSE"})},
-					{"child", f, p, cport, slices.Concat(tracetest.PassiveOpen, tracetest.PassiveClose)},
+						"ESTABLISHED>FIN_WAIT1", "FIN_WAIT1>FIN_WAIT1", "FIN_WAIT1>FIN_WAIT2", "FIN_WAIT2>CLOSE"}), finActive},
+					{"child", f, p, cport, slices.Concat(tracetest.PassiveOpen, tracetest.PassiveClose), finPassive},
 				},
 				rfc793Illegal: []string{"child LISTEN>SYN_RECV", "client FIN_WAIT1>FIN_WAIT1", "client FIN_WAIT2>CLOSE"},
 			})
@@ -426,10 +439,10 @@ func TestSelfTransitions(t *testing.T) {
 			f := model.AFInet
 			_, err := e.finish(want{
 				socks: []sock{
-					{"listener", f, p, 0, tracetest.ListenerLife},
+					{"listener", f, p, 0, tracetest.ListenerLife, listenerClosed},
 					{"client", f, cport, p, slices.Concat(tracetest.ActiveOpen, []string{
-						"ESTABLISHED>FIN_WAIT1", "FIN_WAIT1>FIN_WAIT2", "FIN_WAIT2>FIN_WAIT2", "FIN_WAIT2>CLOSE"})},
-					{"child", f, p, cport, slices.Concat(tracetest.PassiveOpen, tracetest.PassiveClose)},
+						"ESTABLISHED>FIN_WAIT1", "FIN_WAIT1>FIN_WAIT2", "FIN_WAIT2>FIN_WAIT2", "FIN_WAIT2>CLOSE"}), finActive},
+					{"child", f, p, cport, slices.Concat(tracetest.PassiveOpen, tracetest.PassiveClose), finPassive},
 				},
 				rfc793Illegal: []string{"child LISTEN>SYN_RECV", "client FIN_WAIT2>FIN_WAIT2", "client FIN_WAIT2>CLOSE"},
 			})
@@ -466,10 +479,10 @@ func TestSelfTransitions(t *testing.T) {
 			f, p := model.AFInet, ap.Port()
 			_, err := e.finish(want{
 				socks: []sock{
-					{"listener", f, p, 0, tracetest.ListenerLife},
-					{"client", f, cport, p, slices.Concat(tracetest.ActiveOpen, tracetest.ActiveClose)},
+					{"listener", f, p, 0, tracetest.ListenerLife, listenerClosed},
+					{"client", f, cport, p, slices.Concat(tracetest.ActiveOpen, tracetest.ActiveClose), finActive},
 					{"child", f, p, cport, slices.Concat(tracetest.PassiveOpen, []string{
-						"ESTABLISHED>CLOSE_WAIT", "CLOSE_WAIT>LAST_ACK", "LAST_ACK>LAST_ACK", "LAST_ACK>CLOSE"})},
+						"ESTABLISHED>CLOSE_WAIT", "CLOSE_WAIT>LAST_ACK", "LAST_ACK>LAST_ACK", "LAST_ACK>CLOSE"}), finPassive},
 				},
 				rfc793Illegal: []string{"child LISTEN>SYN_RECV", "child LAST_ACK>LAST_ACK", "client FIN_WAIT2>CLOSE"},
 			})
@@ -498,7 +511,13 @@ func TestDisconnectAndReconnect(t *testing.T) {
 		e.waitState("first child after the RST", a1, model.Close)
 		e.close(a1)
 
+		// The first connection's port is free again (a reset leaves no
+		// TIME_WAIT) and connect() could pick it for the second: a socket
+		// bound to it keeps the two connections apart.
+		hold := e.socket(4)
+		e.ok(unix.Bind(hold, sockaddr(testnet.Addr(4, cport1))))
 		e.ok(unix.Connect(c, sockaddr(e.addr(4, 0))))
+		e.close(hold)
 		a2 := e.accept(lfd)
 		cport2 := e.port(c)
 		e.close(c)
@@ -509,11 +528,11 @@ func TestDisconnectAndReconnect(t *testing.T) {
 		f := model.AFInet
 		ls, err := e.finish(want{
 			socks: []sock{
-				{"listener", f, p, 0, tracetest.ListenerLife},
-				{"client#1", f, cport1, p, slices.Concat(tracetest.ActiveOpen, []string{"ESTABLISHED>CLOSE"})},
-				{"child#1", f, p, cport1, slices.Concat(tracetest.PassiveOpen, []string{"ESTABLISHED>CLOSE"})},
-				{"client#2", f, cport2, p, slices.Concat(tracetest.ActiveOpen, tracetest.ActiveClose)},
-				{"child#2", f, p, cport2, slices.Concat(tracetest.PassiveOpen, tracetest.PassiveClose)},
+				{"listener", f, p, 0, tracetest.ListenerLife, listenerClosed},
+				{"client#1", f, cport1, p, slices.Concat(tracetest.ActiveOpen, []string{"ESTABLISHED>CLOSE"}), aborted("TCP_STATE")},
+				{"child#1", f, p, cport1, slices.Concat(tracetest.PassiveOpen, []string{"ESTABLISHED>CLOSE"}), resetBy("ECONNRESET")},
+				{"client#2", f, cport2, p, slices.Concat(tracetest.ActiveOpen, tracetest.ActiveClose), finActive},
+				{"child#2", f, p, cport2, slices.Concat(tracetest.PassiveOpen, tracetest.PassiveClose), finPassive},
 			},
 			rfc793Illegal: []string{"child#1 LISTEN>SYN_RECV", "child#2 LISTEN>SYN_RECV", "client#2 FIN_WAIT2>CLOSE"},
 		})
@@ -552,11 +571,11 @@ func TestListenerClosedWithPending(t *testing.T) {
 		f, p := model.AFInet, ap.Port()
 		_, err := e.finish(want{
 			socks: []sock{
-				{"listener", f, p, 0, tracetest.ListenerLife},
-				{"client1", f, cp1, p, slices.Concat(tracetest.ActiveOpen, []string{"ESTABLISHED>CLOSE"})},
-				{"child1", f, p, cp1, slices.Concat(tracetest.PassiveOpen, []string{"ESTABLISHED>CLOSE"})},
-				{"client2", f, cp2, p, slices.Concat(tracetest.ActiveOpen, []string{"ESTABLISHED>CLOSE"})},
-				{"child2", f, p, cp2, slices.Concat(tracetest.PassiveOpen, []string{"ESTABLISHED>CLOSE"})},
+				{"listener", f, p, 0, tracetest.ListenerLife, listenerClosed},
+				{"client1", f, cp1, p, slices.Concat(tracetest.ActiveOpen, []string{"ESTABLISHED>CLOSE"}), resetBy("ECONNRESET")},
+				{"child1", f, p, cp1, slices.Concat(tracetest.PassiveOpen, []string{"ESTABLISHED>CLOSE"}), aborted("TCP_STATE")},
+				{"client2", f, cp2, p, slices.Concat(tracetest.ActiveOpen, []string{"ESTABLISHED>CLOSE"}), resetBy("ECONNRESET")},
+				{"child2", f, p, cp2, slices.Concat(tracetest.PassiveOpen, []string{"ESTABLISHED>CLOSE"}), aborted("TCP_STATE")},
 			},
 			rfc793Illegal: []string{"child1 LISTEN>SYN_RECV", "child2 LISTEN>SYN_RECV"},
 		})
@@ -614,11 +633,11 @@ func TestFastOpen(t *testing.T) {
 		f, p := model.AFInet, ap.Port()
 		_, err := e.finish(want{
 			socks: []sock{
-				{"listener", f, p, 0, tracetest.ListenerLife},
-				{"client1", f, cp1, p, slices.Concat(tracetest.ActiveOpen, tracetest.ActiveClose)},
-				{"child1", f, p, cp1, slices.Concat(tracetest.PassiveOpen, tracetest.PassiveClose)},
-				{"client2", f, cp2, p, slices.Concat(tracetest.ActiveOpen, tracetest.PassiveClose)},
-				{"child2", f, p, cp2, []string{"LISTEN>SYN_RECV", "SYN_RECV>FIN_WAIT1", "FIN_WAIT1>FIN_WAIT2", "FIN_WAIT2>CLOSE"}},
+				{"listener", f, p, 0, tracetest.ListenerLife, listenerClosed},
+				{"client1", f, cp1, p, slices.Concat(tracetest.ActiveOpen, tracetest.ActiveClose), finActive},
+				{"child1", f, p, cp1, slices.Concat(tracetest.PassiveOpen, tracetest.PassiveClose), finPassive},
+				{"client2", f, cp2, p, slices.Concat(tracetest.ActiveOpen, tracetest.PassiveClose), finPassive},
+				{"child2", f, p, cp2, []string{"LISTEN>SYN_RECV", "SYN_RECV>FIN_WAIT1", "FIN_WAIT1>FIN_WAIT2", "FIN_WAIT2>CLOSE"}, finActive},
 			},
 			rfc793Illegal: []string{
 				"child1 LISTEN>SYN_RECV", "client1 FIN_WAIT2>CLOSE",

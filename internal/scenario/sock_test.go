@@ -64,7 +64,13 @@ func (e *env) setInt(fd, level, opt, v int) {
 // on the socket before bind (socket options a child inherits).
 func (e *env) listen(ap netip.AddrPort, backlog int, before ...func(fd int)) int {
 	e.t.Helper()
-	fd := e.socket(famOf(ap))
+	return e.listenIn(e.ns, ap, backlog, before...)
+}
+
+// listenIn is listen in the namespace ns (the peer's, say).
+func (e *env) listenIn(ns *testnet.NS, ap netip.AddrPort, backlog int, before ...func(fd int)) int {
+	e.t.Helper()
+	fd := e.fd(ns.Socket(ap))
 	for _, f := range before {
 		f(fd)
 	}

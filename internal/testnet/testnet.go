@@ -212,25 +212,7 @@ func (ns *NS) serve(ready chan<- error) {
 
 // linkUp sets IFF_UP on an interface of the calling thread's namespace.
 // Bringing lo up also gives it 127.0.0.1/8 and ::1.
-func linkUp(name string) error {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("bringing %s up: socket: %w", name, err)
-	}
-	defer unix.Close(fd)
-	ifr, err := unix.NewIfreq(name)
-	if err != nil {
-		return fmt.Errorf("bringing %s up: %w", name, err)
-	}
-	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
-		return fmt.Errorf("bringing %s up: SIOCGIFFLAGS: %w", name, err)
-	}
-	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
-	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
-		return fmt.Errorf("bringing %s up: SIOCSIFFLAGS: %w", name, err)
-	}
-	return nil
-}
+func linkUp(name string) error { return setLink(name, true) }
 
 // Remove closes the sockets the NS methods made and not closed yet (so
 // close them with NS.Close, never behind its back), and

@@ -3,11 +3,13 @@ package testnet_test
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -257,5 +259,94 @@ func TestOracle(t *testing.T) {
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("oracle sockets:\n%s\nwant:\n%s\nevents:\n%v", strings.Join(got, "\n"), strings.Join(want, "\n"), evs)
+	}
+}
+
+// A veth pair joins two namespaces: TCP crosses it; with one end down
+// nothing crosses and nothing answers (a SYN waits in SYN_SENT); Remove
+// deletes both ends.
+func TestVeth(t *testing.T) {
+	t.Parallel()
+	a, b := testnet.New(t), testnet.New(t)
+	v := testnet.NewVeth(t, a, b)
+	server := netip.AddrPortFrom(v.AddrB, a.Port(0))
+	lfd := must(t).fd(b.Listen(server))
+	cfd := must(t).fd(a.Connect(server))
+	afd := must(t).fd(b.Accept(lfd))
+	ok(t, a.Write(cfd, 100))
+	ok(t, b.ReadFull(afd, 100))
+	if local := must(t).ap(a.LocalAddr(cfd)); local.Addr() != v.AddrA {
+		t.Errorf("client address %v, want end A's %v", local.Addr(), v.AddrA)
+	}
+	ok(t, a.Close(cfd))
+	ok(t, b.ReadEOF(afd))
+	ok(t, b.Close(afd))
+
+	ok(t, v.SetLinkB(false))
+	fd := must(t).fd(a.ConnectNonblock(server))
+	time.Sleep(300 * time.Millisecond)
+	info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+	ok(t, err)
+	if model.State(info.State) != model.SynSent {
+		t.Errorf("a connect over a link whose far end is down is in %v after 300ms, want SYN_SENT", model.State(info.State))
+	}
+	ok(t, a.Close(fd))
+	ok(t, v.SetLinkB(true))
+	ok(t, b.Close(lfd))
+
+	exists := func(ns *testnet.NS) bool {
+		var found bool
+		ok(t, ns.Do(func() error {
+			_, err := net.InterfaceByName(testnet.VethName)
+			found = err == nil
+			return nil
+		}))
+		return found
+	}
+	if !exists(a) || !exists(b) {
+		t.Fatalf("the veth ends are missing: in A %v, in B %v", exists(a), exists(b))
+	}
+	v.Remove()
+	if exists(a) || exists(b) {
+		t.Errorf("after Remove the veth ends are still there: in A %v, in B %v", exists(a), exists(b))
+	}
+	v.Remove() // again: nothing to do
+}
+
+// The reset oracle records the resets the kernel sends between the
+// namespace's ports, with their reasons, and tells a socket's reset from
+// one answering a packet that matched no socket.
+func TestResetOracle(t *testing.T) {
+	t.Parallel()
+	ns := testnet.New(t)
+	o := ns.ResetOracle(t)
+	ap := testnet.Addr(4, ns.Port(0))
+	lfd := must(t).fd(ns.Listen(ap))
+	cfd := must(t).fd(ns.Connect(ap))
+	afd := must(t).fd(ns.Accept(lfd))
+	client := must(t).ap(ns.LocalAddr(cfd))
+	ok(t, ns.SetLinger0(cfd))
+	ok(t, ns.Close(cfd)) // a reset from the client's socket
+	ok(t, ns.Close(afd))
+	ok(t, ns.Close(lfd))
+	closed := testnet.Addr(4, ns.Port(1))
+	if _, err := ns.Connect(closed); !errors.Is(err, unix.ECONNREFUSED) { // a reset without a socket
+		t.Fatalf("connect to a closed port: %v, want ECONNREFUSED", err)
+	}
+	rs, err := o.Resets()
+	ok(t, err)
+	var got []string
+	for _, r := range rs {
+		switch {
+		case r.NoSocket && r.Src == closed:
+			got = append(got, "no socket "+r.Reason)
+		case !r.NoSocket && r.Src == client && r.Dst == ap:
+			got = append(got, "client "+r.Reason)
+		default:
+			got = append(got, r.String())
+		}
+	}
+	if want := "client TCP_STATE, no socket NO_SOCKET"; strings.Join(got, ", ") != want {
+		t.Errorf("resets: %s, want %s (%v)", strings.Join(got, ", "), want, rs)
 	}
 }

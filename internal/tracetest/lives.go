@@ -2,6 +2,7 @@ package tracetest
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/tcpstate/tcpstate/model"
@@ -53,6 +54,12 @@ func (l *Life) First() string { return Edge(l.Evs[0].Old, l.Evs[0].New) }
 // time order; within a socket it is.
 func Lives(evs []model.Event, netns uint32) []*Life {
 	return group(evs, func(e *model.Event) bool { return e.Netns == netns })
+}
+
+// LivesIn groups the events of the namespaces netns by socket
+// incarnation, as Lives does for one.
+func LivesIn(evs []model.Event, netns ...uint32) []*Life {
+	return group(evs, func(e *model.Event) bool { return slices.Contains(netns, e.Netns) })
 }
 
 // ForeignLives groups the events of every namespace but netns, as Lives.

@@ -27,6 +27,7 @@ import (
 // namespace's, or one network namespace's.
 type Collector struct {
 	netns   uint32
+	also    map[uint32]bool // more namespaces kept (Config.AlsoNetns)
 	mu      sync.Mutex
 	evs     []model.Event
 	closes  map[uint32]int // ->CLOSE events per namespace
@@ -41,7 +42,7 @@ func NewCollector(netns uint32) *Collector {
 
 // Event keeps e.
 func (c *Collector) Event(e *model.Event) error {
-	if c.netns != 0 && e.Netns != c.netns {
+	if c.netns != 0 && e.Netns != c.netns && !c.also[e.Netns] {
 		return nil
 	}
 	c.mu.Lock()
@@ -107,6 +108,9 @@ type Config struct {
 	// Netns keeps only the events of this network namespace (0: every
 	// namespace's).
 	Netns uint32
+	// AlsoNetns are more network namespaces whose events are kept with
+	// Netns's (a scenario whose peers sit in namespaces of their own).
+	AlsoNetns []uint32
 	// JudgeLoss leaves the loss the tracer reports to the caller (Counters).
 	// Otherwise the end of the test logs it, or, if the test failed, adds
 	// it to the failure as a note.
@@ -161,7 +165,14 @@ func StartConfig(t testing.TB, cfg Config, opts ...tracer.Options) []*Session {
 				return
 			}
 			ctx, cancel := context.WithCancel(context.Background())
-			s := &Session{t: t, tr: tr, col: NewCollector(cfg.Netns), cancel: cancel,
+			col := NewCollector(cfg.Netns)
+			for _, n := range cfg.AlsoNetns {
+				if col.also == nil {
+					col.also = map[uint32]bool{}
+				}
+				col.also[n] = true
+			}
+			s := &Session{t: t, tr: tr, col: col, cancel: cancel,
 				done: make(chan error, 1), judgeLoss: cfg.JudgeLoss}
 			go func() { s.done <- tr.Run(ctx, s.col) }()
 			ss[i] = s

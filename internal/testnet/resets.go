@@ -1,0 +1,152 @@
+package testnet
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The reset oracle: the kernel's own record of the resets it sends
+// (tcp:tcp_send_reset), in a private tracefs instance like the Oracle's.
+// The event's addresses are byte arrays a tracefs filter cannot select, so
+// the instance records every reset of the machine and Resets keeps those
+// whose two ports are in the namespace's block.
+
+// Reset is one tcp:tcp_send_reset record.
+type Reset struct {
+	Time string // seconds since boot, as tracefs prints it
+	Task string
+	// NoSocket: the reset answered a packet that matched no socket (the
+	// event's socket is NULL); Src is then the packet's destination.
+	NoSocket bool
+	Src, Dst netip.AddrPort
+	State    string // the sending socket's state, "TCP_CLOSE" ("UNKNOWN" without a socket)
+	Reason   string // enum sk_rst_reason without SK_RST_REASON_: "TCP_STATE", "NO_SOCKET", ...
+}
+
+func (r Reset) String() string {
+	sk := "socket"
+	if r.NoSocket {
+		sk = "no socket"
+	}
+	return fmt.Sprintf("%s %s: reset %v -> %v (%s, %s) reason %s", r.Time, r.Task, r.Src, r.Dst, sk, r.State, r.Reason)
+}
+
+// ResetOracle is a private tracefs instance recording tcp:tcp_send_reset.
+type ResetOracle struct {
+	dir    string
+	lo, hi uint16
+	once   sync.Once
+	rs     []Reset
+	err    error
+}
+
+// ResetOracle starts recording the resets the kernel sends (Linux 6.10 or
+// later: the event has the reason) in a new tracefs instance; Resets
+// returns those between ports of the namespace's block. It is removed when
+// the test ends.
+func (ns *NS) ResetOracle(t testing.TB) *ResetOracle {
+	t.Helper()
+	RequireRoot(t)
+	if _, err := os.Stat(filepath.Join(tracefsDir, "instances")); err != nil {
+		if err := unix.Mount("nodev", tracefsDir, "tracefs", 0, ""); err != nil {
+			t.Fatalf("testnet: tracefs is not mounted on %s and mounting it failed: %v", tracefsDir, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(tracefsDir, "events/tcp/tcp_send_reset/format")); err != nil {
+		t.Fatalf("testnet: the kernel has no tcp:tcp_send_reset event: %v", err)
+	}
+	removeStaleInstances()
+	name := fmt.Sprintf("%s%d-%d", instancePrefix, os.Getpid(), instanceSeq.Add(1))
+	lo, hi := ns.PortRange()
+	o := &ResetOracle{dir: filepath.Join(tracefsDir, "instances", name), lo: lo, hi: hi}
+	if err := os.Mkdir(o.dir, 0o755); err != nil {
+		t.Fatalf("testnet: creating tracefs instance: %v", err)
+	}
+	t.Cleanup(func() {
+		o.write("events/tcp/tcp_send_reset/enable", "0")
+		var err error
+		for range 50 {
+			if err = os.Remove(o.dir); !errors.Is(err, unix.EBUSY) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if err != nil {
+			t.Errorf("testnet: removing tracefs instance %s: %v", o.dir, err)
+		}
+	})
+	for _, w := range [][2]string{
+		{"buffer_size_kb", "1024"},
+		{"events/tcp/tcp_send_reset/enable", "1"},
+	} {
+		if err := o.write(w[0], w[1]); err != nil {
+			t.Fatalf("testnet: %v", err)
+		}
+	}
+	return o
+}
+
+func (o *ResetOracle) write(file, value string) error {
+	if err := os.WriteFile(filepath.Join(o.dir, file), []byte(value), 0); err != nil {
+		return fmt.Errorf("writing %q to tracefs %s: %w", value, file, err)
+	}
+	return nil
+}
+
+var resetRE = regexp.MustCompile(`^\s*(.+)-(\d+)\s+\[(\d+)\]\s+\S+\s+(\d+\.\d+): tcp_send_reset: skbaddr=\S+ skaddr=(\S+) src=(\S+) dest=(\S+) state=(\S+) reason=(\S+)$`)
+
+// Resets stops the recording (on the first call) and returns the resets
+// sent between two ports of the namespace's block, in time order. It fails
+// if the instance's buffer overflowed.
+func (o *ResetOracle) Resets() ([]Reset, error) {
+	o.once.Do(func() { o.rs, o.err = o.read() })
+	return o.rs, o.err
+}
+
+func (o *ResetOracle) read() ([]Reset, error) {
+	if err := o.write("tracing_on", "0"); err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(filepath.Join(o.dir, "trace"))
+	if err != nil {
+		return nil, fmt.Errorf("reading tracefs trace: %w", err)
+	}
+	in := func(p uint16) bool { return p >= o.lo && p <= o.hi }
+	var out []Reset
+	for _, line := range strings.Split(string(b), "\n") {
+		if m := countRE.FindStringSubmatch(line); m != nil && m[1] != m[2] {
+			return nil, fmt.Errorf("the tracefs instance lost resets: %s", strings.TrimSpace(line))
+		}
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		m := resetRE.FindStringSubmatch(line)
+		if m == nil {
+			return nil, fmt.Errorf("unexpected tracefs line %q", line)
+		}
+		src, err1 := netip.ParseAddrPort(m[6])
+		dst, err2 := netip.ParseAddrPort(m[7])
+		if err1 != nil || err2 != nil {
+			continue // a family the tests do not use
+		}
+		if !in(src.Port()) || !in(dst.Port()) {
+			continue
+		}
+		out = append(out, Reset{
+			Time: m[4], Task: strings.TrimSpace(m[1]) + "-" + m[2],
+			NoSocket: strings.Trim(m[5], "0") == "" || m[5] == "(null)",
+			Src:      src, Dst: dst, State: m[8], Reason: m[9],
+		})
+	}
+	return out, nil
+}
