@@ -2,8 +2,11 @@ package tracer
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"unsafe"
+
+	"github.com/cilium/ebpf"
 
 	"github.com/tcpstate/tcpstate/model"
 )
@@ -12,25 +15,23 @@ import (
 // since Load, summed over CPUs.
 func (t *Tracer) Aggregate() (*model.Aggregate, error) {
 	a := &model.Aggregate{Ports: map[model.PortKey]model.Count{}, Owners: map[uint32]model.Count{}}
-	var vals []uint64
-	for i := range model.NumStates * model.NumStates {
-		if err := t.maps.Matrix.Lookup(uint32(i), &vals); err != nil {
-			return nil, fmt.Errorf("reading the transition matrix: %w", err)
-		}
-		a.Matrix[i/model.NumStates][i%model.NumStates] = sumAll(vals)
+	matrix, err := readPerCPUArray(t.maps.Matrix, model.NumStates*model.NumStates)
+	if err != nil {
+		return nil, fmt.Errorf("reading the transition matrix: %w", err)
 	}
-	for i := range model.NumHistKinds * model.HistBuckets {
-		if err := t.maps.Hists.Lookup(uint32(i), &vals); err != nil {
-			return nil, fmt.Errorf("reading histograms: %w", err)
-		}
-		a.Hists[i/model.HistBuckets][i%model.HistBuckets] = sumAll(vals)
+	for i, v := range matrix {
+		a.Matrix[i/model.NumStates][i%model.NumStates] = v
 	}
-	closes := make([]uint64, model.FactValues)
-	for i := range model.FactValues {
-		if err := t.maps.Closes.Lookup(uint32(i), &vals); err != nil {
-			return nil, fmt.Errorf("reading closes: %w", err)
-		}
-		closes[i] = sumAll(vals)
+	hists, err := readPerCPUArray(t.maps.Hists, model.NumHistKinds*model.HistBuckets)
+	if err != nil {
+		return nil, fmt.Errorf("reading histograms: %w", err)
+	}
+	for i, v := range hists {
+		a.Hists[i/model.HistBuckets][i%model.HistBuckets] = v
+	}
+	closes, err := readPerCPUArray(t.maps.Closes, model.FactValues)
+	if err != nil {
+		return nil, fmt.Errorf("reading closes: %w", err)
 	}
 	a.SetCloses(closes)
 	if err := t.readPorts(a); err != nil {
@@ -93,4 +94,55 @@ func cString[T int8 | uint8](b []T) string {
 		out = append(out, byte(c))
 	}
 	return string(out)
+}
+
+// readPerCPUArray reads the first n elements of a per-CPU array of u64,
+// each summed over the CPUs: in batches of 1024 (one system call each,
+// Linux 5.6), or one lookup per element where the kernel has no batch
+// operations for arrays.
+func readPerCPUArray(m *ebpf.Map, n int) ([]uint64, error) {
+	out := make([]uint64, n)
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		return nil, err
+	}
+	const batch = 1024
+	keys := make([]uint32, batch)
+	vals := make([]uint64, batch*cpus)
+	var cursor ebpf.MapBatchCursor
+	done := 0
+	for done < n {
+		got, err := m.BatchLookup(&cursor, keys, vals, nil)
+		for i := range got {
+			if k := int(keys[i]); k < n {
+				out[k] = sumAll(vals[i*cpus : (i+1)*cpus])
+			}
+		}
+		done += got
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			break // the end of the array
+		}
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			return readPerCPUArrayOneByOne(m, n)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if got == 0 {
+			return nil, fmt.Errorf("batch lookup returned nothing after %d of %d elements", done, n)
+		}
+	}
+	return out, nil
+}
+
+func readPerCPUArrayOneByOne(m *ebpf.Map, n int) ([]uint64, error) {
+	out := make([]uint64, n)
+	var vals []uint64
+	for i := range n {
+		if err := m.Lookup(uint32(i), &vals); err != nil {
+			return nil, err
+		}
+		out[i] = sumAll(vals)
+	}
+	return out, nil
 }
