@@ -34,5 +34,6 @@ Exit status: 0 success; 1 the run failed (privileges, kernel support, I/O);
 	root.AddCommand(newStatsCmd())
 	root.AddCommand(newCheckCmd())
 	root.AddCommand(newLsCmd())
+	root.AddCommand(newServeCmd())
 	return root
 }
