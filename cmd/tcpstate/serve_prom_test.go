@@ -168,7 +168,9 @@ func TestServePrometheus(t *testing.T) {
 		const conns, held = 20, 10
 		// Each from its own address: the namespace has 8 ephemeral ports,
 		// and the closed connections leave TIME_WAIT sockets on them.
-		src := func(i int) netip.AddrPort { return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 1, byte(i + 1)}), 0) }
+		src := func(i int) netip.AddrPort {
+			return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 1, byte(i + 1)}), 0)
+		}
 		for i := range conns {
 			c := must.fd(ns.ConnectFrom(src(i), server))
 			s := must.fd(ns.Accept(lfd))
