@@ -35,6 +35,10 @@ static __always_inline __u32 log2_bucket(__u64 ns)
 static __always_inline void hist(__u32 kind, __u64 ns)
 {
 	add(&hists, kind * HIST_BUCKETS + log2_bucket(ns));
+	/* The sum of the values, exact: serve's histograms export it (_sum). */
+	__u64 *sum = bpf_map_lookup_elem(&hist_sums, &kind);
+	if (sum)
+		__sync_fetch_and_add(sum, ns);
 }
 
 static __always_inline bool is_birth(__u8 old, __u8 new)
@@ -86,6 +90,15 @@ static __always_inline void aggregate(__u8 old, __u8 new, __u16 flags, __u64 dur
 		if (born)
 			__sync_fetch_and_add(&pc->opened, 1);
 	}
+	if (label_ports) {
+		__u16 port = flags & EVF_ACTIVE ? dport : sport;
+		__u32 *slot = bpf_map_lookup_elem(&port_label, &port);
+		add(&port_matrix, (slot ? *slot : 0) * NUM_STATES * NUM_STATES + old * NUM_STATES + new);
+	}
+	/* Per owner and per cgroup: maps keyed by what comes and goes; serve
+	 * turns them off (count_owners). */
+	if (!count_owners)
+		return;
 	count_cgroup(cgroup, born);
 	if (!(flags & EVF_OWNER_KNOWN))
 		return;
@@ -105,6 +118,25 @@ static __always_inline void aggregate(__u8 old, __u8 new, __u16 flags, __u64 dur
 	__sync_fetch_and_add(&oc->transitions, 1);
 	if (born)
 		__sync_fetch_and_add(&oc->opened, 1);
+}
+
+/* A gap among the aggregated transitions: the socket's old state is not
+ * the state it was last seen in (EVF_GAP, pipeline.h). last is that state;
+ * for a birth, old is CLOSE. When no loss was counted since the socket's
+ * previous event (its loss_seq then and now are equal), nothing counted
+ * explains it: the fewest transitions the model needs from last to old
+ * were missed without a count. */
+static __always_inline void count_gap(__u8 last, __u8 old, __u64 seq, __u64 prev_seq)
+{
+	count(CNT_GAP);
+	if (seq != prev_seq) {
+		count(CNT_GAP_AFTER_LOSS);
+		return;
+	}
+	__u32 idx = CNT_GAP_MISSING;
+	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
+	if (v)
+		__sync_fetch_and_add(v, missing_dist[last & 0xf][old & 0xf]);
 }
 
 #endif

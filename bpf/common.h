@@ -52,6 +52,19 @@ const volatile __u8 want_cpu_task = 1;
  * syscall tracepoints): look for the owner it recorded. */
 __u8 accept_owner = 0; /* set by user space after attaching */
 
+/* Count per owner and per socket cgroup (stats' tables). serve exports
+ * neither and turns this off: a long-running exporter must not fill maps
+ * keyed by pids or cgroups that come and go (aggregate.h). */
+const volatile __u8 count_owners = 1;
+
+/* Count each transition per edge and service port slot (port_matrix,
+ * serve --port-label): the slot of the ports in port_label, 0 for the rest. */
+const volatile __u8 label_ports = 0;
+
+/* missing_dist[a][b] is the fewest transitions the model takes from state a
+ * to state b (model.Model.Missing): what a gap proves missing. */
+const volatile __u8 missing_dist[16][16] = {};
+
 /* The transition model (model.Model.Mask): bit n of edge_mask[old] allows
  * old->n. 16 rows, so that any 4-bit index is in bounds. */
 const volatile __u16 edge_mask[16] = {};

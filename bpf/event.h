@@ -75,6 +75,9 @@ enum counter {
 	CNT_PID_OTHER,        /* transitions not counted per owner: pid_counts full */
 	CNT_RST_NO_SOCKET,    /* resets sent for packets that matched no socket (6.10+) */
 	CNT_CGROUP_OTHER,     /* transitions not counted per cgroup: cgroup_counts full */
+	CNT_GAP,              /* aggregated transitions whose old state is not the socket's last one (EVF_GAP) */
+	CNT_GAP_AFTER_LOSS,   /* of those, gaps with a loss counted since the socket's previous event */
+	CNT_GAP_MISSING,      /* transitions the other gaps prove missing, uncounted (missing_dist) */
 	CNT_MAX,
 };
 

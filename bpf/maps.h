@@ -207,6 +207,14 @@ struct {
 	__type(value, __u64);
 } hists SEC(".maps");
 
+/* The sum of each histogram's values, in nanoseconds: index hist_kind. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, HIST_KINDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} hist_sums SEC(".maps");
+
 /* Closes by their facts (enum close_fact bits, cause.h); user space names
  * the causes (model/cause.go). */
 struct {
@@ -241,6 +249,26 @@ struct {
 	__type(key, __u64);
 	__type(value, struct count);
 } cgroup_counts SEC(".maps");
+
+/* Service ports with a slot of their own in port_matrix (serve
+ * --port-label): port -> slot 1..n. Filled by user space before attach;
+ * read-only here. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1); /* resized by user space */
+	__type(key, __u16);
+	__type(value, __u32);
+} port_label SEC(".maps");
+
+/* Transitions per port slot and edge: index slot * NUM_STATES * NUM_STATES
+ * + old * NUM_STATES + new, slot 0 for every port without a label. An
+ * array: it never fills. aggregate() updates it when label_ports is set. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, NUM_STATES * NUM_STATES); /* resized by user space: (labels + 1) slots */
+	__type(key, __u32);
+	__type(value, __u64);
+} port_matrix SEC(".maps");
 
 struct owner_count {
 	__u64 transitions;

@@ -109,8 +109,11 @@ static __always_inline void emit(const struct tctx *c, const struct sock *sk, co
 		return;
 	if (only_closes && c->new != TCP_CLOSE)
 		return;
-	if (mode_aggregate)
+	if (mode_aggregate) {
 		aggregate(c->old, c->new, c->flags, c->dur, c->sport, c->dport, st->pid, st->comm, c->cgroup_id);
+		if (c->flags & EVF_GAP)
+			count_gap(c->last_state, c->old, c->loss_seq, c->prev_loss_seq);
+	}
 	if (!mode_stream && !(mode_anomalies && (c->flags & (EVF_ILLEGAL | EVF_GAP))))
 		return;
 	/* No wakeup per event: a wakeup raises an irq_work self-interrupt,

@@ -26,13 +26,21 @@
  *
  * Reconciliation: for a socket with storage, a record carries both the state
  * the programs last saw (tracked_state) and the socket's own: when they
- * differ, the kernel did not deliver a transition.
+ * differ, the kernel did not deliver a transition. With snap_reconcile (serve,
+ * which snapshots periodically) the snapshot also corrects the storage to the
+ * socket's own state, marked seeded, so that the socket's next transition is
+ * not a gap: each missed transition is found once, by the snapshot or by a
+ * gap, never by both. Under the socket's lock, like any state change.
  */
 #ifndef TCPSTATE_SNAPSHOT_H
 #define TCPSTATE_SNAPSHOT_H
 
 /* Seed socket storage from the snapshot (tracing commands; not ls). */
 __u8 snap_seed = 0; /* set by user space around each snapshot */
+
+/* Correct the storage of sockets whose tracked state is not their own
+ * (serve's periodic snapshots); set by user space around each snapshot. */
+__u8 snap_reconcile = 0;
 
 /* struct snap_record.kind */
 enum snap_kind {
@@ -46,6 +54,8 @@ enum snap_flag {
 	SNAPF_TRACKED = 0x1, /* the programs already had storage for it */
 	SNAPF_SEEDED = 0x2,  /* this snapshot seeded its storage */
 	SNAPF_OWNER = 0x4,   /* owner_pid/owner_comm: the owner the programs know */
+	SNAPF_RECONCILED = 0x8, /* snap_reconcile corrected its storage from tracked_state to state */
+	SNAPF_LOSS_SINCE = 0x10, /* a loss was counted since its last event (loss_seq moved): it may explain the difference */
 };
 
 /* One socket of snap_tcp. */
@@ -137,13 +147,24 @@ static __always_inline void snap_state(struct snap_record *r, struct sock *sk, _
 	struct sock_state *st = bpf_sk_storage_get(&sock_states, sk, 0, seed ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
 	if (!st)
 		return;
+	__u8 tracked = st->state;
 	if (st->state) {
 		r->flags |= SNAPF_TRACKED;
+		if (snap_reconcile && st->state != state) {
+			if (st->loss_seq != loss_seq)
+				r->flags |= SNAPF_LOSS_SINCE;
+			st->state = state;
+			st->state_ts = bpf_ktime_get_ns();
+			st->loss_seq = loss_seq;
+			st->flags |= SF_SEEDED_STATE;
+			r->flags |= SNAPF_RECONCILED;
+		}
 	} else if (seed && state != TCP_CLOSE) {
 		seed_state(st, sk, state);
 		r->flags |= SNAPF_SEEDED;
 	}
-	r->tracked_state = st->state;
+	/* A corrected socket's record keeps what the programs believed. */
+	r->tracked_state = r->flags & SNAPF_RECONCILED ? tracked : st->state;
 	r->state_ts = st->state_ts;
 	if (st->owner != OWNER_NONE) {
 		r->flags |= SNAPF_OWNER;

@@ -2,7 +2,6 @@ package tracer
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"unsafe"
 
@@ -97,52 +96,8 @@ func cString[T int8 | uint8](b []T) string {
 }
 
 // readPerCPUArray reads the first n elements of a per-CPU array of u64,
-// each summed over the CPUs: in batches of 1024 (one system call each,
-// Linux 5.6), or one lookup per element where the kernel has no batch
-// operations for arrays.
+// each summed over the CPUs (perCPUBuf: in batches where the kernel can).
 func readPerCPUArray(m *ebpf.Map, n int) ([]uint64, error) {
-	out := make([]uint64, n)
-	cpus, err := ebpf.PossibleCPU()
-	if err != nil {
-		return nil, err
-	}
-	const batch = 1024
-	keys := make([]uint32, batch)
-	vals := make([]uint64, batch*cpus)
-	var cursor ebpf.MapBatchCursor
-	done := 0
-	for done < n {
-		got, err := m.BatchLookup(&cursor, keys, vals, nil)
-		for i := range got {
-			if k := int(keys[i]); k < n {
-				out[k] = sumAll(vals[i*cpus : (i+1)*cpus])
-			}
-		}
-		done += got
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			break // the end of the array
-		}
-		if errors.Is(err, ebpf.ErrNotSupported) {
-			return readPerCPUArrayOneByOne(m, n)
-		}
-		if err != nil {
-			return nil, err
-		}
-		if got == 0 {
-			return nil, fmt.Errorf("batch lookup returned nothing after %d of %d elements", done, n)
-		}
-	}
-	return out, nil
-}
-
-func readPerCPUArrayOneByOne(m *ebpf.Map, n int) ([]uint64, error) {
-	out := make([]uint64, n)
-	var vals []uint64
-	for i := range n {
-		if err := m.Lookup(uint32(i), &vals); err != nil {
-			return nil, err
-		}
-		out[i] = sumAll(vals)
-	}
-	return out, nil
+	var b perCPUBuf
+	return b.read(m, n)
 }

@@ -25,6 +25,7 @@ type Tracer struct {
 	maps  tcpstateMaps
 	vars  tcpstateVariables
 	progs []*ebpf.Program
+	names []string // each of progs' name in the BPF object
 	links []link.Link
 	ring  *ring
 	clock Clock
@@ -124,6 +125,9 @@ func Load(opts Options) (_ *Tracer, err error) {
 		}
 	}
 	if err := t.fillFilters(); err != nil {
+		return nil, err
+	}
+	if err := t.fillPortLabels(); err != nil {
 		return nil, err
 	}
 	return t, nil
@@ -270,7 +274,7 @@ func configure(spec *ebpf.CollectionSpec, o *Options) error {
 		s.PortCounts.MaxEntries = 1
 		s.PidCounts.MaxEntries = 1
 	}
-	return nil
+	return configureTotals(&s, o)
 }
 
 func b2u(b bool) uint8 {

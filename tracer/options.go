@@ -104,6 +104,13 @@ type Options struct {
 	// ListOnly loads only what a snapshot needs (tcpstate ls): the
 	// iterators, no tracepoint program; Attach is not called.
 	ListOnly bool
+	// Totals (serve) counts in ModeAggregate only what serve exports: no
+	// per-port, per-owner or per-cgroup tables, whose maps are sized to 1
+	// (a long run must not fill maps keyed by pids or cgroups that come
+	// and go). LabelPorts are service ports counted per edge apart from
+	// the rest (Tracer.PortMatrices); at most MaxLabelPorts.
+	Totals     bool
+	LabelPorts []uint16
 
 	// Warn receives non-fatal problems (for example: no tracefs, so accepted
 	// sockets keep their listener's owner). Nil discards them.

@@ -124,6 +124,7 @@ func (t *Tracer) loadProgram(name string) (*ebpf.Program, error) {
 	defer coll.Close()
 	p := coll.DetachProgram(name)
 	t.progs = append(t.progs, p)
+	t.names = append(t.names, name)
 	return p, nil
 }
 

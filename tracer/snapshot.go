@@ -47,6 +47,10 @@ type OutOfStep struct {
 	Socket  model.SocketInfo
 	Tracked model.State
 	Actual  model.State
+	// Reconciled: the snapshot corrected the kernel's state to Actual
+	// (SnapshotOptions.Reconcile). LossSince: a loss was counted since
+	// the socket's last event, which may explain the difference.
+	Reconciled, LossSince bool
 }
 
 // SnapshotOptions says what a snapshot does besides reading.
@@ -58,6 +62,10 @@ type SnapshotOptions struct {
 	// Netns limits the per-namespace walk to these inodes (empty: every
 	// namespace ListNetns finds).
 	Netns []uint32
+	// Reconcile corrects the kernel's state of every socket found out of
+	// step to the socket's own (serve's periodic snapshots), so that its
+	// next transition is not a gap: each missed transition is found once.
+	Reconcile bool
 }
 
 // errNoSnapshot is returned when the kernel lacks the snapshot iterators.
@@ -80,6 +88,10 @@ func (t *Tracer) Snapshot(o SnapshotOptions) (*Snapshot, error) {
 		return nil, fmt.Errorf("setting up the snapshot: %w", err)
 	}
 	defer t.vars.SnapSeed.Set(uint8(0))
+	if err := t.vars.SnapReconcile.Set(b2u(o.Reconcile)); err != nil {
+		return nil, fmt.Errorf("setting up the snapshot: %w", err)
+	}
+	defer t.vars.SnapReconcile.Set(uint8(0))
 
 	s := &Snapshot{Start: time.Now(), StartNs: uint64(monotonicNow())}
 	var files bytes.Buffer
@@ -132,7 +144,8 @@ func (t *Tracer) Snapshot(o SnapshotOptions) (*Snapshot, error) {
 			}
 			if r.Kind == uint8(tcpstateSnapKindSNAP_FULL) && r.Flags&uint8(tcpstateSnapFlagSNAPF_TRACKED) != 0 &&
 				r.TrackedState != 0 && r.TrackedState != r.State {
-				s.OutOfStep = append(s.OutOfStep, OutOfStep{Socket: si, Tracked: model.State(r.TrackedState), Actual: model.State(r.State)})
+				s.OutOfStep = append(s.OutOfStep, OutOfStep{Socket: si, Tracked: model.State(r.TrackedState), Actual: model.State(r.State),
+					Reconciled: r.Flags&uint8(tcpstateSnapFlagSNAPF_RECONCILED) != 0, LossSince: r.Flags&uint8(tcpstateSnapFlagSNAPF_LOSS_SINCE) != 0})
 			}
 			bySk[r.Skaddr] = len(s.Sockets)
 			s.Sockets = append(s.Sockets, si)

@@ -85,7 +85,10 @@ const (
 	tcpstateCounterCNT_PID_OTHER        tcpstateCounter = 11
 	tcpstateCounterCNT_RST_NO_SOCKET    tcpstateCounter = 12
 	tcpstateCounterCNT_CGROUP_OTHER     tcpstateCounter = 13
-	tcpstateCounterCNT_MAX              tcpstateCounter = 14
+	tcpstateCounterCNT_GAP              tcpstateCounter = 14
+	tcpstateCounterCNT_GAP_AFTER_LOSS   tcpstateCounter = 15
+	tcpstateCounterCNT_GAP_MISSING      tcpstateCounter = 16
+	tcpstateCounterCNT_MAX              tcpstateCounter = 17
 )
 
 type tcpstateEvent struct {
@@ -232,9 +235,11 @@ type tcpstateScratch struct {
 type tcpstateSnapFlag uint32
 
 const (
-	tcpstateSnapFlagSNAPF_TRACKED tcpstateSnapFlag = 1
-	tcpstateSnapFlagSNAPF_SEEDED  tcpstateSnapFlag = 2
-	tcpstateSnapFlagSNAPF_OWNER   tcpstateSnapFlag = 4
+	tcpstateSnapFlagSNAPF_TRACKED    tcpstateSnapFlag = 1
+	tcpstateSnapFlagSNAPF_SEEDED     tcpstateSnapFlag = 2
+	tcpstateSnapFlagSNAPF_OWNER      tcpstateSnapFlag = 4
+	tcpstateSnapFlagSNAPF_RECONCILED tcpstateSnapFlag = 8
+	tcpstateSnapFlagSNAPF_LOSS_SINCE tcpstateSnapFlag = 16
 )
 
 type tcpstateSnapKind uint32
@@ -328,6 +333,7 @@ const (
 	tcpstateMapEvents              = "events"
 	tcpstateMapHeld                = "held"
 	tcpstateMapHeldZero            = "held_zero"
+	tcpstateMapHistSums            = "hist_sums"
 	tcpstateMapHists               = "hists"
 	tcpstateMapMatrix              = "matrix"
 	tcpstateMapMissAddr            = "miss_addr"
@@ -336,6 +342,8 @@ const (
 	tcpstateMapPidFilter           = "pid_filter"
 	tcpstateMapPortCounts          = "port_counts"
 	tcpstateMapPortFilter          = "port_filter"
+	tcpstateMapPortLabel           = "port_label"
+	tcpstateMapPortMatrix          = "port_matrix"
 	tcpstateMapScratch             = "scratch"
 	tcpstateMapSockStates          = "sock_states"
 	tcpstateProgAccept4Exit        = "accept4_exit"
@@ -353,6 +361,7 @@ const (
 	tcpstateProgSnapTcp            = "snap_tcp"
 	tcpstateVarAcceptOwner         = "accept_owner"
 	tcpstateVarAsNumber            = "as_number"
+	tcpstateVarCountOwners         = "count_owners"
 	tcpstateVarCountersMapId       = "counters_map_id"
 	tcpstateVarEdgeMask            = "edge_mask"
 	tcpstateVarFilterCgroups       = "filter_cgroups"
@@ -361,7 +370,9 @@ const (
 	tcpstateVarFilterPids          = "filter_pids"
 	tcpstateVarFilterPorts         = "filter_ports"
 	tcpstateVarFilterStates        = "filter_states"
+	tcpstateVarLabelPorts          = "label_ports"
 	tcpstateVarLossSeq             = "loss_seq"
+	tcpstateVarMissingDist         = "missing_dist"
 	tcpstateVarModeAggregate       = "mode_aggregate"
 	tcpstateVarModeAnomalies       = "mode_anomalies"
 	tcpstateVarModeStream          = "mode_stream"
@@ -374,6 +385,7 @@ const (
 	tcpstateVarRescueNested        = "rescue_nested"
 	tcpstateVarSelfFound           = "self_found"
 	tcpstateVarSelfProgId          = "self_prog_id"
+	tcpstateVarSnapReconcile       = "snap_reconcile"
 	tcpstateVarSnapSeed            = "snap_seed"
 	tcpstateVarUnusedCloseErr      = "unused_close_err"
 	tcpstateVarUnusedCloseFact     = "unused_close_fact"
@@ -463,6 +475,7 @@ type tcpstateMapSpecs struct {
 	Events       *ebpf.MapSpec `ebpf:"events"`
 	Held         *ebpf.MapSpec `ebpf:"held"`
 	HeldZero     *ebpf.MapSpec `ebpf:"held_zero"`
+	HistSums     *ebpf.MapSpec `ebpf:"hist_sums"`
 	Hists        *ebpf.MapSpec `ebpf:"hists"`
 	Matrix       *ebpf.MapSpec `ebpf:"matrix"`
 	MissAddr     *ebpf.MapSpec `ebpf:"miss_addr"`
@@ -471,6 +484,8 @@ type tcpstateMapSpecs struct {
 	PidFilter    *ebpf.MapSpec `ebpf:"pid_filter"`
 	PortCounts   *ebpf.MapSpec `ebpf:"port_counts"`
 	PortFilter   *ebpf.MapSpec `ebpf:"port_filter"`
+	PortLabel    *ebpf.MapSpec `ebpf:"port_label"`
+	PortMatrix   *ebpf.MapSpec `ebpf:"port_matrix"`
 	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
 	SockStates   *ebpf.MapSpec `ebpf:"sock_states"`
 }
@@ -481,6 +496,7 @@ type tcpstateMapSpecs struct {
 type tcpstateVariableSpecs struct {
 	AcceptOwner        *ebpf.VariableSpec `ebpf:"accept_owner"`
 	AsNumber           *ebpf.VariableSpec `ebpf:"as_number"`
+	CountOwners        *ebpf.VariableSpec `ebpf:"count_owners"`
 	CountersMapId      *ebpf.VariableSpec `ebpf:"counters_map_id"`
 	EdgeMask           *ebpf.VariableSpec `ebpf:"edge_mask"`
 	FilterCgroups      *ebpf.VariableSpec `ebpf:"filter_cgroups"`
@@ -489,7 +505,9 @@ type tcpstateVariableSpecs struct {
 	FilterPids         *ebpf.VariableSpec `ebpf:"filter_pids"`
 	FilterPorts        *ebpf.VariableSpec `ebpf:"filter_ports"`
 	FilterStates       *ebpf.VariableSpec `ebpf:"filter_states"`
+	LabelPorts         *ebpf.VariableSpec `ebpf:"label_ports"`
 	LossSeq            *ebpf.VariableSpec `ebpf:"loss_seq"`
+	MissingDist        *ebpf.VariableSpec `ebpf:"missing_dist"`
 	ModeAggregate      *ebpf.VariableSpec `ebpf:"mode_aggregate"`
 	ModeAnomalies      *ebpf.VariableSpec `ebpf:"mode_anomalies"`
 	ModeStream         *ebpf.VariableSpec `ebpf:"mode_stream"`
@@ -502,6 +520,7 @@ type tcpstateVariableSpecs struct {
 	RescueNested       *ebpf.VariableSpec `ebpf:"rescue_nested"`
 	SelfFound          *ebpf.VariableSpec `ebpf:"self_found"`
 	SelfProgId         *ebpf.VariableSpec `ebpf:"self_prog_id"`
+	SnapReconcile      *ebpf.VariableSpec `ebpf:"snap_reconcile"`
 	SnapSeed           *ebpf.VariableSpec `ebpf:"snap_seed"`
 	UnusedCloseErr     *ebpf.VariableSpec `ebpf:"unused_close_err"`
 	UnusedCloseFact    *ebpf.VariableSpec `ebpf:"unused_close_fact"`
@@ -550,6 +569,7 @@ type tcpstateMaps struct {
 	Events       *ebpf.Map `ebpf:"events"`
 	Held         *ebpf.Map `ebpf:"held"`
 	HeldZero     *ebpf.Map `ebpf:"held_zero"`
+	HistSums     *ebpf.Map `ebpf:"hist_sums"`
 	Hists        *ebpf.Map `ebpf:"hists"`
 	Matrix       *ebpf.Map `ebpf:"matrix"`
 	MissAddr     *ebpf.Map `ebpf:"miss_addr"`
@@ -558,6 +578,8 @@ type tcpstateMaps struct {
 	PidFilter    *ebpf.Map `ebpf:"pid_filter"`
 	PortCounts   *ebpf.Map `ebpf:"port_counts"`
 	PortFilter   *ebpf.Map `ebpf:"port_filter"`
+	PortLabel    *ebpf.Map `ebpf:"port_label"`
+	PortMatrix   *ebpf.Map `ebpf:"port_matrix"`
 	Scratch      *ebpf.Map `ebpf:"scratch"`
 	SockStates   *ebpf.Map `ebpf:"sock_states"`
 }
@@ -573,6 +595,7 @@ func (m *tcpstateMaps) Close() error {
 		m.Events,
 		m.Held,
 		m.HeldZero,
+		m.HistSums,
 		m.Hists,
 		m.Matrix,
 		m.MissAddr,
@@ -581,6 +604,8 @@ func (m *tcpstateMaps) Close() error {
 		m.PidFilter,
 		m.PortCounts,
 		m.PortFilter,
+		m.PortLabel,
+		m.PortMatrix,
 		m.Scratch,
 		m.SockStates,
 	)
@@ -592,6 +617,7 @@ func (m *tcpstateMaps) Close() error {
 type tcpstateVariables struct {
 	AcceptOwner        *ebpf.Variable `ebpf:"accept_owner"`
 	AsNumber           *ebpf.Variable `ebpf:"as_number"`
+	CountOwners        *ebpf.Variable `ebpf:"count_owners"`
 	CountersMapId      *ebpf.Variable `ebpf:"counters_map_id"`
 	EdgeMask           *ebpf.Variable `ebpf:"edge_mask"`
 	FilterCgroups      *ebpf.Variable `ebpf:"filter_cgroups"`
@@ -600,7 +626,9 @@ type tcpstateVariables struct {
 	FilterPids         *ebpf.Variable `ebpf:"filter_pids"`
 	FilterPorts        *ebpf.Variable `ebpf:"filter_ports"`
 	FilterStates       *ebpf.Variable `ebpf:"filter_states"`
+	LabelPorts         *ebpf.Variable `ebpf:"label_ports"`
 	LossSeq            *ebpf.Variable `ebpf:"loss_seq"`
+	MissingDist        *ebpf.Variable `ebpf:"missing_dist"`
 	ModeAggregate      *ebpf.Variable `ebpf:"mode_aggregate"`
 	ModeAnomalies      *ebpf.Variable `ebpf:"mode_anomalies"`
 	ModeStream         *ebpf.Variable `ebpf:"mode_stream"`
@@ -613,6 +641,7 @@ type tcpstateVariables struct {
 	RescueNested       *ebpf.Variable `ebpf:"rescue_nested"`
 	SelfFound          *ebpf.Variable `ebpf:"self_found"`
 	SelfProgId         *ebpf.Variable `ebpf:"self_prog_id"`
+	SnapReconcile      *ebpf.Variable `ebpf:"snap_reconcile"`
 	SnapSeed           *ebpf.Variable `ebpf:"snap_seed"`
 	UnusedCloseErr     *ebpf.Variable `ebpf:"unused_close_err"`
 	UnusedCloseFact    *ebpf.Variable `ebpf:"unused_close_fact"`

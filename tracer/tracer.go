@@ -42,7 +42,7 @@ func (t *Tracer) Close() error {
 	for _, p := range slices.Backward(t.progs) {
 		errs = append(errs, p.Close())
 	}
-	t.progs = nil
+	t.progs, t.names = nil, nil
 	errs = append(errs, t.maps.Close())
 	if t.coll != nil {
 		t.coll.Close()
@@ -87,6 +87,14 @@ type Counters struct {
 	ProgRuns  uint64 `json:"prog_runs"`
 	ProgRunNs uint64 `json:"prog_run_ns"`
 
+	// Gaps counts the counted transitions (ModeAggregate) whose old state
+	// is not the socket's last one; GapsAfterLoss those of them with a loss
+	// counted since the socket's previous event; GapMissing the fewest
+	// transitions the other gaps prove missing, which no counter saw.
+	Gaps          uint64 `json:"gaps"`
+	GapsAfterLoss uint64 `json:"gaps_after_loss"`
+	GapMissing    uint64 `json:"gap_missing"`
+
 	// LossSeq is the kernel's loss sequence: events counted lost by the
 	// programs themselves (every cause but recursion misses).
 	LossSeq uint64 `json:"loss_seq"`
@@ -115,6 +123,9 @@ func (t *Tracer) Counters() (Counters, error) {
 	c.AcceptNoSpace = per[tcpstateCounterCNT_ACCEPT_NOSPACE]
 	c.AcceptStale = per[tcpstateCounterCNT_ACCEPT_STALE]
 	c.Rescued = per[tcpstateCounterCNT_RESCUED]
+	c.Gaps = per[tcpstateCounterCNT_GAP]
+	c.GapsAfterLoss = per[tcpstateCounterCNT_GAP_AFTER_LOSS]
+	c.GapMissing = per[tcpstateCounterCNT_GAP_MISSING]
 	if err := t.vars.LossSeq.Get(&c.LossSeq); err != nil {
 		return c, fmt.Errorf("reading the loss sequence: %w", err)
 	}

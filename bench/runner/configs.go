@@ -47,6 +47,9 @@ type config struct {
 	Canary    bool   `json:"-"`
 	// Grace is waited after readiness (a perf buffer opened after attach).
 	Grace time.Duration `json:"-"`
+	// Scrape: the command serves /metrics (tcpstate serve); it is given a
+	// free loopback --listen and scraped every second during the run.
+	Scrape bool `json:"scrape,omitempty"`
 }
 
 // discoverTcpstate finds the tcpstate configurations from the binary's own
@@ -143,8 +146,14 @@ func discoverTcpstate(ctx context.Context, bin string) ([]config, []string, erro
 		if !s {
 			notes = append(notes, fmt.Sprintf("tcpstate %s has no --summary-json: its received and recursion misses come from its BPF program's statistics; ring buffer losses are not known", c))
 		}
-		out = append(out, config{ID: c, Label: "tcpstate " + c, Kind: kindTcpstate,
-			Argv: []string{bin, c}, Summary: s, ReadyLine: tcpstateReady, Aggregates: true})
+		cfg := config{ID: c, Label: "tcpstate " + c, Kind: kindTcpstate,
+			Argv: []string{bin, c}, Summary: s, ReadyLine: tcpstateReady, Aggregates: true}
+		// An exporter: scraped every second, as Prometheus would.
+		if hasFlag(h, "listen") {
+			cfg.Scrape = true
+			cfg.Label += " (scraped every 1 s)"
+		}
+		out = append(out, cfg)
 	}
 	return out, notes, nil
 }

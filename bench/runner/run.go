@@ -374,6 +374,13 @@ func runTraced(ctx context.Context, e *env, c config, r *runResult) error {
 		}
 		argv = append(argv, "--pid", strconv.Itoa(r.LoadgenPid))
 	}
+	var scrapeAddr string
+	if c.Scrape {
+		if scrapeAddr, err = freeLoopbackAddr(); err != nil {
+			return err
+		}
+		argv = append(argv, "--listen", scrapeAddr)
+	}
 	summaryPath := filepath.Join(dir, "summary.json")
 	if c.Summary {
 		argv = append(argv, "--summary-json", summaryPath)
@@ -433,6 +440,12 @@ func runTraced(ctx context.Context, e *env, c config, r *runResult) error {
 		return fmt.Errorf("%s did not attach: %w: %s", c.Label, err, lastLines(watch.text(), 8))
 	}
 	r.TracerCPUStartup, _ = processCPU(pid)
+	var sc *scraper
+	if c.Scrape {
+		// Scrapes cost the tracer CPU and are part of what is measured.
+		sc = startScraper(scrapeAddr)
+		defer func() { r.Extra = sc.finish(r.Extra) }()
+	}
 	measureGetppid(e, r, pid)
 	if c.PidFilter {
 		// The load generator dials pidDelay after it listened, which was
@@ -457,6 +470,9 @@ func runTraced(ctx context.Context, e *env, c config, r *runResult) error {
 	}
 	after, _ := progStats(pid)
 	r.BPF = diffProgs(before, after)
+	if sc != nil {
+		r.Extra = sc.finish(r.Extra) // before SIGINT: a refused scrape is not a failure
+	}
 	stop()
 	if loadErr != nil {
 		return loadErr

@@ -226,7 +226,7 @@ func TestUsageErrorsPointAtTheirCommandsHelp(t *testing.T) {
 		{[]string{"stat"}, `unknown command "stat" for "tcpstate"; did you mean stats?`, "tcpstate"},
 		{[]string{"chek", "file"}, `unknown command "chek" for "tcpstate"; did you mean check?`, "tcpstate"},
 		{[]string{"version"}, `unknown command "version" for "tcpstate"; did you mean --version?`, "tcpstate"},
-		{[]string{"bogus"}, `unknown command "bogus" for "tcpstate" (its commands: check, life, ls, stats, trace)`, "tcpstate"},
+		{[]string{"bogus"}, `unknown command "bogus" for "tcpstate" (its commands: check, life, ls, serve, stats, trace)`, "tcpstate"},
 		{[]string{"trace", "extra"}, `trace takes no arguments, got "extra"`, "tcpstate trace"},
 		{[]string{"trace", "443"}, `trace takes no arguments, got "443"; did you mean --port 443?`, "tcpstate trace"},
 		{[]string{"stats", "CLOSE_WAIT"}, `stats takes no arguments, got "CLOSE_WAIT"; did you mean --state CLOSE_WAIT?`, "tcpstate stats"},

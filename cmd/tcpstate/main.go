@@ -43,7 +43,8 @@ func run(ctx context.Context, root *cobra.Command, stderr io.Writer) int {
 		return code
 	}
 	fmt.Fprintf(stderr, "tcpstate: %v\n", err)
-	if code == exitUsage {
+	var oneLine *oneLineError
+	if code == exitUsage && !errors.As(err, &oneLine) {
 		if cmd == nil {
 			cmd = root
 		}

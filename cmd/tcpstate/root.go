@@ -35,5 +35,6 @@ Exit status: 0 success; 1 the run failed (privileges, kernel support, I/O);
 	root.AddCommand(newCheckCmd())
 	root.AddCommand(newLsCmd())
 	root.AddCommand(newLifeCmd())
+	root.AddCommand(newServeCmd())
 	return root
 }

@@ -1,0 +1,348 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+	"golang.org/x/net/netutil"
+
+	"github.com/tcpstate/tcpstate/model"
+	"github.com/tcpstate/tcpstate/tracer"
+)
+
+// Defaults and bounds of serve.
+const (
+	defaultServeListen   = "127.0.0.1:9464"
+	defaultSnapshotEvery = 5 * time.Second
+	minSnapshotEvery     = time.Second
+	// The HTTP server's bounds: a slow or stuck client, or a storm of
+	// them, costs a few goroutines and never the kernel side, which does
+	// not depend on user space in aggregate mode.
+	serveMaxConns     = 32
+	serveMaxScrapes   = 4
+	serveScrapeBudget = 25 * time.Second
+)
+
+type serveOptions struct {
+	listen     string
+	portLabels []string
+	model      string
+	stuck      *stuckFlag
+	snapEvery  time.Duration
+	duration   time.Duration
+	summary    string
+	rescue     bool
+	verbose    bool
+}
+
+func newServeCmd() *cobra.Command {
+	o := &serveOptions{stuck: newStuckFlag()}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Export TCP state metrics for Prometheus: transitions, anomalies, sockets by state, durations, close causes",
+		Long: `Count TCP state transitions in the kernel, as stats does, and serve them
+for Prometheus on /metrics until stopped (SIGTERM or SIGINT detach cleanly).
+/healthz answers 200 while the programs are attached and the kernel's maps
+can be read, 503 otherwise; / names the endpoints.
+
+Every scrape reads the kernel's maps at that moment (a few batch lookups):
+nothing runs between scrapes, and the kernel side never waits for user
+space, so a slow, failed or abandoned scrape costs the tracing nothing.
+tcpstate_sockets and tcpstate_stuck_sockets come from a snapshot of every
+socket of the host (every network namespace) and the list of the sockets
+the kernel follows, taken at a scrape when the last is older than
+--snapshot-interval: a scrape storm shares one, and at most one runs at a
+time. Each snapshot also reconciles: a socket whose state is not the one
+the kernel last saw missed transitions; the snapshot corrects it and counts
+them (tcpstate_events_missing_total{found_by="snapshot"}).
+
+Metrics (labels bounded: no address, pid or per-port label unless asked):
+  tcpstate_transitions_total{old_state,new_state}   [port with --port-label]
+  tcpstate_anomalies_total{model,kind}               kind illegal or gap
+  tcpstate_sockets{state}                            snapshot, TIME_WAIT too
+  tcpstate_state_duration_seconds{state}             histogram
+  tcpstate_handshake_duration_seconds{side}          active, passive
+  tcpstate_connection_duration_seconds               histogram
+  tcpstate_closes_total{cause,detail}
+  tcpstate_stuck_sockets{state}                      against --stuck
+  tcpstate_events_lost_total{cause}
+  tcpstate_events_missing_total{found_by}            gap, snapshot
+  tcpstate_bpf_program_runs_total{program}, tcpstate_bpf_program_run_seconds_total{program}
+                                                     while kernel.bpf_stats_enabled is 1
+  tcpstate_bpf_programs_attached, tcpstate_build_info{version,commit,...}
+and Go's and the process's own (go_*, process_*).
+
+Histograms keep the kernel's precision: their le bounds are boundaries of
+its log2 microsecond buckets (2 us, 8 us, 32 us, ... 2^35 us), their _sum
+is the exact sum the kernel adds up.
+
+serve attaches no accept hook: it exports no per-process data, so it needs
+no tracefs and costs other system calls nothing; nor does it count per
+owner or per cgroup, so no kernel map grows with the pids and cgroups that
+come and go. Its kernel maps are arrays of fixed size: memory stays flat
+for weeks. It needs CAP_BPF and CAP_PERFMON, and CAP_SYS_ADMIN to enter
+the other network namespaces for the snapshot (without it, only the
+sockets processes hold are seen there).
+
+Bad flags, a --listen address that is in use or not this host's, and a bad
+--port-label exit with status 2 and one line.`,
+		Example: `  sudo tcpstate serve
+  sudo tcpstate serve --listen :9464 --port-label 443,8080
+  sudo tcpstate serve --stuck CLOSE_WAIT=5m --snapshot-interval 15s`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runServe(cmd.Context(), o, cmd.ErrOrStderr())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.listen, "listen", defaultServeListen, "address to serve /metrics on, HOST:PORT (:9464 for every address of the host)")
+	f.StringSliceVar(&o.portLabels, "port-label", nil, fmt.Sprintf("add a port label to tcpstate_transitions_total for these service ports (comma-separated or repeated, at most %d; the rest are port=\"other\"): a listener's or accepted socket's local port, a connecting socket's remote port", tracer.MaxLabelPorts))
+	choiceVarP(f, &o.model, "model", "", model.DefaultModelName, model.ModelNames(), "transition model of tcpstate_anomalies_total ("+strings.Join(model.ModelNames(), ", ")+")")
+	f.Var(o.stuck, "stuck", "count sockets in STATE longer than DURATION in tcpstate_stuck_sockets (repeat or comma-separate; overrides that state's default; DURATION 0 or off: never)")
+	f.DurationVar(&o.snapEvery, "snapshot-interval", defaultSnapshotEvery, fmt.Sprintf("longest a scrape reuses the last snapshot of the host's sockets (tcpstate_sockets, tcpstate_stuck_sockets, reconciliation); at least %v", minSnapshotEvery))
+	f.DurationVar(&o.duration, "duration", 0, "stop after this long, e.g. 30s or 5m (0: until stopped)")
+	f.StringVar(&o.summary, "summary-json", "", "at exit, write the kernel's counters (transitions, lost by cause) as JSON to this file")
+	f.BoolVar(&o.rescue, "rescue-nested", false, "attach a second program that handles transitions the kernel skips while the first runs on the same CPU (recursion misses); costs every transition")
+	f.BoolVar(&o.verbose, "verbose", false, "print the verifier's full log if the kernel rejects a program, and which optional programs are in use")
+	return cmd
+}
+
+// oneLineError is a usage error (exit status 2) reported on one line,
+// without the pointer to the help: its message says it all.
+type oneLineError struct{ msg string }
+
+func (e *oneLineError) Error() string { return e.msg }
+
+func inputf(format string, a ...any) error {
+	return &usageError{&oneLineError{fmt.Sprintf(format, a...)}}
+}
+
+// parsePortLabels validates --port-label.
+func parsePortLabels(vals []string) ([]uint16, error) {
+	var out []uint16
+	for _, v := range vals {
+		n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32)
+		if err != nil || n < 1 || n > 65535 {
+			return nil, inputf("--port-label %q: a port is a number from 1 to 65535", v)
+		}
+		for _, p := range out {
+			if p == uint16(n) {
+				return nil, inputf("--port-label %d: given twice", n)
+			}
+		}
+		out = append(out, uint16(n))
+	}
+	if len(out) > tracer.MaxLabelPorts {
+		return nil, inputf("--port-label: %d ports, at most %d (each is a label value of every edge)", len(out), tracer.MaxLabelPorts)
+	}
+	return out, nil
+}
+
+// checkListen validates --listen: HOST:PORT, the port a number from 1 to
+// 65535, the host empty, an IP address or a name.
+func checkListen(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return inputf("--listen %q: want HOST:PORT, for example 127.0.0.1:9464 or :9464", addr)
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || n == 0 {
+		return inputf("--listen %q: the port must be a number from 1 to 65535", addr)
+	}
+	if strings.ContainsAny(host, " /\\%") && net.ParseIP(host) == nil {
+		return inputf("--listen %q: %q is not a host name or an IP address", addr, host)
+	}
+	return nil
+}
+
+// listen opens --listen; its failures are the user's to fix (exit 2).
+func listen(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err == nil {
+		return ln, nil
+	}
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		return nil, inputf("--listen %s: the address is in use (another process listens there); choose another --listen", addr)
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return nil, inputf("--listen %s: not an address of this host", addr)
+	case errors.Is(err, syscall.EACCES):
+		return nil, inputf("--listen %s: permission denied (ports below 1024 need CAP_NET_BIND_SERVICE)", addr)
+	}
+	var dns *net.DNSError
+	if errors.As(err, &dns) {
+		return nil, inputf("--listen %s: cannot resolve host %q", addr, dns.Name)
+	}
+	return nil, inputf("--listen %s: %v", addr, err)
+}
+
+func (o *serveOptions) tracerOptions() (tracer.Options, *model.Model, error) {
+	var t tracer.Options
+	if err := checkListen(o.listen); err != nil {
+		return t, nil, err
+	}
+	ports, err := parsePortLabels(o.portLabels)
+	if err != nil {
+		return t, nil, err
+	}
+	switch {
+	case o.snapEvery < minSnapshotEvery:
+		return t, nil, inputf("--snapshot-interval %v: must be at least %v", o.snapEvery, minSnapshotEvery)
+	case o.duration < 0:
+		return t, nil, inputf("--duration %v: must not be negative", o.duration)
+	}
+	m, err := model.ModelByName(o.model)
+	if err != nil {
+		return t, nil, usagef("--model: %v", err)
+	}
+	t.Mode = tracer.ModeAggregate
+	t.Totals = true
+	t.LabelPorts = ports
+	t.Model = m
+	// No accept hook (owners are not exported), so the accept map and the
+	// held-back queues (no filters) stay at the minimum.
+	t.Accept = tracer.AcceptOff
+	t.MaxSockets = 16
+	t.RescueNested, t.Verbose = o.rescue, o.verbose
+	return t, m, nil
+}
+
+func runServe(ctx context.Context, o *serveOptions, stderr io.Writer) error {
+	topts, m, err := o.tracerOptions()
+	if err != nil {
+		return err
+	}
+	// Listen before loading: a busy port fails at once, and nothing was
+	// loaded for nothing.
+	ln, err := listen(o.listen)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	topts.Warn = func(msg string) { fmt.Fprintf(stderr, "tcpstate: warning: %s\n", msg) }
+	t, err := tracer.Open(topts)
+	if err != nil {
+		return err
+	}
+	defer t.Close()
+	if o.verbose {
+		for _, f := range t.Features() {
+			fmt.Fprintf(stderr, "tcpstate: %s: %v (%s)\n", f.Name, f.Active, f.Detail)
+		}
+	}
+
+	col := newServeCollector(t, m, o.stuck.th, o.snapEvery, len(topts.LabelPorts) > 0)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(col, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	var stopping atomic.Bool
+	srv := &http.Server{
+		Handler:           serveMux(reg, t, &stopping),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      serveScrapeBudget + 5*time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          log.New(io.Discard, "", 0), // a client's bad request is not the operator's problem
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(netutil.LimitListener(ln, serveMaxConns)) }()
+	fmt.Fprintf(stderr, "tcpstate: serving metrics on http://%s/metrics; Ctrl-C to stop\n", ln.Addr())
+
+	if o.duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.duration)
+		defer cancel()
+	}
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-served:
+	}
+	// Unhealthy first, then stop serving, then detach.
+	stopping.Store(true)
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	_ = srv.Shutdown(sctx)
+	cancel()
+	detachErr := t.Detach()
+	if o.summary != "" {
+		c, err := t.Counters()
+		if err != nil {
+			return err
+		}
+		var tt tracer.Totals
+		if err := t.ReadTotals(&tt); err != nil {
+			return err
+		}
+		s := statsSummary{Transitions: c.Transitions, Counted: tt.Agg.Transitions(), Lost: c.Lost(), Kernel: c, Model: m.Name()}
+		if err := writeJSONFile(o.summary, s); err != nil {
+			return err
+		}
+	}
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		return fmt.Errorf("serving metrics: %w", serveErr)
+	}
+	return detachErr
+}
+
+// healthSource is what /healthz asks.
+type healthSource interface {
+	Attached() bool
+	Counters() (tracer.Counters, error)
+}
+
+func serveMux(reg *prometheus.Registry, t healthSource, stopping *atomic.Bool) *http.ServeMux {
+	mux := http.NewServeMux()
+	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		ErrorHandling:       promhttp.ContinueOnError,
+		MaxRequestsInFlight: serveMaxScrapes,
+		Timeout:             serveScrapeBudget,
+		Registry:            reg,
+	})
+	mux.Handle("/metrics", promhttp.InstrumentMetricHandler(reg, metrics))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		switch {
+		case stopping.Load():
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "stopping")
+		case !t.Attached():
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "the main BPF program is not attached")
+		default:
+			if _, err := t.Counters(); err != nil {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				fmt.Fprintf(w, "cannot read the kernel's counters: %v\n", err)
+				return
+			}
+			fmt.Fprintln(w, "ok")
+		}
+	})
+	mux.HandleFunc("/{$}", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprint(w, `<!DOCTYPE html>
+<html><head><title>tcpstate</title></head><body>
+<h1>tcpstate serve</h1>
+<p>Kernel TCP state transitions, counted in the kernel with eBPF.</p>
+<ul>
+<li><a href="/metrics">/metrics</a>: the metrics, for Prometheus</li>
+<li><a href="/healthz">/healthz</a>: 200 while the programs are attached and the kernel's maps can be read, 503 otherwise</li>
+</ul>
+</body></html>
+`)
+	})
+	return mux
+}
