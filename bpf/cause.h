@@ -40,7 +40,8 @@ enum close_fact {
 	CF_CLOSING = 0x200,       /* it went through CLOSING */
 	CF_TIMER_SHIFT = 10,      /* bits 10-11: enum close_timer */
 	CF_TIMER_MASK = 0xc00,
-	CF_VALUES = 0x1000,       /* the facts index an array this long */
+	CF_LIVE = 0x1000,         /* neither orphaned (SOCK_DEAD) nor past the peer's FIN (SOCK_DONE) */
+	CF_VALUES = 0x2000,       /* the facts index an array this long */
 };
 
 enum close_err {
@@ -50,6 +51,7 @@ enum close_err {
 	CE_PIPE = 3,     /* EPIPE */
 	CE_TIMEDOUT = 4, /* ETIMEDOUT */
 	CE_OTHER = 5,    /* any other: a soft error (an ICMP unreachable) that outlived the retries */
+	CE_ABORTED = 6,  /* ECONNABORTED: tcp_abort() (SOCK_DESTROY: ss -K), out of orphan memory */
 };
 
 enum close_timer {
@@ -82,6 +84,8 @@ static __always_inline __u32 err_class(int err)
 		return CE_PIPE;
 	case ETIMEDOUT:
 		return CE_TIMEDOUT;
+	case ECONNABORTED:
+		return CE_ABORTED;
 	}
 	return CE_OTHER;
 }
@@ -110,6 +114,16 @@ static __always_inline bool close_info(struct close_info *ci, const struct sock 
 		facts |= CF_RST_RECEIVED;
 	if (visited & (1 << TCP_CLOSING))
 		facts |= CF_CLOSING;
+	/* A FIN exchange ends a socket its application closed (orphaned:
+	 * the common FIN_WAIT2 -> CLOSE, handed to a timewait socket before
+	 * the peer's FIN) or one that took the peer's FIN (tcp_fin() sets
+	 * SOCK_DONE first). A socket the application still holds and the
+	 * peer has not finished was torn down: tcp_disconnect() (SO_LINGER 0,
+	 * connect(AF_UNSPEC)), which sets CLOSE before it touches the flags. */
+	unsigned long skflags = sk->__sk_common.skc_flags;
+	if (!(skflags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DEAD))) &&
+	    !(skflags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE))))
+		facts |= CF_LIVE;
 	ci->err = err;
 	ci->rst_reason = st->rst_reason;
 	if (old == TCP_LISTEN)

@@ -14,6 +14,7 @@
 #define TASK_COMM_LEN 16
 #define NUM_STATES 13 /* TCP states are 1..12 (include/net/tcp_states.h) */
 #define EPIPE 32
+#define ECONNABORTED 103
 #define ECONNRESET 104
 #define ETIMEDOUT 110
 #define ECONNREFUSED 111

@@ -219,7 +219,7 @@ struct {
  * the causes (model/cause.go). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 4096); /* CF_VALUES */
+	__uint(max_entries, 8192); /* CF_VALUES */
 	__type(key, __u32);
 	__type(value, __u64);
 } closes SEC(".maps");

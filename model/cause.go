@@ -19,8 +19,11 @@ const (
 	FactClosing     CloseFacts = 0x200
 	FactTimerShift             = 10
 	FactTimerMask   CloseFacts = 0xc00
+	// FactLive: at ->CLOSE the socket was neither orphaned (SOCK_DEAD) nor
+	// past the peer's FIN (SOCK_DONE): torn down by tcp_disconnect().
+	FactLive CloseFacts = 0x1000
 	// FactValues is one more than the largest CloseFacts.
-	FactValues = 0x1000
+	FactValues = 0x2000
 )
 
 // ErrClass classes the socket error at ->CLOSE.
@@ -34,6 +37,7 @@ const (
 	ErrPipe     ErrClass = 3 // EPIPE: a reset in CLOSE_WAIT
 	ErrTimedOut ErrClass = 4 // ETIMEDOUT
 	ErrOther    ErrClass = 5 // another error, a soft one (ICMP unreachable) that outlived the retries
+	ErrAborted  ErrClass = 6 // ECONNABORTED: tcp_abort() (SOCK_DESTROY: ss -K, bpf_sock_destroy), out of orphan memory
 )
 
 // CloseTimer says which timer gave up (enum close_timer).
@@ -156,6 +160,10 @@ func (f CloseFacts) Cause() CloseCause {
 			return CloseCause{Cause: CauseRefused}
 		case ErrTimedOut, ErrOther:
 			return CloseCause{Cause: CauseTimeout, Detail: "connect"}
+		case ErrAborted:
+			// ss -K on a socket still connecting: tcp_abort() sends no
+			// reset from SYN_SENT; the connect was given up.
+			return CloseCause{Cause: CauseCancelled}
 		}
 		if f&FactRstReceived != 0 {
 			return CloseCause{Cause: CauseRefused}
@@ -165,10 +173,10 @@ func (f CloseFacts) Cause() CloseCause {
 	switch {
 	case err == ErrReset || err == ErrPipe || f&FactRstReceived != 0:
 		return CloseCause{Cause: CauseResetReceived}
-	case err == ErrOther && f&FactRstSent != 0 && f.Timer() != TimerKeepalive:
+	case err == ErrAborted:
 		// tcp_abort() (SOCK_DESTROY: ss -K, bpf_sock_destroy) sends its
-		// reset, then closes with ECONNABORTED. The one timeout that sends
-		// a reset first is keepalive's, whose error may be a soft one.
+		// reset, then closes with ECONNABORTED; so does an orphan that
+		// runs out of memory (tcp_out_of_resources).
 		return CloseCause{Cause: CauseResetSent}
 	case err == ErrTimedOut || err == ErrOther:
 		return CloseCause{Cause: CauseTimeout, Detail: f.Timer().name()}
@@ -185,6 +193,14 @@ func (f CloseFacts) Cause() CloseCause {
 		// its reset after the close.
 		return CloseCause{Cause: CauseResetSent}
 	case FinWait2:
+		if f&FactLive != 0 {
+			// Still held by its application and the peer's FIN not
+			// taken: not a FIN exchange's end (which hands an orphan to
+			// a timewait socket, or follows the peer's FIN) but
+			// tcp_disconnect(): SO_LINGER 0 after shutdown(SHUT_WR),
+			// connect(AF_UNSPEC). Its reset follows the close.
+			return CloseCause{Cause: CauseResetSent}
+		}
 		if f&FactClosing != 0 {
 			return CloseCause{Cause: CauseFin, Detail: "simultaneous"}
 		}

@@ -37,6 +37,7 @@ const (
 	tcpstateCloseErrCE_PIPE     tcpstateCloseErr = 3
 	tcpstateCloseErrCE_TIMEDOUT tcpstateCloseErr = 4
 	tcpstateCloseErrCE_OTHER    tcpstateCloseErr = 5
+	tcpstateCloseErrCE_ABORTED  tcpstateCloseErr = 6
 )
 
 type tcpstateCloseFact uint32
@@ -50,7 +51,8 @@ const (
 	tcpstateCloseFactCF_CLOSING      tcpstateCloseFact = 512
 	tcpstateCloseFactCF_TIMER_SHIFT  tcpstateCloseFact = 10
 	tcpstateCloseFactCF_TIMER_MASK   tcpstateCloseFact = 3072
-	tcpstateCloseFactCF_VALUES       tcpstateCloseFact = 4096
+	tcpstateCloseFactCF_LIVE         tcpstateCloseFact = 4096
+	tcpstateCloseFactCF_VALUES       tcpstateCloseFact = 8192
 )
 
 type tcpstateCloseTimer uint32

@@ -389,11 +389,8 @@ func TestSocketDestroyed(t *testing.T) {
 
 	// Still connecting (its SYN dropped by a full accept queue): no reset
 	// from SYN_SENT, and ECONNABORTED: the connect was cancelled, from
-	// outside.
-	//
-	// KNOWN DEFECT: the kernel side classes ECONNABORTED with the soft
-	// errors a connect times out with (an ICMP unreachable), so this reads
-	// timeout/connect. What would tell: ECONNABORTED as a class of its own.
+	// outside (ECONNABORTED is an error class of its own, not one of the
+	// soft errors a connect times out with).
 	t.Run("SYN_SENT", func(t *testing.T) {
 		t.Parallel()
 		scenario(t, func(e *env) error {
@@ -421,7 +418,7 @@ func TestSocketDestroyed(t *testing.T) {
 					{"filler", f, fport, p, slices.Concat(tracetest.ActiveOpen, tracetest.ActiveClose), finActive},
 					{"filler-child", f, p, fport, slices.Concat(tracetest.PassiveOpen, tracetest.PassiveClose), finPassive},
 					{"destroyed", f, vport, p, []string{"CLOSE>SYN_SENT", "SYN_SENT>CLOSE"},
-						end{cause: "cancelled", err: "ECONNABORTED", wrong: "timeout/connect"}},
+						end{cause: "cancelled", err: "ECONNABORTED"}},
 				},
 				rfc793Illegal: []string{"filler-child LISTEN>SYN_RECV", "filler FIN_WAIT2>CLOSE"},
 			})
@@ -515,13 +512,10 @@ func TestLifeFigures(t *testing.T) {
 // (FIN_WAIT2, its FIN acknowledged; the server in CLOSE_WAIT), then
 // close() with SO_LINGER 0 resets the connection (tcp_disconnect():
 // FIN_WAIT2>CLOSE, then the reset, TCP_STATE); the server gets it in
-// CLOSE_WAIT: EPIPE.
-//
-// KNOWN DEFECT: at ->CLOSE this abort has the facts of a FIN close (old
-// FIN_WAIT2, no error, no reset mark: the reset comes after), so it reads
-// fin/active. What would tell: the peer's FIN never arrived (SOCK_DONE
-// unset) and the socket is not an orphan handed to timewait (SOCK_DEAD
-// unset), a fact the kernel side does not gather.
+// CLOSE_WAIT: EPIPE. At ->CLOSE this abort has a FIN close's old state, no
+// error and no reset mark (the reset comes after); what tells it apart is
+// the live fact: the peer's FIN never arrived (SOCK_DONE unset) and the
+// socket is not an orphan handed to timewait (SOCK_DEAD unset).
 func TestAbortInFinWait2(t *testing.T) {
 	t.Parallel()
 	scenario(t, func(e *env) error {
@@ -539,7 +533,7 @@ func TestAbortInFinWait2(t *testing.T) {
 			socks: []sock{
 				{"listener", f, p, 0, tracetest.ListenerLife, listenerClosed},
 				{"client", f, cport, p, slices.Concat(tracetest.ActiveOpen, []string{"ESTABLISHED>FIN_WAIT1", "FIN_WAIT1>FIN_WAIT2", "FIN_WAIT2>CLOSE"}),
-					end{cause: "reset_sent", sent: "TCP_STATE", wrong: "fin/active"}},
+					end{cause: "reset_sent", sent: "TCP_STATE"}},
 				{"child", f, p, cport, slices.Concat(tracetest.PassiveOpen, []string{"ESTABLISHED>CLOSE_WAIT", "CLOSE_WAIT>CLOSE"}), resetBy("EPIPE")},
 			},
 			rfc793Illegal: []string{"child LISTEN>SYN_RECV", "client FIN_WAIT2>CLOSE"},
