@@ -1,6 +1,8 @@
 package tracer
 
 import (
+	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -20,35 +22,48 @@ const sockRecordSize = int(unsafe.Sizeof(tcpstateSockRecord{}))
 // a transition since Attach and has not reached CLOSE, with its owner, its
 // state and when it entered it, and its addresses as they are now.
 func (t *Tracer) Sockets() ([]model.SocketInfo, error) {
+	var out []model.SocketInfo
+	err := t.VisitSockets(func(s *model.SocketInfo) { out = append(out, *s) })
+	return out, err
+}
+
+// VisitSockets gives visit each live socket Sockets would list, as the
+// iterator yields them, without keeping them (serve's stuck counts: memory
+// does not grow with the sockets). The SocketInfo is reused.
+func (t *Tracer) VisitSockets(visit func(*model.SocketInfo)) error {
 	if t.dump == nil {
-		return nil, errNoIterator
+		return errNoIterator
 	}
 	l, err := link.AttachIter(link.IterOptions{Program: t.dump, Map: t.maps.SockStates})
 	if err != nil {
-		return nil, fmt.Errorf("attaching the socket iterator: %w", err)
+		return fmt.Errorf("attaching the socket iterator: %w", err)
 	}
 	defer l.Close()
 	r, err := l.Open()
 	if err != nil {
-		return nil, fmt.Errorf("opening the socket iterator: %w", err)
+		return fmt.Errorf("opening the socket iterator: %w", err)
 	}
 	defer r.Close()
-	buf, err := io.ReadAll(r)
-	if err != nil {
-		return nil, fmt.Errorf("reading the socket iterator: %w", err)
-	}
 	now := uint64(monotonicNow())
-	var out []model.SocketInfo
-	for i := 0; i+sockRecordSize <= len(buf); i += sockRecordSize {
+	br := bufio.NewReaderSize(r, 64<<10)
+	buf := make([]byte, sockRecordSize)
+	var s model.SocketInfo
+	for {
+		if _, err := io.ReadFull(br, buf); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return fmt.Errorf("reading the socket iterator: %w", err)
+		}
 		// Records are the generated struct's layout, host byte order.
-		rec := *(*tcpstateSockRecord)(unsafe.Pointer(&buf[i]))
+		rec := *(*tcpstateSockRecord)(unsafe.Pointer(&buf[0]))
 		st := model.State(rec.State)
 		// Closed (the storage outlives the connection until the socket is
 		// freed), or only an accept() record so far: not live.
 		if !st.Valid() || st == model.Close || rec.StateTs == 0 {
 			continue
 		}
-		s := model.SocketInfo{
+		s = model.SocketInfo{
 			Skaddr:       rec.Skaddr,
 			State:        st,
 			Since:        since(now, rec.StateTs),
@@ -70,9 +85,8 @@ func (t *Tracer) Sockets() ([]model.SocketInfo, error) {
 			s.Saddr = netip.AddrFrom16(rec.Saddr)
 			s.Daddr = netip.AddrFrom16(rec.Daddr)
 		}
-		out = append(out, s)
+		visit(&s)
 	}
-	return out, nil
 }
 
 func since(now, ts uint64) time.Duration {

@@ -1,9 +1,11 @@
 package tracer
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"slices"
 	"time"
@@ -66,6 +68,12 @@ type SnapshotOptions struct {
 	// step to the socket's own (serve's periodic snapshots), so that its
 	// next transition is not a gap: each missed transition is found once.
 	Reconcile bool
+	// Visit, when set, is given each socket of the tables' walk instead of
+	// the snapshot keeping it in Sockets, so that memory does not grow with
+	// the host's sockets (serve's counts). The processes' files are then
+	// read only if Seed asks (no holders, no owners from them). The
+	// SocketInfo is reused for the next socket.
+	Visit func(*model.SocketInfo)
 }
 
 // errNoSnapshot is returned when the kernel lacks the snapshot iterators.
@@ -94,11 +102,16 @@ func (t *Tracer) Snapshot(o SnapshotOptions) (*Snapshot, error) {
 	defer t.vars.SnapReconcile.Set(uint8(0))
 
 	s := &Snapshot{Start: time.Now(), StartNs: uint64(monotonicNow())}
-	var files bytes.Buffer
-	if err := runIter(t.snapFiles, &files); err != nil {
-		return nil, fmt.Errorf("reading the processes' sockets: %w", err)
+	var holders []tcpstateHolderRecord
+	if o.Visit == nil || o.Seed {
+		var files bytes.Buffer
+		if err := runIter(t.snapFiles, &files); err != nil {
+			return nil, fmt.Errorf("reading the processes' sockets: %w", err)
+		}
+		if o.Visit == nil {
+			holders = decodeHolders(files.Bytes())
+		}
 	}
-	holders := decodeHolders(files.Bytes())
 
 	namespaces, err := ListNetns()
 	if err != nil {
@@ -112,44 +125,60 @@ func (t *Tracer) Snapshot(o SnapshotOptions) (*Snapshot, error) {
 		return nil, fmt.Errorf("attaching the socket iterator: %w", err)
 	}
 	defer l.Close()
-	bySk := map[uint64]int{} // skaddr -> index in s.Sockets
+	// skaddr -> index in s.Sockets; with Visit, the namespace's sockets seen
+	// (a repeat comes from the same walk).
+	bySk := map[uint64]int{}
+	rec := make([]byte, snapRecordSize)
+	var visited model.SocketInfo
 	for _, ns := range namespaces {
-		var buf bytes.Buffer
+		scan := NetnsScan{Netns: ns}
+		if o.Visit != nil {
+			clear(bySk)
+		}
 		err := inNetns(ns.Path, func() error {
 			r, err := l.Open()
 			if err != nil {
 				return err
 			}
 			defer r.Close()
-			_, err = buf.ReadFrom(r)
-			return err
+			// The walk is read as it comes, a record at a time from a
+			// buffer: a namespace of 100,000 sockets is never held whole.
+			br := bufio.NewReaderSize(r, 64<<10)
+			for {
+				if _, err := io.ReadFull(br, rec); err != nil {
+					if errors.Is(err, io.EOF) {
+						return nil
+					}
+					return err
+				}
+				r := (*tcpstateSnapRecord)(unsafe.Pointer(&rec[0]))
+				// Before 6.17 iter/tcp may repeat a socket when the tables
+				// change under it: the first record wins.
+				if _, dup := bySk[r.Skaddr]; dup {
+					continue
+				}
+				si := snapSocket(r)
+				if r.Flags&uint8(tcpstateSnapFlagSNAPF_SEEDED) != 0 {
+					s.Seeded++
+				}
+				if r.Kind == uint8(tcpstateSnapKindSNAP_FULL) && r.Flags&uint8(tcpstateSnapFlagSNAPF_TRACKED) != 0 &&
+					r.TrackedState != 0 && r.TrackedState != r.State {
+					s.OutOfStep = append(s.OutOfStep, OutOfStep{Socket: si, Tracked: model.State(r.TrackedState), Actual: model.State(r.State),
+						Reconciled: r.Flags&uint8(tcpstateSnapFlagSNAPF_RECONCILED) != 0, LossSince: r.Flags&uint8(tcpstateSnapFlagSNAPF_LOSS_SINCE) != 0})
+				}
+				scan.Sockets++
+				if o.Visit != nil {
+					bySk[r.Skaddr] = 0
+					visited = si
+					o.Visit(&visited)
+					continue
+				}
+				bySk[r.Skaddr] = len(s.Sockets)
+				s.Sockets = append(s.Sockets, si)
+			}
 		})
-		scan := NetnsScan{Netns: ns}
 		if err != nil {
 			scan.Err = err.Error()
-			s.Namespaces = append(s.Namespaces, scan)
-			continue
-		}
-		recs := buf.Bytes()
-		for i := 0; i+snapRecordSize <= len(recs); i += snapRecordSize {
-			r := (*tcpstateSnapRecord)(unsafe.Pointer(&recs[i]))
-			// Before 6.17 iter/tcp may repeat a socket when the tables
-			// change under it: the first record wins.
-			if _, dup := bySk[r.Skaddr]; dup {
-				continue
-			}
-			si := snapSocket(r)
-			if r.Flags&uint8(tcpstateSnapFlagSNAPF_SEEDED) != 0 {
-				s.Seeded++
-			}
-			if r.Kind == uint8(tcpstateSnapKindSNAP_FULL) && r.Flags&uint8(tcpstateSnapFlagSNAPF_TRACKED) != 0 &&
-				r.TrackedState != 0 && r.TrackedState != r.State {
-				s.OutOfStep = append(s.OutOfStep, OutOfStep{Socket: si, Tracked: model.State(r.TrackedState), Actual: model.State(r.State),
-					Reconciled: r.Flags&uint8(tcpstateSnapFlagSNAPF_RECONCILED) != 0, LossSince: r.Flags&uint8(tcpstateSnapFlagSNAPF_LOSS_SINCE) != 0})
-			}
-			bySk[r.Skaddr] = len(s.Sockets)
-			s.Sockets = append(s.Sockets, si)
-			scan.Sockets++
 		}
 		s.Namespaces = append(s.Namespaces, scan)
 	}

@@ -20,7 +20,7 @@ type serveSource interface {
 	Counters() (tracer.Counters, error)
 	Programs() ([]tracer.ProgramStat, error)
 	Snapshot(tracer.SnapshotOptions) (*tracer.Snapshot, error)
-	Sockets() ([]model.SocketInfo, error)
+	VisitSockets(func(*model.SocketInfo)) error
 	Attached() bool
 }
 
@@ -328,18 +328,32 @@ func (c *serveCollector) collectSockets(ch chan<- prometheus.Metric, gauge, coun
 func (c *serveCollector) refreshSnapshot() {
 	start := time.Now()
 	c.snapAt = start
-	s, err := c.src.Snapshot(tracer.SnapshotOptions{Reconcile: true})
+	// The sockets are counted as the walk yields them, never kept: the
+	// exporter's memory does not follow the host's socket count.
+	counts := map[model.State]int{}
+	tw := map[uint32]*timewaits{}
+	s, err := c.src.Snapshot(tracer.SnapshotOptions{Reconcile: true, Visit: func(so *model.SocketInfo) {
+		if so.State != model.Close {
+			counts[so.State]++
+		}
+		if so.Kind == model.KindTimeWait {
+			n := tw[so.Netns]
+			if n == nil {
+				n = &timewaits{}
+				tw[so.Netns] = n
+			}
+			if so.State == model.FinWait2 {
+				n.fw2++
+			} else {
+				n.tw++
+			}
+		}
+	}})
 	if err != nil {
 		c.snapErrors++
 	} else {
 		c.snapTook = s.End.Sub(s.Start)
-		counts := map[model.State]int{}
-		for _, so := range s.Sockets {
-			if so.State != model.Close {
-				counts[so.State]++
-			}
-		}
-		c.addTimeWaitFromSockstat(s, counts)
+		c.addTimeWaitFromSockstat(s, tw, counts)
 		c.sockets = counts
 		c.namespaces = [2]int{}
 		for _, n := range s.Namespaces {
@@ -355,14 +369,15 @@ func (c *serveCollector) refreshSnapshot() {
 			}
 		}
 	}
-	socks, err := c.src.Sockets()
+	stuck := map[model.State]int{}
+	err = c.src.VisitSockets(func(so *model.SocketInfo) {
+		if th, ok := c.thresholds[so.State]; ok && so.Since >= th {
+			stuck[so.State]++
+		}
+	})
 	if err != nil {
 		c.snapErrors++
 		return
-	}
-	stuck := map[model.State]int{}
-	for _, so := range model.Stuck(socks, c.thresholds) {
-		stuck[so.State]++
 	}
 	c.stuck = stuck
 }
@@ -374,24 +389,7 @@ func (c *serveCollector) refreshSnapshot() {
 // substate included). Per namespace that a process is in, TIME_WAIT is
 // tw less the FIN_WAIT2 timewait sockets the snapshot saw, when that is
 // more than the snapshot found.
-func (c *serveCollector) addTimeWaitFromSockstat(s *tracer.Snapshot, counts map[model.State]int) {
-	type tws struct{ tw, fw2 int }
-	seen := map[uint32]*tws{}
-	for _, so := range s.Sockets {
-		if so.Kind != model.KindTimeWait {
-			continue
-		}
-		n := seen[so.Netns]
-		if n == nil {
-			n = &tws{}
-			seen[so.Netns] = n
-		}
-		if so.State == model.FinWait2 {
-			n.fw2++
-		} else {
-			n.tw++
-		}
-	}
+func (c *serveCollector) addTimeWaitFromSockstat(s *tracer.Snapshot, seen map[uint32]*timewaits, counts map[model.State]int) {
 	for _, ns := range s.Namespaces {
 		dir, ok := strings.CutSuffix(ns.Path, "/ns/net")
 		if !ok || !strings.HasPrefix(dir, "/proc/") || ns.Err != "" {
@@ -403,13 +401,17 @@ func (c *serveCollector) addTimeWaitFromSockstat(s *tracer.Snapshot, counts map[
 		}
 		n := seen[ns.Inode]
 		if n == nil {
-			n = &tws{}
+			n = &timewaits{}
 		}
 		if more := tw - n.fw2 - n.tw; more > 0 {
 			counts[model.TimeWait] += more
 		}
 	}
 }
+
+// timewaits counts one namespace's timewait sockets the snapshot saw: in
+// TIME_WAIT, and in the FIN_WAIT2 substate.
+type timewaits struct{ tw, fw2 int }
 
 // sockstatTW reads "tw N" from a sockstat file's TCP line.
 func sockstatTW(path string) (int, bool) {

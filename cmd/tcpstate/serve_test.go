@@ -77,13 +77,27 @@ func (f *fakeSource) Programs() ([]tracer.ProgramStat, error) {
 		{Name: "snap_tcp"},
 	}, nil
 }
-func (f *fakeSource) Snapshot(tracer.SnapshotOptions) (*tracer.Snapshot, error) {
+func (f *fakeSource) Snapshot(o tracer.SnapshotOptions) (*tracer.Snapshot, error) {
 	f.snaps++
 	s := f.snap
+	if o.Visit != nil {
+		// As the tracer does: each socket to Visit, none kept.
+		for i := range s.Sockets {
+			so := s.Sockets[i]
+			o.Visit(&so)
+		}
+		s.Sockets = nil
+	}
 	return &s, nil
 }
-func (f *fakeSource) Sockets() ([]model.SocketInfo, error) { return f.socks, nil }
-func (f *fakeSource) Attached() bool                       { return true }
+func (f *fakeSource) VisitSockets(visit func(*model.SocketInfo)) error {
+	for i := range f.socks {
+		so := f.socks[i]
+		visit(&so)
+	}
+	return nil
+}
+func (f *fakeSource) Attached() bool { return true }
 
 func newFakeSource() *fakeSource {
 	f := &fakeSource{}
