@@ -217,10 +217,16 @@ func loadError(name string, err error, verbose bool) error {
 }
 
 func privilegeHint(err error) error {
-	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
-		return fmt.Errorf("%w: %w (tcpstate needs CAP_BPF and CAP_PERFMON, or root)", ErrPrivileges, err)
+	if !errors.Is(err, unix.EPERM) && !errors.Is(err, unix.EACCES) {
+		return err
 	}
-	return err
+	if missing := missingCaps(); len(missing) > 0 {
+		return fmt.Errorf("%w: %w (tcpstate needs CAP_BPF and CAP_PERFMON, or root; this process lacks %s)", ErrPrivileges, err, strings.Join(missing, " and "))
+	}
+	// The capabilities are there: the kernel itself refuses this kind of
+	// program (a build or a security policy: lockdown, an LSM, a VM that
+	// forbids trampolines), which more privileges would not change.
+	return fmt.Errorf("%w (the kernel refuses it although this process has CAP_BPF and CAP_PERFMON: its build or security policy forbids this kind of program)", err)
 }
 
 // cleanKernelError drops the library's guess that a refusal is about the

@@ -64,8 +64,15 @@ func TestLoadErrorExplainsVerifierRejection(t *testing.T) {
 			t.Errorf("with --verbose the error lacks log line %q:\n%s", line, full)
 		}
 	}
-	if err := loadError("handle_set_state", unix.EPERM, false); !errors.Is(err, ErrPrivileges) || !strings.Contains(err.Error(), "CAP_BPF and CAP_PERFMON") {
-		t.Errorf("EPERM: %v; want ErrPrivileges naming CAP_BPF and CAP_PERFMON", err)
+	// EPERM means missing privileges only when the process lacks them;
+	// with them, the kernel refuses the kind of program (here: fexit).
+	err := loadError("handle_set_state", unix.EPERM, false)
+	if missing := missingCaps(); len(missing) > 0 {
+		if !errors.Is(err, ErrPrivileges) || !strings.Contains(err.Error(), "CAP_BPF and CAP_PERFMON") || !strings.Contains(err.Error(), missing[0]) {
+			t.Errorf("EPERM without %v: %v; want ErrPrivileges naming CAP_BPF and CAP_PERFMON and what is missing", missing, err)
+		}
+	} else if errors.Is(err, ErrPrivileges) || !strings.Contains(err.Error(), "refuses it although this process has CAP_BPF and CAP_PERFMON") {
+		t.Errorf("EPERM with the capabilities: %v; want the kernel's refusal, not missing privileges", err)
 	}
 	// The library's memlock guess is dropped: memlock is not what refuses
 	// programs on kernels that account BPF memory to the cgroup.

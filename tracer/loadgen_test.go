@@ -57,8 +57,7 @@ type loadResult struct {
 type load struct {
 	cmd      *exec.Cmd
 	out, err bytes.Buffer
-	started  time.Time
-	delay    time.Duration
+	goFile   string // loadgen dials once it exists (Go)
 	once     sync.Once
 	exited   error
 	// Pid is the process that owns every socket of the load.
@@ -69,16 +68,15 @@ type load struct {
 const loadPort = 18080
 
 // startLoad starts loadgen and waits until its child listens: from then on
-// the child sleeps for delay before its first dial, so a tracer opened now,
+// the child waits for Go before its first dial, so a tracer opened now,
 // filtered on Pid, sees every connection but not the listener's birth.
-func startLoad(t *testing.T, p *testnet.Problems, loadgen string, conns, clients int, delay time.Duration) *load {
+func startLoad(t *testing.T, p *testnet.Problems, loadgen string, conns, clients int) *load {
 	t.Helper()
-	l := &load{delay: delay}
+	l := &load{goFile: filepath.Join(t.TempDir(), "go")}
 	l.cmd = exec.Command(loadgen, "--new-netns", "--addr", fmt.Sprintf("127.0.0.1:%d", loadPort),
 		"--connections", strconv.Itoa(conns), "--clients", strconv.Itoa(clients),
-		"--start-delay", delay.String(), "--timeout", "60s")
+		"--go-file", l.goFile, "--timeout", "60s")
 	l.cmd.Stdout, l.cmd.Stderr = &l.out, &l.err
-	l.started = time.Now()
 	if err := testnet.StartCmd(l.cmd); err != nil {
 		t.Fatalf("starting the load generator: %v", err)
 	}
@@ -107,11 +105,10 @@ func (l *load) kill() {
 	})
 }
 
-// beforeFirstDial fails the attempt if the load may have begun dialling
-// already: it dials delay after it listened, and it listened after start.
-func (l *load) beforeFirstDial(p *testnet.Problems) {
-	if since := time.Since(l.started); since >= l.delay {
-		p.Fatalf("the tracer opened %v after the load generator started, not before its first dial (%v): its first connections may be missing", since, l.delay)
+// Go lets the load dial: the tracers are open.
+func (l *load) Go(p *testnet.Problems) {
+	if err := os.WriteFile(l.goFile, nil, 0o600); err != nil {
+		p.Fatalf("starting the load: %v", err)
 	}
 }
 

@@ -152,9 +152,10 @@ func TestPidFilterDeliversHeldEventsInOrder(t *testing.T) {
 	for _, maxSockets := range []int{tracer.DefaultMaxSockets, 16} {
 		t.Run(fmt.Sprintf("max-sockets %d", maxSockets), func(t *testing.T) {
 			testnet.Retry(t, func(p *testnet.Problems) {
-				pidFile := filepath.Join(t.TempDir(), "pid")
+				dir := t.TempDir()
+				pidFile, goFile := filepath.Join(dir, "pid"), filepath.Join(dir, "go")
 				cmd := exec.Command(loadgen, "--new-netns", "--connections", "3000", "--clients", "16",
-					"--timeout", "60s", "--start-delay", "1500ms", "--pid-file", pidFile)
+					"--timeout", "60s", "--go-file", goFile, "--pid-file", pidFile)
 				var stdout bytes.Buffer
 				cmd.Stdout = &stdout
 				if err := cmd.Start(); err != nil {
@@ -163,6 +164,9 @@ func TestPidFilterDeliversHeldEventsInOrder(t *testing.T) {
 				pid := waitPidFile(t, pidFile)
 				opts := tracer.Options{MaxSockets: maxSockets, Filter: model.Filter{Pids: []uint32{pid}}}
 				evs, c, res := traceLoad(t, p, opts, func() func() ([]byte, error) {
+					if err := os.WriteFile(goFile, nil, 0o600); err != nil { // the tracer is open: dial
+						t.Fatal(err)
+					}
 					return func() ([]byte, error) { err := cmd.Wait(); return stdout.Bytes(), err }
 				})
 				tr := model.NewTracker(m, 0)

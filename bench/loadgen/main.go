@@ -77,6 +77,7 @@ type options struct {
 	newNetns    bool
 	wideRange   bool
 	delay       time.Duration
+	goFile      string
 	pidFile     string
 	abort       bool
 }
@@ -92,6 +93,7 @@ func main() {
 	flag.BoolVar(&o.newNetns, "new-netns", false, "run in a new network namespace (root), with lo up")
 	flag.BoolVar(&o.wideRange, "wide-port-range", true, "in a new namespace, use ephemeral ports 1024-65535")
 	flag.DurationVar(&o.delay, "start-delay", 0, "wait this long after listening before the first dial")
+	flag.StringVar(&o.goFile, "go-file", "", "once listening (and after --start-delay), wait until this file exists before the first dial (at most --timeout): whoever starts loadgen says when")
 	flag.StringVar(&o.pidFile, "pid-file", "", "once listening, write the pid of the process that makes the connections (with --new-netns: the child in the namespace) to this file")
 	flag.BoolVar(&o.abort, "abort", false, "clients close with SO_LINGER 0: a reset instead of FINs (6 transitions a connection, not 10)")
 	flag.Parse()
@@ -204,6 +206,11 @@ func load(o options) (*Result, error) {
 	if o.delay > 0 {
 		time.Sleep(o.delay)
 	}
+	if o.goFile != "" {
+		if err := waitFile(ctx, o.goFile); err != nil {
+			return nil, err
+		}
+	}
 
 	var (
 		served   sync.WaitGroup // one per accepted connection, done after its close
@@ -300,6 +307,20 @@ func load(o options) (*Result, error) {
 		Addr:                addr,
 		SettleSeconds:       time.Since(settleStart).Seconds(),
 	}, nil
+}
+
+// waitFile waits until path exists, or ctx ends.
+func waitFile(ctx context.Context, path string) error {
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("--go-file %s: not there before the timeout", path)
+		case <-time.After(time.Millisecond):
+		}
+	}
 }
 
 func serve(c *net.TCPConn, wg *sync.WaitGroup, abort bool) {

@@ -2,10 +2,12 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/spf13/pflag"
 
+	"github.com/tcpstate/tcpstate/internal/termsafe"
 	"github.com/tcpstate/tcpstate/tracer"
 )
 
@@ -115,4 +117,20 @@ func fmtBytes(n uint64) string {
 		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
 	}
 	return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+}
+
+// printFeatures writes, for --verbose, each optional part of the tracer:
+// in use and how, or why not and what that costs.
+func printFeatures(w io.Writer, t *tracer.Tracer) {
+	for _, f := range t.Features() {
+		state := "in use"
+		if !f.Active {
+			state = "not in use"
+		}
+		line := fmt.Sprintf("tcpstate: %s: %s: %s", f.Name, state, f.Detail)
+		if !f.Active && f.Without != "" {
+			line += "; without it: " + f.Without
+		}
+		fmt.Fprintln(w, termsafe.String(line))
+	}
 }

@@ -103,6 +103,9 @@ func runLife(ctx context.Context, o *lifeOptions, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer t.Close()
+	if o.kernel.verbose {
+		printFeatures(stderr, t)
+	}
 	h := &lifeHandler{out: stdout, json: o.output == outJSON, listeners: o.listeners, limit: o.count, buf: make([]byte, 0, 64<<10)}
 	if !h.json && !o.noHeader {
 		h.buf = appendLifeHeader(h.buf)

@@ -240,9 +240,7 @@ func runServe(ctx context.Context, o *serveOptions, stderr io.Writer) error {
 	}
 	defer t.Close()
 	if o.verbose {
-		for _, f := range t.Features() {
-			fmt.Fprintf(stderr, "tcpstate: %s: %v (%s)\n", f.Name, f.Active, f.Detail)
-		}
+		printFeatures(stderr, t)
 	}
 
 	col := newServeCollector(t, m, o.stuck.th, o.snapEvery, len(topts.LabelPorts) > 0)

@@ -202,6 +202,9 @@ func runStats(ctx context.Context, o *statsOptions, stdout, stderr io.Writer) er
 		return err
 	}
 	defer t.Close()
+	if o.kernel.verbose {
+		printFeatures(stderr, t)
+	}
 	start := time.Now()
 
 	if o.duration > 0 {

@@ -209,6 +209,9 @@ func runTrace(ctx context.Context, o *traceOptions, stdout, stderr io.Writer) er
 		return err
 	}
 	defer t.Close()
+	if o.kernel.verbose {
+		printFeatures(stderr, t)
+	}
 
 	h := &traceHandler{
 		out: stdout, p: p, buf: make([]byte, 0, 64<<10),
