@@ -90,30 +90,36 @@ type slot struct {
 // to Events.
 type TrackerStats struct {
 	// MaxSockets is the bound on tracked sockets; LiveSockets are tracked now.
-	MaxSockets, LiveSockets int
+	MaxSockets  int `json:"max_sockets"`
+	LiveSockets int `json:"live_sockets"`
 	// Sockets counts incarnations: births plus sockets first seen mid-life.
-	Sockets uint64
+	Sockets uint64 `json:"sockets"`
 	// Closed counts incarnations that ended at ->CLOSE while tracked.
-	Closed uint64
+	Closed uint64 `json:"closed"`
 	// Evicted counts sockets dropped to stay within MaxSockets.
-	Evicted uint64
+	Evicted uint64 `json:"evicted"`
 	// Reborn counts births on a tracked address: a ->CLOSE was missed.
-	Reborn uint64
+	Reborn uint64 `json:"reborn"`
 	// Events counts checked events; OK, Illegal, Gap and Unknown split them by verdict.
-	Events, OK, Illegal, Gap, Unknown uint64
+	Events  uint64 `json:"events"`
+	OK      uint64 `json:"ok"`
+	Illegal uint64 `json:"illegal"`
+	Gap     uint64 `json:"gap"`
+	Unknown uint64 `json:"unknown"`
 	// GapAfterLoss counts gap verdicts after NoteLoss reported lost events
 	// since the socket's previous event; Gap-GapAfterLoss had no loss
 	// reported (the kernel skipped the program silently, or a tracer bug).
-	GapAfterLoss uint64
+	GapAfterLoss uint64 `json:"gap_after_loss"`
 	// IllegalGap counts illegal verdicts whose event also broke continuity.
-	IllegalGap uint64
+	IllegalGap uint64 `json:"illegal_gap"`
 	// Missing counts the transitions the gaps prove missing (the fewest
 	// the model needs to go from a socket's last state to the old state of
 	// its next event); MissingUncounted those of gaps between two events
 	// with no loss counted in between: transitions lost without any count.
-	Missing, MissingUncounted uint64
+	Missing          uint64 `json:"missing"`
+	MissingUncounted uint64 `json:"missing_uncounted"`
 	// Lost is the total NoteLoss reported.
-	Lost uint64
+	Lost uint64 `json:"lost"`
 }
 
 // Gaps counts every continuity break: gap verdicts and illegal verdicts that

@@ -121,11 +121,13 @@ them, most first),
 port_other, owners (list of {pid, comm, transitions, opened}), owner_other,
 owner_unknown, histograms (list of {kind: a state name, "active_open",
 "passive_open" or "lifetime"; title; unit "usecs"; count; buckets: list of
-{low, high, count}, non-empty buckets}), stuck (list of {skaddr, state,
-in_state_s, age_s (absent when born before the start), pid, comm,
-owner_known, family, saddr, sport, daddr, dport}), stuck_thresholds_s
-({STATE: seconds}), and in the final document kernel (the counters of
-trace --summary-json).`,
+{low, high, count}, non-empty buckets}), stuck (list of sockets, in the
+form every tcpstate document uses: {skaddr, state, in_state_s,
+in_state_at_least (true: in the state since before the start, in_state_s is
+a lower bound), age_s (absent when born before the start), pid and comm (0
+and "" when the owner is unknown), owner_known, family, saddr, sport, daddr,
+dport, netns}), stuck_thresholds_s ({STATE: seconds}), and in the final
+document kernel (the counters of trace --summary-json).`,
 		Example: `  sudo tcpstate stats
   sudo tcpstate stats --port 443 --interval 10s --top 5
   sudo tcpstate stats --interval 0 --duration 1m --model rfc793

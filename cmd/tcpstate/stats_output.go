@@ -379,7 +379,11 @@ func writeStuck(w io.Writer, stuck []model.SocketInfo, th map[model.State]time.D
 		if s.OwnerKnown {
 			pid, comm = fmtU(uint64(s.Pid)), termsafe.String(s.Comm)
 		}
-		if err := t.Append(s.State.String(), fmtDuration(s.Since), age, pid, comm,
+		in := fmtDuration(s.Since)
+		if s.SinceAtLeast {
+			in = ">=" + in // in the state since before tracing began
+		}
+		if err := t.Append(s.State.String(), in, age, pid, comm,
 			fmtAddrPort(s.Saddr, s.Sport), fmtAddrPort(s.Daddr, s.Dport)); err != nil {
 			return fmt.Errorf("writing output: %w", err)
 		}
@@ -436,7 +440,7 @@ type statsDoc struct {
 	OwnerOther  uint64             `json:"owner_other"`
 	OwnerUnkn   uint64             `json:"owner_unknown"`
 	Histograms  []histDoc          `json:"histograms"`
-	Stuck       []stuckDoc         `json:"stuck"`
+	Stuck       []socketDoc        `json:"stuck"`
 	Thresholds  map[string]float64 `json:"stuck_thresholds_s"`
 	Kernel      *tracer.Counters   `json:"kernel,omitempty"`
 }
@@ -462,21 +466,6 @@ type bucketDoc struct {
 	Count uint64 `json:"count"`
 }
 
-type stuckDoc struct {
-	Skaddr     string  `json:"skaddr"`
-	State      string  `json:"state"`
-	InStateS   float64 `json:"in_state_s"`
-	AgeS       float64 `json:"age_s,omitempty"`
-	Pid        uint32  `json:"pid,omitempty"`
-	Comm       string  `json:"comm,omitempty"`
-	OwnerKnown bool    `json:"owner_known"`
-	Family     string  `json:"family"`
-	Saddr      string  `json:"saddr"`
-	Sport      uint16  `json:"sport"`
-	Daddr      string  `json:"daddr"`
-	Dport      uint16  `json:"dport"`
-}
-
 func newStatsDoc(r *statsReport) statsDoc {
 	a := r.Agg
 	d := statsDoc{
@@ -497,7 +486,7 @@ func newStatsDoc(r *statsReport) statsDoc {
 		OwnerOther:  a.OwnerOther,
 		OwnerUnkn:   a.OwnerUnknown(),
 		Histograms:  []histDoc{},
-		Stuck:       []stuckDoc{},
+		Stuck:       socketDocs(r.Stuck),
 		Thresholds:  map[string]float64{},
 		Kernel:      r.Kernel,
 	}
@@ -525,24 +514,6 @@ func newStatsDoc(r *statsReport) statsDoc {
 			}
 		}
 		d.Histograms = append(d.Histograms, h)
-	}
-	for _, s := range r.Stuck {
-		sd := stuckDoc{
-			Skaddr:     "0x" + strconv.FormatUint(s.Skaddr, 16),
-			State:      s.State.String(),
-			InStateS:   s.Since.Seconds(),
-			AgeS:       s.Age.Seconds(),
-			OwnerKnown: s.OwnerKnown,
-			Family:     s.Family.String(),
-			Saddr:      addrString(s.Saddr),
-			Sport:      s.Sport,
-			Daddr:      addrString(s.Daddr),
-			Dport:      s.Dport,
-		}
-		if s.OwnerKnown {
-			sd.Pid, sd.Comm = s.Pid, s.Comm
-		}
-		d.Stuck = append(d.Stuck, sd)
 	}
 	for s, th := range r.Thresholds {
 		if th > 0 {

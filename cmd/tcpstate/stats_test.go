@@ -226,7 +226,8 @@ func sampleReport(final bool) *statsReport {
 			Pid: 10, Comm: "nginx", OwnerKnown: true, Family: model.AFInet,
 			Saddr: netip.MustParseAddr("10.0.0.1"), Sport: 8080, Daddr: netip.MustParseAddr("10.0.0.2"), Dport: 40000,
 		}, {
-			Skaddr: 0xffff888087654321, State: model.SynSent, Since: 11 * time.Second, // born before the start: no age
+			// Born before the start: no age, and its time in state a lower bound.
+			Skaddr: 0xffff888087654321, State: model.SynSent, Since: 11 * time.Second, SinceAtLeast: true,
 			Family: model.AFInet6, Saddr: netip.MustParseAddr("::1"), Daddr: netip.MustParseAddr("::1"), Dport: 443,
 		}},
 	}
@@ -309,17 +310,24 @@ func TestStatsJSONShape(t *testing.T) {
 	if !reflect.DeepEqual(doc.Histograms, wantHists) {
 		t.Errorf("histograms %+v, want %+v", doc.Histograms, wantHists)
 	}
-	wantStuck := []stuckDoc{{
+	wantStuck := []socketDoc{{
 		Skaddr: "0xffff888012345678", State: "CLOSE_WAIT", InStateS: 90, AgeS: 95, Pid: 10, Comm: "nginx",
 		OwnerKnown: true, Family: "ipv4", Saddr: "10.0.0.1", Sport: 8080, Daddr: "10.0.0.2", Dport: 40000,
 	}, {
-		Skaddr: "0xffff888087654321", State: "SYN_SENT", InStateS: 11, Family: "ipv6", Saddr: "::1", Daddr: "::1", Dport: 443,
+		Skaddr: "0xffff888087654321", State: "SYN_SENT", InStateS: 11, InStateAtLeast: true, Family: "ipv6", Saddr: "::1", Daddr: "::1", Dport: 443,
 	}}
 	if !reflect.DeepEqual(doc.Stuck, wantStuck) {
 		t.Errorf("stuck %+v, want %+v", doc.Stuck, wantStuck)
 	}
 	if !strings.Contains(lines[0], `"stuck_thresholds_s":{"CLOSE_WAIT":60,"SYN_SENT":10}`) {
 		t.Errorf("thresholds not as documented: %s", lines[0])
+	}
+	// The stuck list's form is the one every document uses: the owner as
+	// in the event record (0 and "" when unknown), the lower bound marked.
+	for _, k := range []string{`"pid":0,"comm":"","owner_known":false`, `"in_state_s":11,"in_state_at_least":true`, `"in_state_s":90,"in_state_at_least":false`} {
+		if !strings.Contains(lines[0], k) {
+			t.Errorf("stuck list lacks %s: %s", k, lines[0])
+		}
 	}
 	// Two stuck sockets, one born before the start: one age_s.
 	if n := strings.Count(lines[1], `"age_s"`); n != 1 {
@@ -386,7 +394,7 @@ func TestStatsTables(t *testing.T) {
 		{"SYN_SENT", "PID", "-"},
 		{"SYN_SENT", "AGE", "-"},
 		{"SYN_SENT", "REMOTE", "[::1]:443"},
-		{"SYN_SENT", "IN STATE", "11.0s"},
+		{"SYN_SENT", "IN STATE", ">=11.0s"},
 	} {
 		if got, ok := cell(t, out, c.row, c.col); !ok || got != c.want {
 			t.Errorf("row %q column %q = %q (found %v), want %q", c.row, c.col, got, ok, c.want)
@@ -460,7 +468,7 @@ func TestWriteStuck(t *testing.T) {
 | STATE      | IN STATE |   AGE | PID | COMM  | LOCAL         | REMOTE         |
 +------------+----------+-------+-----+-------+---------------+----------------+
 | CLOSE_WAIT |    1m30s | 1m35s |  10 | nginx | 10.0.0.1:8080 | 10.0.0.2:40000 |
-| SYN_SENT   |    11.0s |     - |   - | -     | [::1]:0       | [::1]:443      |
+| SYN_SENT   |  >=11.0s |     - |   - | -     | [::1]:0       | [::1]:443      |
 +------------+----------+-------+-----+-------+---------------+----------------+
 `
 	if b.String() != wantTable {

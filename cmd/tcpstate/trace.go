@@ -233,7 +233,7 @@ func runTrace(ctx context.Context, o *traceOptions, stdout, stderr io.Writer) er
 	}
 	s := traceSummary{
 		Transitions: c.Transitions, Events: h.events, Printed: h.printed, Lost: c.Lost(), Kernel: c,
-		AcceptHook: t.AcceptHook(), Model: m.Name(), Check: tracker.Stats(),
+		AcceptHook: t.AcceptHook(), Model: m.Name(), Check: tracker.Stats(), Stuck: []socketDoc{},
 	}
 	s.write(stderr)
 	// Sockets that stayed too long in a state (--stuck), as stats lists them.
@@ -241,9 +241,10 @@ func runTrace(ctx context.Context, o *traceOptions, stdout, stderr io.Writer) er
 	if socks, err := t.Sockets(); err != nil {
 		fmt.Fprintf(stderr, "tcpstate: warning: %v\n", err)
 	} else {
-		s.Stuck = model.Stuck(topts.FilterSockets(socks), thresholds)
+		stuck := model.Stuck(topts.FilterSockets(socks), thresholds)
+		s.Stuck = socketDocs(stuck)
 		fmt.Fprint(stderr, "  ")
-		if err := writeStuck(stderr, s.Stuck, thresholds); err != nil && runErr == nil {
+		if err := writeStuck(stderr, stuck, thresholds); err != nil && runErr == nil {
 			runErr = err
 		}
 	}
@@ -272,7 +273,7 @@ type traceSummary struct {
 	AcceptHook  tracer.AcceptHook  `json:"accept_hook"`
 	Model       string             `json:"model"`
 	Check       model.TrackerStats `json:"check"`
-	Stuck       []model.SocketInfo `json:"stuck"`
+	Stuck       []socketDoc        `json:"stuck"`
 }
 
 func (s *traceSummary) write(w io.Writer) {
