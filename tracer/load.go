@@ -27,7 +27,6 @@ type Tracer struct {
 	progs []*ebpf.Program
 	links []link.Link
 	ring  *ring
-	clock Clock
 
 	setState, rescue, dump, replay *ebpf.Program
 	snapTCP, snapFiles             *ebpf.Program
@@ -167,7 +166,6 @@ func (t *Tracer) Attach() error {
 	if t.ring, err = newRing(t.maps.Events); err != nil {
 		return fmt.Errorf("opening the ring buffer: %w", err)
 	}
-	t.clock = NewClock()
 	if err := t.attachSetState(); err != nil {
 		return err
 	}

@@ -7,7 +7,11 @@ package tracer
 import (
 	"errors"
 	"fmt"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -193,8 +197,43 @@ func sumAll(vals []uint64) uint64 {
 	return n
 }
 
+// monotonicNow is the host's CLOCK_MONOTONIC, the clock of
+// bpf_ktime_get_ns and of every kernel timestamp tcpstate reads: this
+// process's CLOCK_MONOTONIC less its time namespace's offset.
 func monotonicNow() int64 {
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return ts.Nano()
+	return ts.Nano() - timensOffset()
+}
+
+// timensOffset is the monotonic offset of this process's time namespace
+// (/proc/self/timens_offsets, Linux 5.6; 0 outside one, or without
+// CONFIG_TIME_NS). A process cannot change it once it runs in the
+// namespace, so it is read once.
+var timensOffset = sync.OnceValue(func() int64 {
+	b, err := os.ReadFile("/proc/self/timens_offsets")
+	if err != nil {
+		return 0
+	}
+	off, _ := parseTimensOffsets(b)
+	return off
+})
+
+// parseTimensOffsets reads the monotonic line of /proc/PID/timens_offsets:
+// "monotonic <seconds> <nanoseconds>" (the clock is named by its number,
+// 1, on kernels that print no names).
+func parseTimensOffsets(b []byte) (int64, bool) {
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 || (f[0] != "monotonic" && f[0] != "1") {
+			continue
+		}
+		sec, err1 := strconv.ParseInt(f[1], 10, 64)
+		nsec, err2 := strconv.ParseInt(f[2], 10, 64)
+		if err1 != nil || err2 != nil {
+			return 0, false
+		}
+		return sec*1e9 + nsec, true
+	}
+	return 0, false
 }

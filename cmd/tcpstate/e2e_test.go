@@ -101,9 +101,24 @@ type traceProc struct {
 // startTrace runs `tcpstate trace args...` and waits until it is attached.
 func startTrace(t *testing.T, bin string, args ...string) *traceProc {
 	t.Helper()
+	return startTcpstate(t, attachedLine, nil, append([]string{bin, "trace"}, args...)...)
+}
+
+// statsAttachedLine is what stats prints on stderr once it is attached.
+const statsAttachedLine = "tcpstate: counting TCP state transitions in the kernel; Ctrl-C to stop"
+
+// startTcpstate runs argv (tcpstate, or a command that runs it) and waits
+// until its stderr has the line ready. stdout is where its standard output
+// goes (nil: p.stdout).
+func startTcpstate(t *testing.T, ready string, stdout *os.File, argv ...string) *traceProc {
+	t.Helper()
 	p := &traceProc{t: t, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(bin, append([]string{"trace"}, args...)...)
+	p.cmd = exec.Command(argv[0], argv[1:]...)
+	args := argv[1:]
 	p.cmd.Stdout = p.stdout
+	if stdout != nil {
+		p.cmd.Stdout = stdout
+	}
 	errPipe, err := p.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -120,7 +135,7 @@ func startTrace(t *testing.T, bin string, args ...string) *traceProc {
 		for {
 			line, err := r.ReadString('\n')
 			p.stderr.Write([]byte(line))
-			if strings.TrimSuffix(line, "\n") == attachedLine {
+			if strings.TrimSuffix(line, "\n") == ready {
 				once.Do(func() { close(attached) })
 			}
 			if err != nil {
@@ -144,9 +159,9 @@ func startTrace(t *testing.T, bin string, args ...string) *traceProc {
 	select {
 	case <-attached:
 	case <-p.done:
-		t.Fatalf("tcpstate trace %v exited before attaching: %v\nstderr:\n%s", args, p.err, p.stderr)
+		t.Fatalf("%v exited before attaching: %v\nstderr:\n%s", args, p.err, p.stderr)
 	case <-time.After(20 * time.Second):
-		t.Fatalf("tcpstate trace %v did not attach within 20s\nstderr:\n%s", args, p.stderr)
+		t.Fatalf("%v did not attach within 20s\nstderr:\n%s", args, p.stderr)
 	}
 	return p
 }
