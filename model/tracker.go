@@ -1,6 +1,9 @@
 package model
 
-import "strconv"
+import (
+	"iter"
+	"strconv"
+)
 
 // DefaultMaxSockets is a sensible bound for NewTracker: the sockets a busy
 // server has between their first and last transition. About 50 bytes each.
@@ -77,6 +80,7 @@ type sockNode struct {
 	// ts is the previous event's TsNs.
 	ts         uint64
 	prev, next int32
+	netns      uint32 // Event.Netns: where a snapshot would find it
 	state      State
 	seqKnown   bool
 }
@@ -358,7 +362,7 @@ func (t *Tracker) insert(key uint64, st State, e *Event) {
 		t.nodes = append(t.nodes, sockNode{})
 		i = int32(len(t.nodes) - 1)
 	}
-	t.nodes[i] = sockNode{skaddr: key, lostAt: t.lost, lossSeq: e.LossSeq, seqKnown: e.LossKnown, ts: e.TsNs, state: st, prev: -1, next: t.head}
+	t.nodes[i] = sockNode{skaddr: key, lostAt: t.lost, lossSeq: e.LossSeq, seqKnown: e.LossKnown, ts: e.TsNs, netns: e.Netns, state: st, prev: -1, next: t.head}
 	if t.head >= 0 {
 		t.nodes[t.head].prev = i
 	} else {
@@ -478,18 +482,53 @@ type OutOfStep struct {
 	Missing uint64 `json:"missing"`
 }
 
+// TrackedSocket is what the tracker believes of one socket: the new state
+// of its last event, when that event happened and the loss sequence it
+// carried.
+type TrackedSocket struct {
+	Skaddr    uint64
+	State     State
+	TsNs      uint64
+	LossSeq   uint64
+	LossKnown bool
+	Netns     uint32 // its network namespace (0: not recorded)
+}
+
+func (n *sockNode) tracked() TrackedSocket {
+	return TrackedSocket{Skaddr: n.skaddr, State: n.state, TsNs: n.ts, LossSeq: n.lossSeq, LossKnown: n.seqKnown, Netns: n.netns}
+}
+
+// Sockets yields every socket the tracker believes alive, the most
+// recently seen first. The tracker must not be changed meanwhile.
+func (t *Tracker) Sockets() iter.Seq[TrackedSocket] {
+	return func(yield func(TrackedSocket) bool) {
+		for i := t.head; i >= 0; i = t.nodes[i].next {
+			if !yield(t.nodes[i].tracked()) {
+				return
+			}
+		}
+	}
+}
+
+// Lookup returns what the tracker believes of the socket at skaddr.
+func (t *Tracker) Lookup(skaddr uint64) (TrackedSocket, bool) {
+	if i := t.lookup(skaddr); i >= 0 {
+		return t.nodes[i].tracked(), true
+	}
+	return TrackedSocket{}, false
+}
+
 // Gone reports the sockets the tracker believes alive, last seen before
 // the kernel time before, that a snapshot taken at that time no longer
 // found (exists says whether a socket address is in it): their ->CLOSE,
 // at least, was never delivered.
 func (t *Tracker) Gone(before uint64, exists func(skaddr uint64) bool) []OutOfStep {
 	var out []OutOfStep
-	for i := t.head; i >= 0; i = t.nodes[i].next {
-		n := &t.nodes[i]
-		if n.ts >= before || exists(n.skaddr) {
+	for s := range t.Sockets() {
+		if s.TsNs >= before || exists(s.Skaddr) {
 			continue
 		}
-		out = append(out, OutOfStep{Skaddr: n.skaddr, Believed: n.state, Actual: Close, Missing: t.m.Missing(n.state, Close)})
+		out = append(out, OutOfStep{Skaddr: s.Skaddr, Believed: s.State, Actual: Close, Missing: t.m.Missing(s.State, Close)})
 	}
 	return out
 }

@@ -91,15 +91,28 @@ type Counters struct {
 	ProgRuns  uint64 `json:"prog_runs"`
 	ProgRunNs uint64 `json:"prog_run_ns"`
 
-	// LossSeq is the kernel's loss sequence: events counted lost by the
-	// programs themselves (every cause but recursion misses).
+	// LossSeq is the kernel's loss sequence: every event counted lost, the
+	// recursion misses included where Tracer.ExactLoss says so (without
+	// them otherwise). Every event carries the value it saw.
 	LossSeq uint64 `json:"loss_seq"`
 }
 
 // Lost sums the events lost by every cause.
 func (c Counters) Lost() uint64 {
-	return c.RingbufFull + c.RecursionMisses + c.HeldOverflow + c.HeldNoSpace + c.UndecidedClosed
+	return c.LostFiltered() + c.LostHostWide()
 }
+
+// LostFiltered sums the losses of events that had passed the filters: the
+// ring buffer was full, or held-back events could not be kept. They belong
+// to the sockets a filtered run is about.
+func (c Counters) LostFiltered() uint64 {
+	return c.RingbufFull + c.HeldOverflow + c.HeldNoSpace + c.UndecidedClosed
+}
+
+// LostHostWide is the loss the kernel cannot attribute: recursion misses
+// (the program did not run, so no filter looked at the transition). It is
+// the whole host's, whatever the filters.
+func (c Counters) LostHostWide() uint64 { return c.RecursionMisses }
 
 // Counters reads the kernel's counters: a few system calls.
 func (t *Tracer) Counters() (Counters, error) {

@@ -205,17 +205,18 @@ func (p *traceProc) records() []model.Event {
 	return evs
 }
 
-// summaryEvents reads "events: N (M printed)" from the stderr summary.
+// summaryEvents reads "delivered: N events (M printed)" from the stderr
+// summary.
 func summaryEvents(t *testing.T, stderr string) (events, printed int) {
 	t.Helper()
 	for _, line := range strings.Split(stderr, "\n") {
-		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "events:"); ok {
-			if _, err := fmt.Sscanf(strings.TrimSpace(rest), "%d (%d printed)", &events, &printed); err == nil {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "delivered:"); ok {
+			if _, err := fmt.Sscanf(strings.TrimSpace(rest), "%d events (%d printed)", &events, &printed); err == nil {
 				return events, printed
 			}
 		}
 	}
-	t.Fatalf("no \"events: N (M printed)\" line in the summary:\n%s", stderr)
+	t.Fatalf("no \"delivered: N events (M printed)\" line in the summary:\n%s", stderr)
 	return 0, 0
 }
 

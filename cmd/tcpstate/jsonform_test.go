@@ -45,10 +45,11 @@ func jsonForm(t *testing.T, what, path string, v any) {
 func TestOneJSONForm(t *testing.T) {
 	stuck := []model.SocketInfo{{Skaddr: 0xffff888012345678, State: model.CloseWait, Since: 90 * time.Second, SinceAtLeast: true,
 		Family: model.AFInet, Saddr: netip.MustParseAddr("10.0.0.1"), Sport: 8080, Daddr: netip.MustParseAddr("10.0.0.2"), Dport: 40000}}
+	rec := reconcileDoc{Done: true, OutOfStep: []outOfStepDoc{{Skaddr: "0x1", Believed: "ESTABLISHED", Actual: "CLOSE", Missing: 1}}}
 	tr := model.NewTracker(statsLinux(t), 0)
 	docs := map[string]any{
-		"trace --summary-json": traceSummary{Transitions: 9, Check: tr.Stats(), Stuck: socketDocs(stuck)},
-		"stats --summary-json": statsSummary{Transitions: 9},
+		"trace --summary-json": traceSummary{Transitions: 9, Check: tr.Stats(), Stuck: socketDocs(stuck), Reconciliation: rec},
+		"stats --summary-json": statsSummary{Transitions: 9, Reconciliation: rec},
 		"stats -o json":        newStatsDoc(sampleReport(true)),
 	}
 	for what, d := range docs {

@@ -218,7 +218,7 @@ func sampleReport(final bool) *statsReport {
 	linux, _ := model.ModelByName("linux")
 	start := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 	r := &statsReport{
-		Seq: 2, Final: final, Start: start, End: start.Add(5 * time.Second), Agg: a, Lost: 7,
+		Seq: 2, Final: final, Start: start, End: start.Add(5 * time.Second), Agg: a, Transitions: 30, LostHostWide: 7,
 		Thresholds: map[model.State]time.Duration{model.CloseWait: time.Minute, model.SynSent: 10 * time.Second},
 		Model:      linux,
 		Stuck: []model.SocketInfo{{
@@ -233,6 +233,10 @@ func sampleReport(final bool) *statsReport {
 	}
 	if final {
 		r.Kernel = &tracer.Counters{RecursionMisses: 7, Sockets: 9}
+		r.Reconciliation = &reconcileDoc{Done: true, Sockets: 1, Missing: 2, MissingUncounted: 2, OutOfStep: []outOfStepDoc{{
+			Skaddr: "0xffff888012340000", Believed: "ESTABLISHED", Actual: "LAST_ACK", KernelSaw: "ESTABLISHED", Missing: 2,
+		}}}
+		r.SnapshotSockets = 40
 	}
 	return r
 }
@@ -249,7 +253,7 @@ func TestStatsJSONShape(t *testing.T) {
 	if len(lines) != 2 {
 		t.Fatalf("want one document per line, got %d lines:\n%s", len(lines), b.String())
 	}
-	keys := []string{"final", "seq", "start", "end", "seconds", "model", "transitions", "illegal", "lost",
+	keys := []string{"final", "seq", "start", "end", "seconds", "model", "transitions", "counted", "illegal", "lost", "lost_filtered", "lost_host_wide",
 		"matrix", "outcomes", "ports", "port_other", "owners", "owner_other", "owner_unknown",
 		"histograms", "stuck", "stuck_thresholds_s"}
 	for i, line := range lines {
@@ -259,7 +263,7 @@ func TestStatsJSONShape(t *testing.T) {
 		}
 		want := slices.Clone(keys)
 		if i == 1 {
-			want = append(want, "kernel")
+			want = append(want, "kernel", "missing", "reconciliation")
 		}
 		var got []string
 		for k := range doc {
@@ -270,8 +274,12 @@ func TestStatsJSONShape(t *testing.T) {
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("document %d keys %v, want %v", i, got, want)
 		}
+		// transitions: the kernel's, host-wide, as in every document;
+		// counted: what passed the filters (the matrix); the recursion
+		// misses are the host's, apart from the filtered loss.
 		if doc["final"] != (i == 1) || doc["model"] != "linux" || doc["seconds"] != 5.0 ||
-			doc["transitions"] != 21.0 || doc["illegal"] != 1.0 || doc["lost"] != 7.0 || doc["seq"] != 2.0 {
+			doc["transitions"] != 30.0 || doc["counted"] != 21.0 || doc["illegal"] != 1.0 || doc["lost"] != 7.0 ||
+			doc["lost_filtered"] != 0.0 || doc["lost_host_wide"] != 7.0 || doc["seq"] != 2.0 {
 			t.Errorf("document %d header fields: %v", i, line)
 		}
 		if doc["start"] != "2025-01-02T03:04:05Z" || doc["end"] != "2025-01-02T03:04:10Z" {
@@ -336,6 +344,9 @@ func TestStatsJSONShape(t *testing.T) {
 	if !strings.Contains(lines[1], `"kernel":{"transitions":0,"sockets":9,`) || !strings.Contains(lines[1], `"recursion_misses":7`) {
 		t.Errorf("final document's kernel counters: %s", lines[1])
 	}
+	if !strings.Contains(lines[1], `"missing":2,"reconciliation":{"done":true,"tracker_side":false,"sockets":1,"missing":2,"missing_uncounted":2,"out_of_step":[{"skaddr":"0xffff888012340000","believed":"ESTABLISHED","actual":"LAST_ACK","kernel_saw":"ESTABLISHED","missing":2,"loss_counted":false}]}`) {
+		t.Errorf("final document's reconciliation: %s", lines[1])
+	}
 
 	// Empty lists are [], not null.
 	empty := &statsReport{Agg: &model.Aggregate{}, Model: statsLinux(t), Start: time.Unix(0, 0), End: time.Unix(1, 0)}
@@ -365,7 +376,7 @@ func TestStatsTables(t *testing.T) {
 	}
 	out := b.String()
 	for _, want := range []string{
-		"--- interval 2 03:04:05 -> 03:04:10 (5.00s): 21 transitions, 1 illegal under model linux, 7 lost ---",
+		"--- interval 2 03:04:05 -> 03:04:10 (5.00s): 21 transitions counted, 1 illegal under model linux; lost 0 of them; recursion misses 7 host-wide ---",
 		"transitions (row: old state, column: new state):",
 		"outcomes (how sockets ended, at -> CLOSE):",
 		"time in SYN_SENT, count 5:",
@@ -423,9 +434,16 @@ func TestStatsTables(t *testing.T) {
 		t.Fatal(err)
 	}
 	out = b.String()
-	if !strings.Contains(out, "=== totals 03:04:05 -> 03:04:10 (5.00s): 21 transitions") ||
-		!strings.Contains(out, "lost by cause: recursion misses 7") {
-		t.Errorf("final report header:\n%s", out)
+	for _, want := range []string{
+		"=== totals 03:04:05 -> 03:04:10 (5.00s): 21 transitions counted, 1 illegal under model linux ===\n",
+		"lost, counted:  0 of the transitions that passed the filters (held-back queue full 0, no held-back queue 0, owner never learnt 0); recursion misses 7 host-wide, filters or not (the kernel does not say whose; 0 nested transitions rescued)\n",
+		"missing:        2 transitions without any kernel count, found by the reconciliation",
+		"reconciliation: 1 socket out of step at the end (2 transitions never delivered, 2 of them with no loss counted since the socket's last event), in a snapshot of 40 sockets\n",
+		"0xffff888012340000: believed ESTABLISHED, is LAST_ACK: 2 transitions missing; no loss counted since its last event\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("final report lacks %q:\n%s", want, out)
+		}
 	}
 	if got, ok := cell(t, out[strings.Index(out, "by service port"):], "443", "SIDE"); !ok || got != "remote" {
 		t.Errorf("port 443 row: side %q %v\n%s", got, ok, out)
@@ -806,7 +824,7 @@ func TestStatsCommand(t *testing.T) {
 		if err != nil {
 			t.Fatalf("stats: %v\n%s", err, stderr)
 		}
-		for _, want := range []string{"=== totals ", ": 0 transitions, 0 illegal under model linux", "\nno transitions\n",
+		for _, want := range []string{"=== totals ", ": 0 transitions counted, 0 illegal under model linux", "\nno transitions\n",
 			"stuck sockets (in a state longer than SYN_SENT 10s, SYN_RECV 10s, FIN_WAIT2 1m30s, CLOSE_WAIT 100ms, LAST_ACK 30s): 1",
 			"CLOSE_WAIT", strconv.Itoa(os.Getpid()), fmt.Sprintf("127.0.0.1:%d", port)} {
 			if !strings.Contains(stdout, want) {

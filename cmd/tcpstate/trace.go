@@ -60,9 +60,15 @@ a busy host. --fail-on makes the exit status 3 when an anomaly was seen, so
 tcpstate can guard a test run:
   tcpstate trace --fail-on illegal,gap --duration 60s
 
-Lost events are never silent: the summary on stderr counts them by cause.
-It also lists the sockets still in a state longer than --stuck allows for
-it (the thresholds of stats --stuck; see 'tcpstate stats --help').
+Lost events are never silent: the summary on stderr separates what was
+delivered, what the kernel counted lost by cause (the filtered events' own
+apart from the recursion misses, which are the whole host's), and what is
+missing without any count: transitions the gaps prove missing beyond the
+counted loss, and those the end-of-run reconciliation finds (a snapshot of
+every socket, taken before detaching, compared with what the kernel and
+the tracker last saw: "N sockets out of step"). It also lists the sockets
+still in a state longer than --stuck allows for it (the thresholds of
+stats --stuck; see 'tcpstate stats --help').
 Exit status: 0 success; 1 the run failed; 2 bad flags; 3 --fail-on was hit.`,
 		Example: `  sudo tcpstate trace
   sudo tcpstate trace --port 443 --port 8443 -o wide
@@ -128,6 +134,10 @@ type traceHandler struct {
 	limit     uint64
 	events    uint64
 	printed   uint64
+	// draining: the run is over (the final Drain); past --count, events
+	// are still checked, so that the tracker's beliefs are those of the
+	// end, but not printed.
+	draining bool
 }
 
 func (h *traceHandler) Event(e *model.Event) error {
@@ -136,6 +146,9 @@ func (h *traceHandler) Event(e *model.Event) error {
 	if h.anomalies && !h.verdict.Kind.Anomaly() {
 		return nil
 	}
+	if h.limit > 0 && h.printed >= h.limit {
+		return nil // past --count: checked, not printed
+	}
 	h.buf = h.p.appendEvent(h.buf, e, &h.verdict)
 	if len(h.buf) >= outBufferSize {
 		if err := h.write(); err != nil {
@@ -143,7 +156,7 @@ func (h *traceHandler) Event(e *model.Event) error {
 		}
 	}
 	h.printed++
-	if h.limit > 0 && h.printed >= h.limit {
+	if h.limit > 0 && h.printed >= h.limit && !h.draining {
 		return tracer.ErrStop
 	}
 	return nil
@@ -218,10 +231,16 @@ func runTrace(ctx context.Context, o *traceOptions, stdout, stderr io.Writer) er
 		defer cancel()
 	}
 	runErr := t.Run(ctx, h)
-	// Stop new events, then deliver what is still in the ring (unless
-	// --count is satisfied), so the summary counts agree with the output.
+	// The reconciliation's snapshot, while the programs still run: a
+	// transition that happens meanwhile reaches the tracker (its event is
+	// in the ring), so a socket it concerns is not judged.
+	snap, snapErr := t.Snapshot(tracer.SnapshotOptions{})
+	// Stop new events, then deliver what is still in the ring, so the
+	// summary counts agree with the output and the tracker believes what
+	// the kernel last said (past --count, checked but not printed).
 	detachErr := t.Detach()
-	if runErr == nil && (h.limit == 0 || h.printed < h.limit) {
+	h.draining = true
+	if runErr == nil {
 		runErr = t.Drain(h)
 	}
 	if err := h.write(); err != nil && runErr == nil {
@@ -231,10 +250,28 @@ func runTrace(ctx context.Context, o *traceOptions, stdout, stderr io.Writer) er
 	if sumErr != nil {
 		fmt.Fprintf(stderr, "tcpstate: warning: %v\n", sumErr)
 	}
+	st := tracker.Stats()
 	s := traceSummary{
-		Transitions: c.Transitions, Events: h.events, Printed: h.printed, Lost: c.Lost(), Kernel: c,
-		AcceptHook: t.AcceptHook(), Model: m.Name(), Check: tracker.Stats(), Stuck: []socketDoc{},
+		Transitions: c.Transitions, Events: h.events, Printed: h.printed,
+		Lost: c.Lost(), LostFiltered: c.LostFiltered(), LostHostWide: c.LostHostWide(),
+		MissingGaps: st.MissingUncounted, MissingEstimate: !t.ExactLoss(),
+		Kernel: c, AcceptHook: t.AcceptHook(), Model: m.Name(), Check: st, Stuck: []socketDoc{},
 	}
+	s.Reconciliation = reconcileDoc{Error: "no snapshot", OutOfStep: []outOfStepDoc{}}
+	switch {
+	case snapErr != nil:
+		s.Reconciliation.Error = snapErr.Error()
+	default:
+		s.Reconciliation = reconcile(reconcileInput{
+			snap: snap, model: m, tracker: tracker,
+			trackerSide: !o.check.Anomalies && len(topts.States) == 0,
+			keep:        func(so *model.SocketInfo) bool { return topts.MatchSocket(so.Facts()) },
+			lossSeq:     c.LossSeq, lost: c.Lost(),
+		})
+		s.reconcileNote = reconcileNote(o.check.Anomalies, len(topts.States) > 0)
+		s.snapshotSockets = len(snap.Sockets)
+	}
+	s.Missing = s.MissingGaps + s.Reconciliation.MissingUncounted
 	s.write(stderr)
 	// Sockets that stayed too long in a state (--stuck), as stats lists them.
 	thresholds := o.stuck.th
@@ -262,31 +299,102 @@ func runTrace(ctx context.Context, o *traceOptions, stdout, stderr io.Writer) er
 	return failOn.check(tracker.Stats())
 }
 
+// reconcileNote says why the reconciliation compared only the kernel's
+// record ("" when it compared the tracker's beliefs too).
+func reconcileNote(anomalies, states bool) string {
+	switch {
+	case anomalies:
+		return "trace --anomalies: the tracker follows no socket, so only the kernel's own record is compared"
+	case states:
+		return "--state: the tracker sees only the selected transitions, so only the kernel's own record is compared"
+	}
+	return ""
+}
+
 // traceSummary is what trace prints on stderr at the end, and writes with
-// --summary-json.
+// --summary-json. Its keys are documented in the README.
 type traceSummary struct {
-	Transitions uint64             `json:"transitions"` // handled by the kernel, host-wide, before filters
-	Events      uint64             `json:"events"`
-	Printed     uint64             `json:"printed"`
-	Lost        uint64             `json:"lost"`
-	Kernel      tracer.Counters    `json:"kernel"`
-	AcceptHook  tracer.AcceptHook  `json:"accept_hook"`
-	Model       string             `json:"model"`
-	Check       model.TrackerStats `json:"check"`
-	Stuck       []socketDoc        `json:"stuck"`
+	// Transitions the programs handled, host-wide, before the filters.
+	Transitions uint64 `json:"transitions"`
+	// Events delivered to tcpstate (they passed the filters); Printed of
+	// them written out.
+	Events  uint64 `json:"events"`
+	Printed uint64 `json:"printed"`
+	// Lost counted by the kernel: LostFiltered of events that had passed
+	// the filters (ring buffer full, held-back events dropped),
+	// LostHostWide the recursion misses, anyone's (the kernel does not
+	// say whose).
+	Lost         uint64 `json:"lost"`
+	LostFiltered uint64 `json:"lost_filtered"`
+	LostHostWide uint64 `json:"lost_host_wide"`
+	// Missing: transitions known missing without any kernel count:
+	// MissingGaps those the gaps between a socket's events prove missing
+	// beyond what the kernel counted, plus the reconciliation's
+	// missing_uncounted. MissingEstimate: the loss sequence lacks the
+	// recursion misses on this kernel, so some of them may be counted.
+	Missing         uint64             `json:"missing"`
+	MissingGaps     uint64             `json:"missing_gaps"`
+	MissingEstimate bool               `json:"missing_estimate"`
+	Reconciliation  reconcileDoc       `json:"reconciliation"`
+	Kernel          tracer.Counters    `json:"kernel"`
+	AcceptHook      tracer.AcceptHook  `json:"accept_hook"`
+	Model           string             `json:"model"`
+	Check           model.TrackerStats `json:"check"`
+	Stuck           []socketDoc        `json:"stuck"`
+
+	reconcileNote   string
+	snapshotSockets int
 }
 
 func (s *traceSummary) write(w io.Writer) {
 	c := s.Kernel
 	fmt.Fprintf(w, "\ntcpstate summary\n")
-	fmt.Fprintf(w, "  events:          %d (%d printed)\n", s.Events, s.Printed)
-	fmt.Fprintf(w, "  lost:            %d host-wide, filters or not (ring buffer full %d, recursion misses %d, held-back queue full %d, no held-back queue %d, owner never learnt %d; %d nested events rescued)\n",
-		s.Lost, c.RingbufFull, c.RecursionMisses, c.HeldOverflow, c.HeldNoSpace, c.UndecidedClosed, c.Rescued)
+	fmt.Fprintf(w, "  delivered:       %d events (%d printed)\n", s.Events, s.Printed)
+	fmt.Fprintf(w, "  lost, counted:   %s\n", fmtLost(&c))
+	fmt.Fprintf(w, "  missing:         %s\n", fmtMissing(s.Missing, s.MissingGaps, &s.Reconciliation, s.MissingEstimate))
+	fmt.Fprintf(w, "  reconciliation:  %s\n", fmtReconciliation(&s.Reconciliation, s.snapshotSockets, s.reconcileNote))
+	writeOutOfStep(w, &s.Reconciliation)
 	fmt.Fprintf(w, "  owners:          named by accept %d (hook %s), accept records not kept %d\n",
 		c.Accepts, s.AcceptHook, c.AcceptNoSpace)
 	k := s.Check
-	fmt.Fprintf(w, "  checks:          model %s: ok %d, unknown %d (first seen mid-life), illegal %d, gap %d (%d after reported loss)\n",
+	fmt.Fprintf(w, "  checks:          model %s: ok %d, unknown %d (first seen mid-life), illegal %d, gap %d (%d after counted loss)\n",
 		s.Model, k.OK, k.Unknown, k.Illegal, k.Gaps(), k.GapAfterLoss)
+}
+
+// fmtLost says what the kernel counted lost: the events that had passed
+// the filters apart from the recursion misses, which are the host's.
+func fmtLost(c *tracer.Counters) string {
+	return fmt.Sprintf("%d of the events that passed the filters (ring buffer full %d, held-back queue full %d, no held-back queue %d, owner never learnt %d); "+
+		"recursion misses %d host-wide, filters or not (the kernel does not say whose; %d nested events rescued)",
+		c.LostFiltered(), c.RingbufFull, c.HeldOverflow, c.HeldNoSpace, c.UndecidedClosed, c.RecursionMisses, c.Rescued)
+}
+
+// fmtMissing says what is known missing without any count.
+func fmtMissing(missing, gaps uint64, r *reconcileDoc, estimate bool) string {
+	est := ""
+	if estimate {
+		est = " (an estimate: this kernel's loss sequence lacks the recursion misses, so some of these may be among them)"
+	}
+	rec := fmt.Sprintf("%d found by the reconciliation", r.MissingUncounted)
+	if !r.Done {
+		rec = "the reconciliation could not run"
+	}
+	return fmt.Sprintf("%s without any kernel count: %d in gaps between a socket's events beyond the counted loss, %s%s",
+		plural(missing, "transition", "transitions"), gaps, rec, est)
+}
+
+// fmtReconciliation is the reconciliation's line: how many sockets the
+// end-of-run snapshot found out of step.
+func fmtReconciliation(r *reconcileDoc, snapSockets int, note string) string {
+	if !r.Done {
+		return "not done: " + r.Error
+	}
+	out := fmt.Sprintf("%s out of step at the end (%s never delivered, %d of them with no loss counted since the socket's last event), in a snapshot of %d sockets",
+		plural(uint64(r.Sockets), "socket", "sockets"), plural(r.Missing, "transition", "transitions"), r.MissingUncounted, snapSockets)
+	if note != "" {
+		out += "; " + note
+	}
+	return out
 }
 
 // writeJSONFile writes v, indented, to path (--summary-json).
