@@ -39,13 +39,20 @@ const maxTrackerSockets = 1 << 30
 //     whether NoteLoss reported lost events since the socket's previous event
 //     (see SetNoLossReports).
 //   - unknown: first sight of a socket in the middle of its life (the tracer
-//     started after it was born, or it was evicted) with no Event.LastState;
-//     its continuity cannot be checked. Not an anomaly.
+//     started after it was born) with no Event.LastState, or the next event
+//     of a socket the tracker evicted, whatever its Event.LastState; its
+//     continuity cannot be checked. Not an anomaly.
 //   - ok: everything else.
 //
 // Memory is bounded by maxSockets: when a new socket needs an entry and all
-// are in use, the least recently seen socket is evicted (its next event, if
-// any, is then an unknown). Entries live in one slice, indexed by an
+// are in use, the least recently seen socket is evicted, and its next event,
+// if any, is an unknown. The kernel's memory (Event.LastState) does not
+// stand in for the tracker's there: it cannot vouch for the events lost
+// between the kernel and the tracker meanwhile, which is what the tracker's
+// own memory catches. Evicted addresses are remembered as bits of a hash (at
+// most 2 MiB, made at the first eviction): a socket first seen at an address
+// whose bit an evicted one set is unknown too, rarely, instead of checked
+// against its Event.LastState. Entries live in one slice, indexed by an
 // open-addressing hash table without tombstones and chained in an intrusive
 // LRU list; freed entries are reused, so Check allocates nothing in steady
 // state, whatever its verdict, except the Reason of a gap or of an illegal
@@ -65,7 +72,12 @@ type Tracker struct {
 	head, tail int32
 	free       int32 // free list through sockNode.next, -1 when empty
 	live       int
-	lost       uint64 // events NoteLoss reported, ever
+	// evicted marks, one bit per hash of an address, the sockets evicted
+	// to stay within max and not seen since (made at the first eviction;
+	// evictedShift is its Fibonacci shift).
+	evicted      []uint64
+	evictedShift uint8
+	lost         uint64 // events NoteLoss reported, ever
 	sparse     bool   // SetSparse
 	noLoss     bool   // SetNoLossReports
 	stats      TrackerStats
@@ -188,8 +200,8 @@ func (t *Tracker) Stats() TrackerStats {
 //
 // Not sparse (the default): continuity is checked against the tracker's own
 // memory, which catches events lost between the kernel and user space too;
-// Event.LastState is used only for a socket the tracker does not know (first
-// seen, or evicted here but not in the kernel), instead of an unknown verdict.
+// Event.LastState is used only for a socket the tracker first sees, instead
+// of an unknown verdict; never for one it evicted (see Tracker).
 func (t *Tracker) SetSparse(sparse bool) { t.sparse = sparse }
 
 // SetNoLossReports tells the tracker that nobody will call NoteLoss: the
@@ -240,6 +252,11 @@ func (t *Tracker) Check(e *Event) Verdict {
 		}
 	} else {
 		last, byKernel = e.LastState, true
+		if t.evicted != nil && t.unmarkEvicted(e.Skaddr) {
+			// Evicted here: what the kernel remembers skips whatever the
+			// capture lost since the tracker let go of it.
+			last, byKernel = 0, false
+		}
 		if e.LossKnown && last != 0 {
 			lost, lostKnown = e.LossSeq-e.PrevLossSeq, true
 		}
@@ -400,8 +417,42 @@ func (t *Tracker) grow() {
 
 func (t *Tracker) evict() {
 	i := t.tail
+	t.markEvicted(t.nodes[i].skaddr)
 	t.remove(t.nodes[i].skaddr, i)
 	t.stats.Evicted++
+}
+
+// Bounds of the evicted marks, in bits: 8 per socket the tracker may
+// follow, from 4 Ki to 16 Mi (2 MiB).
+const (
+	minEvictedBits = 1 << 12
+	maxEvictedBits = 1 << 24
+)
+
+func (t *Tracker) markEvicted(key uint64) {
+	if t.evicted == nil {
+		bits := minEvictedBits
+		for bits < 8*t.max && bits < maxEvictedBits {
+			bits *= 2
+		}
+		t.evicted = make([]uint64, bits/64)
+		t.evictedShift = 64
+		for b := bits; b > 1; b >>= 1 {
+			t.evictedShift--
+		}
+	}
+	h := (key * 0x9E3779B97F4A7C15) >> t.evictedShift
+	t.evicted[h/64] |= 1 << (h % 64)
+}
+
+// unmarkEvicted reports whether key's bit was set, and clears it: the
+// socket is seen again (or a new one is born there).
+func (t *Tracker) unmarkEvicted(key uint64) bool {
+	h := (key * 0x9E3779B97F4A7C15) >> t.evictedShift
+	w, bit := &t.evicted[h/64], uint64(1)<<(h%64)
+	was := *w&bit != 0
+	*w &^= bit
+	return was
 }
 
 // remove drops node i (whose key is key) from the index and the LRU list and

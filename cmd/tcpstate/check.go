@@ -62,7 +62,8 @@ Verdicts:
            socket is born at an address whose previous socket never reported
            -> CLOSE: events are missing (lost by the kernel or the capture)
   unknown  first sight of a socket in the middle of its life (born before the
-           capture started); not an anomaly
+           capture started), or its next transition after --max-sockets
+           evicted it (even if its record has last_state); not an anomaly
 A transition that is illegal and a gap at once is reported as illegal, with
 the gap in its reason, and counts for --fail-on gap too. A socket is one
 incarnation of a kernel address: it starts at CLOSE->SYN_SENT, CLOSE->LISTEN
@@ -295,7 +296,7 @@ func (c *checkRun) writeSummary(w io.Writer, m *model.Model, maxSockets int) err
 
 	section("transitions",
 		[2]string{"ok", n(st.OK)},
-		[2]string{"unknown (socket first seen mid-life)", n(st.Unknown)},
+		[2]string{"unknown (socket first seen mid-life, or evicted)", n(st.Unknown)},
 		[2]string{"illegal (not in model " + m.Name() + ")", n(st.Illegal)},
 		[2]string{"gap (events missing)", n(st.Gap)},
 		[2]string{"total", n(st.Events)},
