@@ -82,11 +82,11 @@ are skipped silently.
 
 Exit status: 0 the input was checked; 3 --fail-on saw an anomaly it names
 (this wins over bad input); 2 bad flags, an input file that cannot be
-opened, or lines that are not records (reported after the summary); 1 a read
-error.`,
+opened, lines that are not records (reported after the summary), or, with
+--fail-on, input that holds no record at all; 1 a read error.`,
 		Example: `  tcpstate check transitions.jsonl
   tcpstate check --model rfc793 --all transitions.jsonl
-  sudo tcpstate trace -o json --duration 60s | tcpstate check --fail-on illegal,gap -
+  set -o pipefail; sudo tcpstate trace -o json --duration 60s | tcpstate check --fail-on illegal,gap -
   tcpstate check -o json --model rfc793 in.jsonl > rechecked.jsonl`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) > 1 {
@@ -173,6 +173,11 @@ func runCheck(o *checkCmdOptions, path string, stdin io.Reader, stdout, stderr i
 		return fmt.Errorf("writing summary: %w", err)
 	}
 	if c.records == 0 && c.bad == 0 {
+		// A guard (trace | check --fail-on) must not pass on nothing: a
+		// tracer that failed to start leaves an empty pipe.
+		if failOn.any() {
+			return usagef("%s holds no records: --fail-on checked nothing (did the command that wrote it fail? use set -o pipefail)", name)
+		}
 		fmt.Fprintf(stderr, "tcpstate: warning: %s holds no records\n", name)
 	}
 

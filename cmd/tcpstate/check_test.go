@@ -513,3 +513,20 @@ func TestCheckEvictedSocketsAreUnknown(t *testing.T) {
 		t.Errorf("evicted %s, unknown %s: want every evicted socket's next transition (26) unknown\n%s", evicted, unknown, r.stdout)
 	}
 }
+
+// TestCheckFailOnNoRecords: --fail-on guards a run (trace ... | check
+// --fail-on gap -); input that holds no records checked nothing, and must
+// not pass the guard (before: a tracer that failed to start gave check an
+// empty pipe, and exit status 0).
+func TestCheckFailOnNoRecords(t *testing.T) {
+	for _, in := range []string{"", "\n\n"} {
+		r := runCLI(t, in, "check", "--fail-on", "gap", "-")
+		if r.code != exitUsage || r.err == nil || !strings.Contains(r.err.Error(), "standard input holds no records: --fail-on checked nothing") {
+			t.Errorf("--fail-on over %q: exit %d, error %v; want %d and why", in, r.code, r.err, exitUsage)
+		}
+	}
+	// Without --fail-on, a warning, as before.
+	if r := runCLI(t, "", "check", "-"); r.code != exitOK {
+		t.Errorf("no --fail-on, empty input: exit %d, want 0", r.code)
+	}
+}
