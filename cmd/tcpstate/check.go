@@ -141,6 +141,10 @@ func runCheck(o *checkCmdOptions, path string, stdin io.Reader, stdout, stderr i
 	}
 
 	in, name := stdin, "standard input"
+	// Reading a pipe or a terminal, each anomaly is written out as soon
+	// as its line is read (trace -o json | check -): the input may never
+	// end. A regular file is read to its end quickly: buffered.
+	live := !isRegularFile(stdin)
 	if path != "-" {
 		f, err := openInput(path)
 		if err != nil {
@@ -150,6 +154,7 @@ func runCheck(o *checkCmdOptions, path string, stdin io.Reader, stdout, stderr i
 		// The name is printed in messages and the summary: escaped, as a
 		// file name is whatever its maker chose (a glob may pick it).
 		in, name = f, termsafe.String(path)
+		live = !isRegularFile(f)
 	}
 
 	c := &checkRun{name: name, tr: model.NewTracker(m, o.maxSockets)}
@@ -157,7 +162,7 @@ func runCheck(o *checkCmdOptions, path string, stdin io.Reader, stdout, stderr i
 	// nothing was lost.
 	c.tr.SetNoLossReports(true)
 	out := bufio.NewWriterSize(stdout, 64<<10)
-	readErr := c.run(in, out, stderr, p, o.all)
+	readErr := c.run(in, out, stderr, p, o.all, live)
 	if err := out.Flush(); err != nil {
 		return fmt.Errorf("writing output: %w", err)
 	}
@@ -221,8 +226,20 @@ func (c *checkRun) badSummary() string {
 	return fmt.Sprintf("%s: %d of %d %s (reported above)", c.name, c.bad, c.lines, what)
 }
 
-// run reads and checks every line, printing the events it should print.
-func (c *checkRun) run(in io.Reader, out *bufio.Writer, stderr io.Writer, p printer, all bool) error {
+// isRegularFile reports whether r is a regular file (not a pipe, a
+// terminal, a socket, or a reader that is no file at all).
+func isRegularFile(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode().IsRegular()
+}
+
+// run reads and checks every line, printing the events it should print;
+// live: each as soon as it is found.
+func (c *checkRun) run(in io.Reader, out *bufio.Writer, stderr io.Writer, p printer, all, live bool) error {
 	lr := lineReader{r: bufio.NewReaderSize(in, 64<<10)}
 	buf := make([]byte, 0, 1024)
 	for {
@@ -261,6 +278,11 @@ func (c *checkRun) run(in io.Reader, out *bufio.Writer, stderr io.Writer, p prin
 		buf = p.appendEvent(buf[:0], &e, &v)
 		if _, err := out.Write(buf); err != nil {
 			return fmt.Errorf("writing output: %w", err)
+		}
+		if live {
+			if err := out.Flush(); err != nil {
+				return fmt.Errorf("writing output: %w", err)
+			}
 		}
 	}
 }
