@@ -204,6 +204,14 @@ func runStats(ctx context.Context, o *statsOptions, stdout, stderr io.Writer) er
 		return err
 	}
 	topts.Warn = func(msg string) { fmt.Fprintf(stderr, "tcpstate: warning: %s\n", msg) }
+	// Checked before anything is loaded (see trace).
+	var summaryOut *outFile
+	if o.summary != "" {
+		if summaryOut, err = openOutFile("--summary-json", o.summary); err != nil {
+			return err
+		}
+		defer summaryOut.Close()
+	}
 	t, err := tracer.Open(topts)
 	if err != nil {
 		return err
@@ -330,11 +338,11 @@ loop:
 	if err := write(r); err != nil {
 		return err
 	}
-	if o.summary != "" {
+	if summaryOut != nil {
 		s := statsSummary{Transitions: c.Transitions, Counted: cur.Transitions(),
 			Lost: c.Lost(), LostFiltered: c.LostFiltered(), LostHostWide: c.LostHostWide(),
 			Missing: rec.MissingUncounted, Reconciliation: rec, Kernel: c, Model: r.Model.Name()}
-		if err := writeJSONFile(o.summary, s); err != nil {
+		if err := summaryOut.WriteJSON(s); err != nil {
 			return err
 		}
 	}

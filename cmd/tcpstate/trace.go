@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -206,6 +205,15 @@ func runTrace(ctx context.Context, o *traceOptions, stdout, stderr io.Writer) er
 		tracker.SetSparse(true)
 	}
 	topts.Warn = func(msg string) { fmt.Fprintf(stderr, "tcpstate: warning: %s\n", msg) }
+	// Checked before anything is loaded: a path that cannot be written
+	// is a usage error now, not a failure after the whole --duration.
+	var summaryOut *outFile
+	if o.summaryJSON != "" {
+		if summaryOut, err = openOutFile("--summary-json", o.summaryJSON); err != nil {
+			return err
+		}
+		defer summaryOut.Close()
+	}
 
 	t, err := tracer.Open(topts)
 	if err != nil {
@@ -285,8 +293,8 @@ func runTrace(ctx context.Context, o *traceOptions, stdout, stderr io.Writer) er
 			runErr = err
 		}
 	}
-	if o.summaryJSON != "" {
-		if err := writeJSONFile(o.summaryJSON, s); err != nil && runErr == nil {
+	if summaryOut != nil {
+		if err := summaryOut.WriteJSON(s); err != nil && runErr == nil {
 			runErr = err
 		}
 	}
@@ -395,16 +403,4 @@ func fmtReconciliation(r *reconcileDoc, snapSockets int, note string) string {
 		out += "; " + note
 	}
 	return out
-}
-
-// writeJSONFile writes v, indented, to path (--summary-json).
-func writeJSONFile(path string, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encoding summary: %w", err)
-	}
-	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("writing summary: %w", err)
-	}
-	return nil
 }
