@@ -1,7 +1,7 @@
 package main
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -112,6 +112,12 @@ snapshot of every socket is compared with the state the kernel last saw for
 each (the reconciliation): a socket out of step lost transitions that no
 counter saw, and the final report says how many ("missing").
 
+Stopping: as trace (see 'tcpstate trace --help'): --count, --duration,
+SIGINT, SIGTERM, SIGHUP or standard output closed by its reader end the run
+with the final report and --summary-json; after a signal within 2 s, even
+when standard output is blocked (the reports it could not write are
+counted on stderr). Exit status as trace's.
+
 --state selects the transitions counted in the matrix, the histograms and the
 per-port and per-owner tables; outcomes and lifetimes count every socket that
 passes the port and pid filters.
@@ -219,24 +225,36 @@ func runStats(ctx context.Context, o *statsOptions, stdout, stderr io.Writer) er
 	defer t.Close()
 	start := time.Now()
 
+	// As trace: ctx ends at a signal, runCtx also at --duration and when
+	// standard output ends; reports are written from a goroutine that a
+	// blocked reader holds up only until stopGrace after a signal.
+	giveUp := afterDone(ctx, stopGrace)
+	runCtx, endRun := context.WithCancel(ctx)
+	defer endRun()
 	if o.duration > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, o.duration)
+		runCtx, cancel = context.WithTimeout(runCtx, o.duration)
 		defer cancel()
 	}
-	out := bufio.NewWriterSize(stdout, 64<<10)
+	out := newAsyncOut(stdout, 64<<10, endRun)
+	pending := outBuf{b: make([]byte, 0, 64<<10)}
+	var reports uint64
+	var formatted bytes.Buffer
 	write := func(r *statsReport) error {
+		formatted.Reset()
 		var err error
 		if o.output == outJSON {
-			err = writeStatsJSON(out, r)
+			err = writeStatsJSON(&formatted, r)
 		} else {
-			err = writeStatsTable(out, r, o.top)
+			err = writeStatsTable(&formatted, r, o.top)
 		}
 		if err != nil {
 			return err
 		}
-		if err := out.Flush(); err != nil {
-			return fmt.Errorf("writing output: %w", err)
+		reports++
+		pending.b, pending.lines = append(pending.b, formatted.Bytes()...), pending.lines+1
+		if !out.swap(&pending, giveUp) {
+			pending.b, pending.lines = pending.b[:0], 0 // the run must end: not written
 		}
 		return nil
 	}
@@ -273,7 +291,7 @@ func runStats(ctx context.Context, o *statsOptions, stdout, stderr io.Writer) er
 loop:
 	for {
 		select {
-		case <-ctx.Done():
+		case <-runCtx.Done():
 			break loop
 		case <-tick:
 			cur, err := t.Aggregate()
@@ -338,13 +356,26 @@ loop:
 	if err := write(r); err != nil {
 		return err
 	}
+	outEnd := out.end(out.finish(&pending, giveUp))
+	var runErr error
+	if outEnd == outputFailed {
+		runErr = fmt.Errorf("writing output: %w", out.Err())
+	}
+	notWritten := reports - out.Written()
 	if summaryOut != nil {
 		s := statsSummary{Transitions: c.Transitions, Counted: cur.Transitions(),
 			Lost: c.Lost(), LostFiltered: c.LostFiltered(), LostHostWide: c.LostHostWide(),
-			Missing: rec.MissingUncounted, Reconciliation: rec, Kernel: c, Model: r.Model.Name()}
-		if err := summaryOut.WriteJSON(s); err != nil {
-			return err
+			Missing: rec.MissingUncounted, Reconciliation: rec, Kernel: c, Model: r.Model.Name(),
+			Output: outEnd, NotWritten: notWritten}
+		if err := summaryOut.WriteJSON(s); err != nil && runErr == nil {
+			runErr = err
 		}
+	}
+	if note := fmtOutputEnd(outEnd, notWritten, "report", "reports"); note != "" {
+		writeBounded(stderr, []byte("tcpstate: "+strings.TrimPrefix(note, "; ")+"\n"), giveUp, stderrGrace)
+	}
+	if runErr != nil {
+		return runErr
 	}
 	return detachErr
 }
@@ -365,6 +396,10 @@ type statsSummary struct {
 	Reconciliation reconcileDoc    `json:"reconciliation"`
 	Model          string          `json:"model"`
 	Kernel         tracer.Counters `json:"kernel"`
+	// Output says how standard output ended (as in trace's summary);
+	// NotWritten counts the reports it did not take.
+	Output     outputEnd `json:"output"`
+	NotWritten uint64    `json:"not_written"`
 }
 
 // sat is a - b, or 0 when b > a.
