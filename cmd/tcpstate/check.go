@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/olekukonko/tablewriter"
 	"github.com/olekukonko/tablewriter/renderer"
@@ -120,6 +121,9 @@ type checkRun struct {
 	blank   uint64
 	bad     uint64
 	illegal [model.NumStates][model.NumStates]uint64
+	// outClosed: standard output's reader closed it; nothing more is
+	// printed.
+	outClosed bool
 }
 
 func runCheck(o *checkCmdOptions, path string, stdin io.Reader, stdout, stderr io.Writer) error {
@@ -163,8 +167,8 @@ func runCheck(o *checkCmdOptions, path string, stdin io.Reader, stdout, stderr i
 	c.tr.SetNoLossReports(true)
 	out := bufio.NewWriterSize(stdout, 64<<10)
 	readErr := c.run(in, out, stderr, p, o.all, live)
-	if err := out.Flush(); err != nil {
-		return fmt.Errorf("writing output: %w", err)
+	if err := c.outErr(out.Flush()); err != nil {
+		return err
 	}
 	if readErr != nil {
 		return readErr
@@ -174,8 +178,13 @@ func runCheck(o *checkCmdOptions, path string, stdin io.Reader, stdout, stderr i
 	if o.output == outJSON {
 		summary = stderr
 	}
-	if err := c.writeSummary(summary, m, o.maxSockets); err != nil {
-		return fmt.Errorf("writing summary: %w", err)
+	if !c.outClosed || summary != stdout {
+		if err := c.writeSummary(summary, m, o.maxSockets); err != nil && !errors.Is(err, syscall.EPIPE) {
+			return fmt.Errorf("writing summary: %w", err)
+		}
+	}
+	if c.outClosed {
+		fmt.Fprintf(stderr, "tcpstate: standard output was closed by its reader; %s checked to its end\n", name)
 	}
 	if c.records == 0 && c.bad == 0 {
 		// A guard (trace | check --fail-on) must not pass on nothing: a
@@ -275,16 +284,31 @@ func (c *checkRun) run(in io.Reader, out *bufio.Writer, stderr io.Writer, p prin
 		if !all && !v.Kind.Anomaly() {
 			continue
 		}
-		buf = p.appendEvent(buf[:0], &e, &v)
-		if _, err := out.Write(buf); err != nil {
-			return fmt.Errorf("writing output: %w", err)
+		if c.outClosed {
+			continue // checking goes on: the exit status is the input's
 		}
-		if live {
-			if err := out.Flush(); err != nil {
-				return fmt.Errorf("writing output: %w", err)
-			}
+		buf = p.appendEvent(buf[:0], &e, &v)
+		_, err = out.Write(buf)
+		if err == nil && live {
+			err = out.Flush()
+		}
+		if err := c.outErr(err); err != nil {
+			return err
 		}
 	}
+}
+
+// outErr judges a write error: EPIPE, the reader closed standard output
+// (| head), is the end of the output, not of the check.
+func (c *checkRun) outErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, syscall.EPIPE):
+		c.outClosed = true
+		return nil
+	}
+	return fmt.Errorf("writing output: %w", err)
 }
 
 func (c *checkRun) badLine(stderr io.Writer, n uint64, err error) {
