@@ -114,6 +114,14 @@ func TestSummaryHeadline(t *testing.T) {
 			t.Errorf("summary lacks %q:\n%s", want, out)
 		}
 	}
+	// trace --anomalies: the reconciliation says only the kernel's side
+	// was compared.
+	s.reconcileNote = reconcileNote(true, false)
+	b.Reset()
+	s.write(&b)
+	if !strings.Contains(b.String(), "in a snapshot of 17 sockets; trace --anomalies: the tracker follows no socket, so only the kernel's own record is compared\n") {
+		t.Errorf("--anomalies summary does not say only the kernel side applies:\n%s", b.String())
+	}
 	// Without exact loss attribution the gaps' figure is an estimate.
 	s.MissingEstimate = true
 	b.Reset()

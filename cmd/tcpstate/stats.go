@@ -352,7 +352,7 @@ loop:
 		})
 		r.SnapshotSockets = len(snap.Sockets)
 	}
-	r.Reconciliation = &rec
+	r.Reconciliation, r.MissingEstimate = &rec, !t.ExactLoss()
 	if err := write(r); err != nil {
 		return err
 	}
@@ -365,7 +365,7 @@ loop:
 	if summaryOut != nil {
 		s := statsSummary{Transitions: c.Transitions, Counted: cur.Transitions(),
 			Lost: c.Lost(), LostFiltered: c.LostFiltered(), LostHostWide: c.LostHostWide(),
-			Missing: rec.MissingUncounted, Reconciliation: rec, Kernel: c, Model: r.Model.Name(),
+			Missing: rec.MissingUncounted, MissingEstimate: !t.ExactLoss(), Reconciliation: rec, Kernel: c, Model: r.Model.Name(),
 			Output: outEnd, NotWritten: notWritten}
 		if err := summaryOut.WriteJSON(s); err != nil && runErr == nil {
 			runErr = err
@@ -391,11 +391,13 @@ type statsSummary struct {
 	LostFiltered uint64 `json:"lost_filtered"`
 	LostHostWide uint64 `json:"lost_host_wide"`
 	// Missing: transitions the reconciliation found missing without any
-	// kernel count (stats checks no gaps: it counts in the kernel).
-	Missing        uint64          `json:"missing"`
-	Reconciliation reconcileDoc    `json:"reconciliation"`
-	Model          string          `json:"model"`
-	Kernel         tracer.Counters `json:"kernel"`
+	// kernel count (stats checks no gaps: it counts in the kernel);
+	// MissingEstimate as in trace's summary.
+	Missing         uint64          `json:"missing"`
+	MissingEstimate bool            `json:"missing_estimate"`
+	Reconciliation  reconcileDoc    `json:"reconciliation"`
+	Model           string          `json:"model"`
+	Kernel          tracer.Counters `json:"kernel"`
 	// Output says how standard output ended (as in trace's summary);
 	// NotWritten counts the reports it did not take.
 	Output     outputEnd `json:"output"`

@@ -31,9 +31,11 @@ type statsReport struct {
 	// recursion misses, anyone's.
 	Transitions, LostFiltered, LostHostWide uint64
 	Kernel                                  *tracer.Counters // the final report's kernel counters
-	// The final report's reconciliation, and the size of its snapshot.
+	// The final report's reconciliation, and the size of its snapshot;
+	// MissingEstimate: the loss sequence lacks the recursion misses.
 	Reconciliation  *reconcileDoc
 	SnapshotSockets int
+	MissingEstimate bool
 	Stuck           []model.SocketInfo
 	Thresholds      map[model.State]time.Duration
 	Model           *model.Model
@@ -82,8 +84,12 @@ func writeStatsTable(w io.Writer, r *statsReport, top int) error {
 				c.LostFiltered(), c.HeldOverflow, c.HeldNoSpace, c.UndecidedClosed, c.RecursionMisses, c.Rescued)
 		}
 		if rec := r.Reconciliation; rec != nil {
-			fmt.Fprintf(w, "missing:        %s without any kernel count, found by the reconciliation (stats checks no gaps: it counts in the kernel)\n",
-				plural(rec.MissingUncounted, "transition", "transitions"))
+			est := ""
+			if r.MissingEstimate {
+				est = "; an estimate: this kernel's loss sequence lacks the recursion misses"
+			}
+			fmt.Fprintf(w, "missing:        %s without any kernel count, found by the reconciliation (stats checks no gaps: it counts in the kernel%s)\n",
+				plural(rec.MissingUncounted, "transition", "transitions"), est)
 			fmt.Fprintf(w, "reconciliation: %s\n", fmtReconciliation(rec, r.SnapshotSockets, ""))
 			writeOutOfStep(w, rec)
 		}
@@ -469,8 +475,9 @@ type statsDoc struct {
 	Kernel       *tracer.Counters   `json:"kernel,omitempty"`
 	// The final document's: transitions missing without any kernel count,
 	// and the reconciliation that found them.
-	Missing        *uint64       `json:"missing,omitempty"`
-	Reconciliation *reconcileDoc `json:"reconciliation,omitempty"`
+	Missing         *uint64       `json:"missing,omitempty"`
+	MissingEstimate *bool         `json:"missing_estimate,omitempty"`
+	Reconciliation  *reconcileDoc `json:"reconciliation,omitempty"`
 }
 
 type matrixDoc struct {
@@ -522,7 +529,8 @@ func newStatsDoc(r *statsReport) statsDoc {
 		Kernel:       r.Kernel,
 	}
 	if rec := r.Reconciliation; rec != nil {
-		d.Reconciliation, d.Missing = rec, &rec.MissingUncounted
+		est := r.MissingEstimate
+		d.Reconciliation, d.Missing, d.MissingEstimate = rec, &rec.MissingUncounted, &est
 	}
 	for _, old := range model.LifeOrder {
 		for _, nw := range model.LifeOrder {

@@ -263,7 +263,7 @@ func TestStatsJSONShape(t *testing.T) {
 		}
 		want := slices.Clone(keys)
 		if i == 1 {
-			want = append(want, "kernel", "missing", "reconciliation")
+			want = append(want, "kernel", "missing", "missing_estimate", "reconciliation")
 		}
 		var got []string
 		for k := range doc {
@@ -344,7 +344,7 @@ func TestStatsJSONShape(t *testing.T) {
 	if !strings.Contains(lines[1], `"kernel":{"transitions":0,"sockets":9,`) || !strings.Contains(lines[1], `"recursion_misses":7`) {
 		t.Errorf("final document's kernel counters: %s", lines[1])
 	}
-	if !strings.Contains(lines[1], `"missing":2,"reconciliation":{"done":true,"tracker_side":false,"sockets":1,"missing":2,"missing_uncounted":2,"out_of_step":[{"skaddr":"0xffff888012340000","believed":"ESTABLISHED","actual":"LAST_ACK","kernel_saw":"ESTABLISHED","missing":2,"loss_counted":false}]}`) {
+	if !strings.Contains(lines[1], `"missing":2,"missing_estimate":false,"reconciliation":{"done":true,"tracker_side":false,"sockets":1,"missing":2,"missing_uncounted":2,"out_of_step":[{"skaddr":"0xffff888012340000","believed":"ESTABLISHED","actual":"LAST_ACK","kernel_saw":"ESTABLISHED","missing":2,"loss_counted":false}]}`) {
 		t.Errorf("final document's reconciliation: %s", lines[1])
 	}
 
