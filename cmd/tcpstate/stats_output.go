@@ -79,8 +79,8 @@ func writeStatsTable(w io.Writer, r *statsReport, top int) error {
 		fmt.Fprintf(w, "=== totals %s -> %s (%s): %d transitions counted, %d illegal under model %s ===\n",
 			r.Start.Format("15:04:05"), r.End.Format("15:04:05"), fmtSeconds(span), total, ill, r.Model.Name())
 		if c := r.Kernel; c != nil {
-			fmt.Fprintf(w, "lost, counted:  %d of the transitions that passed the filters (held-back queue full %d, no held-back queue %d, owner never learnt %d); "+
-				"recursion misses %d host-wide, filters or not (the kernel does not say whose; %d nested transitions rescued)\n",
+			fmt.Fprintf(w, "lost, counted:  %d of the transitions that passed the filters (held-back queue full %d, no held-back queue %d, owner never learnt %d)\n"+
+				"                recursion misses %d host-wide, filters or not: the kernel does not say whose (%d nested transitions rescued)\n",
 				c.LostFiltered(), c.HeldOverflow, c.HeldNoSpace, c.UndecidedClosed, c.RecursionMisses, c.Rescued)
 		}
 		if rec := r.Reconciliation; rec != nil {

@@ -389,7 +389,7 @@ func (s *traceSummary) write(w io.Writer) {
 	c := s.Kernel
 	fmt.Fprintf(w, "\ntcpstate summary\n")
 	fmt.Fprintf(w, "  delivered:       %d events (%d printed%s)\n", s.Events, s.Printed, fmtOutputEnd(s.Output, s.NotWritten, "line", "lines"))
-	fmt.Fprintf(w, "  lost, counted:   %s\n", fmtLost(&c))
+	fmt.Fprintf(w, "  lost, counted:   %s\n", fmtLost(&c, "                   "))
 	fmt.Fprintf(w, "  missing:         %s\n", fmtMissing(s.Missing, s.MissingGaps, &s.Reconciliation, s.MissingEstimate))
 	fmt.Fprintf(w, "  reconciliation:  %s\n", fmtReconciliation(&s.Reconciliation, s.snapshotSockets, s.reconcileNote))
 	writeOutOfStep(w, &s.Reconciliation)
@@ -419,11 +419,12 @@ func fmtOutputEnd(end outputEnd, n uint64, one, many string) string {
 }
 
 // fmtLost says what the kernel counted lost: the events that had passed
-// the filters apart from the recursion misses, which are the host's.
-func fmtLost(c *tracer.Counters) string {
-	return fmt.Sprintf("%d of the events that passed the filters (ring buffer full %d, held-back queue full %d, no held-back queue %d, owner never learnt %d); "+
-		"recursion misses %d host-wide, filters or not (the kernel does not say whose; %d nested events rescued)",
-		c.LostFiltered(), c.RingbufFull, c.HeldOverflow, c.HeldNoSpace, c.UndecidedClosed, c.RecursionMisses, c.Rescued)
+// the filters, and on a line of its own (indent), the recursion misses,
+// which are the host's.
+func fmtLost(c *tracer.Counters, indent string) string {
+	return fmt.Sprintf("%d of the events that passed the filters (ring buffer full %d, held-back queue full %d, no held-back queue %d, owner never learnt %d)\n"+
+		"%srecursion misses %d host-wide, filters or not: the kernel does not say whose (%d nested events rescued)",
+		c.LostFiltered(), c.RingbufFull, c.HeldOverflow, c.HeldNoSpace, c.UndecidedClosed, indent, c.RecursionMisses, c.Rescued)
 }
 
 // fmtMissing says what is known missing without any count.
@@ -436,7 +437,7 @@ func fmtMissing(missing, gaps uint64, r *reconcileDoc, estimate bool) string {
 	if !r.Done {
 		rec = "the reconciliation could not run"
 	}
-	return fmt.Sprintf("%s without any kernel count: %d in gaps between a socket's events beyond the counted loss, %s%s",
+	return fmt.Sprintf("%s without any kernel count (%d in gaps between a socket's events, beyond the counted loss; %s)%s",
 		plural(missing, "transition", "transitions"), gaps, rec, est)
 }
 
@@ -446,8 +447,8 @@ func fmtReconciliation(r *reconcileDoc, snapSockets int, note string) string {
 	if !r.Done {
 		return "not done: " + r.Error
 	}
-	out := fmt.Sprintf("%s out of step at the end (%s never delivered, %d of them with no loss counted since the socket's last event), in a snapshot of %d sockets",
-		plural(uint64(r.Sockets), "socket", "sockets"), plural(r.Missing, "transition", "transitions"), r.MissingUncounted, snapSockets)
+	out := fmt.Sprintf("%s out of step at the end, in a snapshot of %d sockets (%s never delivered, %d of them with no loss counted since the socket's last event)",
+		plural(uint64(r.Sockets), "socket", "sockets"), snapSockets, plural(r.Missing, "transition", "transitions"), r.MissingUncounted)
 	if note != "" {
 		out += "; " + note
 	}
