@@ -78,9 +78,9 @@ type Tracker struct {
 	evicted      []uint64
 	evictedShift uint8
 	lost         uint64 // events NoteLoss reported, ever
-	sparse     bool   // SetSparse
-	noLoss     bool   // SetNoLossReports
-	stats      TrackerStats
+	sparse       bool   // SetSparse
+	noLoss       bool   // SetNoLossReports
+	stats        TrackerStats
 }
 
 type sockNode struct {
