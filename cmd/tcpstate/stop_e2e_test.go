@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -115,6 +116,25 @@ func TestStops(t *testing.T) {
 			}
 		})
 	}
+	// Under nohup (SIGHUP ignored from the start) SIGHUP stays ignored.
+	t.Run("nohup", func(t *testing.T) {
+		t.Parallel()
+		nohup, err := exec.LookPath("nohup")
+		if err != nil {
+			t.Skipf("no nohup: %v", err)
+		}
+		ns := testnet.New(t)
+		p := startTcpstate(t, attachedLine, nil, nohup, bin, "trace", "--port", strconv.Itoa(int(ns.Port(0))))
+		if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("SIGHUP ended a run started under nohup:\n%s", p.stderr)
+		case <-time.After(time.Second):
+		}
+		stopWithin(t, p, syscall.SIGINT)
+	})
 	t.Run("stats SIGHUP", func(t *testing.T) {
 		t.Parallel()
 		ns := testnet.New(t)
