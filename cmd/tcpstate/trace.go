@@ -70,7 +70,8 @@ the tracker last saw: "N sockets out of step"). It also lists the sockets
 still in a state longer than --stuck allows for it (the thresholds of
 stats --stuck; see 'tcpstate stats --help').
 Stopping: --count, --duration, SIGINT (Ctrl-C), SIGTERM, SIGHUP (a dropped
-SSH session), or standard output closed by its reader (| head) end the run
+SSH session; under nohup it stays ignored), or standard output closed by
+its reader (| head) end the run
 cleanly: the summary on stderr, --summary-json written. After a signal the
 run ends within 2 s, even when standard output is a pipe nobody reads any
 more: what it could not write is counted in the summary, not waited for.
