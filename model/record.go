@@ -432,6 +432,18 @@ func ParseRecord(line []byte) (Event, Verdict, error) {
 	if e.Saddr.Zone() != "" || e.Daddr.Zone() != "" {
 		return e, Verdict{}, fmt.Errorf("%w: addresses carry no IPv6 zone in a tcpstate record", ErrNotRecord)
 	}
+	// The family says what the kernel's addresses are: IPv4 ones for
+	// ipv4, IPv6 ones (IPv4-mapped included) for ipv6.
+	if v4 := e.Family == AFInet; e.Saddr.Is4() != v4 || e.Daddr.Is4() != v4 {
+		key, a, want := "saddr", e.Saddr, "IPv6"
+		if e.Saddr.Is4() == v4 {
+			key, a = "daddr", e.Daddr
+		}
+		if v4 {
+			want = "IPv4"
+		}
+		return e, Verdict{}, fmt.Errorf("%w: family %q, but %s %q is not an %s address", ErrNotRecord, *r.Family, key, a, want)
+	}
 	e.Sport, e.Dport = *r.Sport, *r.Dport
 	if e.Old, err = ParseState(*r.Old); err != nil {
 		return e, Verdict{}, fmt.Errorf("%w: old: %v", ErrNotRecord, err)

@@ -229,6 +229,11 @@ func TestParseRecordRejects(t *testing.T) {
 		{"negative ts_ns", strings.Replace(base, `"ts_ns":123456789012345`, `"ts_ns":-1`, 1), `key "ts_ns" holds a JSON number -1`},
 		{"port out of range", strings.Replace(base, `"sport":443`, `"sport":70000`, 1), `key "sport" holds a JSON number 70000`},
 		{"zoned address", strings.Replace(strings.Replace(base, `"ipv4"`, `"ipv6"`, 1), `"daddr":"192.0.2.77"`, `"daddr":"fe80::1%lo"`, 1), "no IPv6 zone"},
+		// The family and the addresses must agree (an IPv4-mapped address
+		// is an IPv6 one).
+		{"ipv4 family, IPv6 saddr", strings.Replace(base, `"saddr":"10.1.2.3"`, `"saddr":"::1"`, 1), `family "ipv4", but saddr "::1" is not an IPv4 address`},
+		{"ipv4 family, mapped daddr", strings.Replace(base, `"daddr":"192.0.2.77"`, `"daddr":"::ffff:192.0.2.77"`, 1), `family "ipv4", but daddr "::ffff:192.0.2.77" is not an IPv4 address`},
+		{"ipv6 family, IPv4 addresses", strings.Replace(base, `"ipv4"`, `"ipv6"`, 1), `family "ipv6", but saddr "10.1.2.3" is not an IPv6 address`},
 		{"skaddr not hex", strings.Replace(base, `0xffff88810a3c0800`, `0xzz`, 1), `skaddr "0xzz" is not 0x-prefixed hex`},
 		{"skaddr without 0x", strings.Replace(base, `0xffff88810a3c0800`, `ffff88810a3c0800`, 1), "not 0x-prefixed hex"},
 		{"skaddr as a number", strings.Replace(base, `"0xffff88810a3c0800"`, `1234`, 1), `key "skaddr" holds a JSON number, want a string`},

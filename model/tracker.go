@@ -1,6 +1,9 @@
 package model
 
-import "strconv"
+import (
+	"iter"
+	"strconv"
+)
 
 // DefaultMaxSockets is a sensible bound for NewTracker: the sockets a busy
 // server has between their first and last transition. About 50 bytes each.
@@ -36,13 +39,20 @@ const maxTrackerSockets = 1 << 30
 //     whether NoteLoss reported lost events since the socket's previous event
 //     (see SetNoLossReports).
 //   - unknown: first sight of a socket in the middle of its life (the tracer
-//     started after it was born, or it was evicted) with no Event.LastState;
-//     its continuity cannot be checked. Not an anomaly.
+//     started after it was born) with no Event.LastState, or the next event
+//     of a socket the tracker evicted, whatever its Event.LastState; its
+//     continuity cannot be checked. Not an anomaly.
 //   - ok: everything else.
 //
 // Memory is bounded by maxSockets: when a new socket needs an entry and all
-// are in use, the least recently seen socket is evicted (its next event, if
-// any, is then an unknown). Entries live in one slice, indexed by an
+// are in use, the least recently seen socket is evicted, and its next event,
+// if any, is an unknown. The kernel's memory (Event.LastState) does not
+// stand in for the tracker's there: it cannot vouch for the events lost
+// between the kernel and the tracker meanwhile, which is what the tracker's
+// own memory catches. Evicted addresses are remembered as bits of a hash (at
+// most 2 MiB, made at the first eviction): a socket first seen at an address
+// whose bit an evicted one set is unknown too, rarely, instead of checked
+// against its Event.LastState. Entries live in one slice, indexed by an
 // open-addressing hash table without tombstones and chained in an intrusive
 // LRU list; freed entries are reused, so Check allocates nothing in steady
 // state, whatever its verdict, except the Reason of a gap or of an illegal
@@ -62,10 +72,15 @@ type Tracker struct {
 	head, tail int32
 	free       int32 // free list through sockNode.next, -1 when empty
 	live       int
-	lost       uint64 // events NoteLoss reported, ever
-	sparse     bool   // SetSparse
-	noLoss     bool   // SetNoLossReports
-	stats      TrackerStats
+	// evicted marks, one bit per hash of an address, the sockets evicted
+	// to stay within max and not seen since (made at the first eviction;
+	// evictedShift is its Fibonacci shift).
+	evicted      []uint64
+	evictedShift uint8
+	lost         uint64 // events NoteLoss reported, ever
+	sparse       bool   // SetSparse
+	noLoss       bool   // SetNoLossReports
+	stats        TrackerStats
 }
 
 type sockNode struct {
@@ -77,6 +92,7 @@ type sockNode struct {
 	// ts is the previous event's TsNs.
 	ts         uint64
 	prev, next int32
+	netns      uint32 // Event.Netns: where a snapshot would find it
 	state      State
 	seqKnown   bool
 }
@@ -90,30 +106,36 @@ type slot struct {
 // to Events.
 type TrackerStats struct {
 	// MaxSockets is the bound on tracked sockets; LiveSockets are tracked now.
-	MaxSockets, LiveSockets int
+	MaxSockets  int `json:"max_sockets"`
+	LiveSockets int `json:"live_sockets"`
 	// Sockets counts incarnations: births plus sockets first seen mid-life.
-	Sockets uint64
+	Sockets uint64 `json:"sockets"`
 	// Closed counts incarnations that ended at ->CLOSE while tracked.
-	Closed uint64
+	Closed uint64 `json:"closed"`
 	// Evicted counts sockets dropped to stay within MaxSockets.
-	Evicted uint64
+	Evicted uint64 `json:"evicted"`
 	// Reborn counts births on a tracked address: a ->CLOSE was missed.
-	Reborn uint64
+	Reborn uint64 `json:"reborn"`
 	// Events counts checked events; OK, Illegal, Gap and Unknown split them by verdict.
-	Events, OK, Illegal, Gap, Unknown uint64
+	Events  uint64 `json:"events"`
+	OK      uint64 `json:"ok"`
+	Illegal uint64 `json:"illegal"`
+	Gap     uint64 `json:"gap"`
+	Unknown uint64 `json:"unknown"`
 	// GapAfterLoss counts gap verdicts after NoteLoss reported lost events
 	// since the socket's previous event; Gap-GapAfterLoss had no loss
 	// reported (the kernel skipped the program silently, or a tracer bug).
-	GapAfterLoss uint64
+	GapAfterLoss uint64 `json:"gap_after_loss"`
 	// IllegalGap counts illegal verdicts whose event also broke continuity.
-	IllegalGap uint64
+	IllegalGap uint64 `json:"illegal_gap"`
 	// Missing counts the transitions the gaps prove missing (the fewest
 	// the model needs to go from a socket's last state to the old state of
 	// its next event); MissingUncounted those of gaps between two events
 	// with no loss counted in between: transitions lost without any count.
-	Missing, MissingUncounted uint64
+	Missing          uint64 `json:"missing"`
+	MissingUncounted uint64 `json:"missing_uncounted"`
 	// Lost is the total NoteLoss reported.
-	Lost uint64
+	Lost uint64 `json:"lost"`
 }
 
 // Gaps counts every continuity break: gap verdicts and illegal verdicts that
@@ -178,8 +200,8 @@ func (t *Tracker) Stats() TrackerStats {
 //
 // Not sparse (the default): continuity is checked against the tracker's own
 // memory, which catches events lost between the kernel and user space too;
-// Event.LastState is used only for a socket the tracker does not know (first
-// seen, or evicted here but not in the kernel), instead of an unknown verdict.
+// Event.LastState is used only for a socket the tracker first sees, instead
+// of an unknown verdict; never for one it evicted (see Tracker).
 func (t *Tracker) SetSparse(sparse bool) { t.sparse = sparse }
 
 // SetNoLossReports tells the tracker that nobody will call NoteLoss: the
@@ -230,6 +252,11 @@ func (t *Tracker) Check(e *Event) Verdict {
 		}
 	} else {
 		last, byKernel = e.LastState, true
+		if t.evicted != nil && t.unmarkEvicted(e.Skaddr) {
+			// Evicted here: what the kernel remembers skips whatever the
+			// capture lost since the tracker let go of it.
+			last, byKernel = 0, false
+		}
 		if e.LossKnown && last != 0 {
 			lost, lostKnown = e.LossSeq-e.PrevLossSeq, true
 		}
@@ -352,7 +379,7 @@ func (t *Tracker) insert(key uint64, st State, e *Event) {
 		t.nodes = append(t.nodes, sockNode{})
 		i = int32(len(t.nodes) - 1)
 	}
-	t.nodes[i] = sockNode{skaddr: key, lostAt: t.lost, lossSeq: e.LossSeq, seqKnown: e.LossKnown, ts: e.TsNs, state: st, prev: -1, next: t.head}
+	t.nodes[i] = sockNode{skaddr: key, lostAt: t.lost, lossSeq: e.LossSeq, seqKnown: e.LossKnown, ts: e.TsNs, netns: e.Netns, state: st, prev: -1, next: t.head}
 	if t.head >= 0 {
 		t.nodes[t.head].prev = i
 	} else {
@@ -390,8 +417,42 @@ func (t *Tracker) grow() {
 
 func (t *Tracker) evict() {
 	i := t.tail
+	t.markEvicted(t.nodes[i].skaddr)
 	t.remove(t.nodes[i].skaddr, i)
 	t.stats.Evicted++
+}
+
+// Bounds of the evicted marks, in bits: 8 per socket the tracker may
+// follow, from 4 Ki to 16 Mi (2 MiB).
+const (
+	minEvictedBits = 1 << 12
+	maxEvictedBits = 1 << 24
+)
+
+func (t *Tracker) markEvicted(key uint64) {
+	if t.evicted == nil {
+		bits := minEvictedBits
+		for bits < 8*t.max && bits < maxEvictedBits {
+			bits *= 2
+		}
+		t.evicted = make([]uint64, bits/64)
+		t.evictedShift = 64
+		for b := bits; b > 1; b >>= 1 {
+			t.evictedShift--
+		}
+	}
+	h := (key * 0x9E3779B97F4A7C15) >> t.evictedShift
+	t.evicted[h/64] |= 1 << (h % 64)
+}
+
+// unmarkEvicted reports whether key's bit was set, and clears it: the
+// socket is seen again (or a new one is born there).
+func (t *Tracker) unmarkEvicted(key uint64) bool {
+	h := (key * 0x9E3779B97F4A7C15) >> t.evictedShift
+	w, bit := &t.evicted[h/64], uint64(1)<<(h%64)
+	was := *w&bit != 0
+	*w &^= bit
+	return was
 }
 
 // remove drops node i (whose key is key) from the index and the LRU list and
@@ -472,18 +533,53 @@ type OutOfStep struct {
 	Missing uint64 `json:"missing"`
 }
 
+// TrackedSocket is what the tracker believes of one socket: the new state
+// of its last event, when that event happened and the loss sequence it
+// carried.
+type TrackedSocket struct {
+	Skaddr    uint64
+	State     State
+	TsNs      uint64
+	LossSeq   uint64
+	LossKnown bool
+	Netns     uint32 // its network namespace (0: not recorded)
+}
+
+func (n *sockNode) tracked() TrackedSocket {
+	return TrackedSocket{Skaddr: n.skaddr, State: n.state, TsNs: n.ts, LossSeq: n.lossSeq, LossKnown: n.seqKnown, Netns: n.netns}
+}
+
+// Sockets yields every socket the tracker believes alive, the most
+// recently seen first. The tracker must not be changed meanwhile.
+func (t *Tracker) Sockets() iter.Seq[TrackedSocket] {
+	return func(yield func(TrackedSocket) bool) {
+		for i := t.head; i >= 0; i = t.nodes[i].next {
+			if !yield(t.nodes[i].tracked()) {
+				return
+			}
+		}
+	}
+}
+
+// Lookup returns what the tracker believes of the socket at skaddr.
+func (t *Tracker) Lookup(skaddr uint64) (TrackedSocket, bool) {
+	if i := t.lookup(skaddr); i >= 0 {
+		return t.nodes[i].tracked(), true
+	}
+	return TrackedSocket{}, false
+}
+
 // Gone reports the sockets the tracker believes alive, last seen before
 // the kernel time before, that a snapshot taken at that time no longer
 // found (exists says whether a socket address is in it): their ->CLOSE,
 // at least, was never delivered.
 func (t *Tracker) Gone(before uint64, exists func(skaddr uint64) bool) []OutOfStep {
 	var out []OutOfStep
-	for i := t.head; i >= 0; i = t.nodes[i].next {
-		n := &t.nodes[i]
-		if n.ts >= before || exists(n.skaddr) {
+	for s := range t.Sockets() {
+		if s.TsNs >= before || exists(s.Skaddr) {
 			continue
 		}
-		out = append(out, OutOfStep{Skaddr: n.skaddr, Believed: n.state, Actual: Close, Missing: t.m.Missing(n.state, Close)})
+		out = append(out, OutOfStep{Skaddr: s.Skaddr, Believed: s.State, Actual: Close, Missing: t.m.Missing(s.State, Close)})
 	}
 	return out
 }

@@ -599,3 +599,51 @@ func TestTrackerLossSequence(t *testing.T) {
 		}
 	})
 }
+
+// TestTrackerEvictedSocketIsUnknown: a socket the tracker evicted is
+// unknown at its next transition, as check's --max-sockets help says, even
+// when its record carries the kernel's last state (before: the tracker
+// checked it against last_state, so check --max-sockets 4 over 30 sockets
+// said "evicted 22, unknown 0"); a socket first seen mid-life with a last
+// state is still checked against it, and a birth at an evicted address
+// starts afresh.
+func TestTrackerEvictedSocketIsUnknown(t *testing.T) {
+	tr := NewTracker(mustModel(t, "linux"), 4)
+	const n = 30
+	sk := func(i int) uint64 { return 0xffff888100000000 + uint64(i)*0x800 }
+	for i := range n {
+		e := Event{Skaddr: sk(i), Old: Close, New: SynSent}
+		tr.Check(&e)
+	}
+	// Each socket's next transition carries the kernel's last state.
+	unknown := 0
+	for i := range n {
+		e := Event{Skaddr: sk(i), Old: SynSent, New: Established, LastState: SynSent}
+		if v := tr.Check(&e); v.Kind == VerdictUnknown {
+			unknown++
+		} else if v.Kind != VerdictOK {
+			t.Errorf("socket %d: %v %s", i, v.Kind, v.Reason)
+		}
+	}
+	st := tr.Stats()
+	// The first 26 births were evicted by the last 4; then each socket
+	// seen again evicts one of the others, which is seen again later.
+	if st.Evicted < n-4 || uint64(unknown) != st.Unknown || st.Unknown < n-4 {
+		t.Errorf("evicted %d, unknown %d (counted %d): want every evicted socket unknown at its next transition", st.Evicted, unknown, st.Unknown)
+	}
+
+	// A socket never evicted, first seen mid-life: checked against the
+	// kernel's last state.
+	fresh := Event{Skaddr: 0xffff8882_00000000, Old: Established, New: FinWait1, LastState: CloseWait}
+	if v := tr.Check(&fresh); v.Kind != VerdictGap {
+		t.Errorf("first sight with last_state CLOSE_WAIT, old ESTABLISHED: %v, want a gap", v.Kind)
+	}
+	// A birth at an evicted address is a new socket: ok.
+	tr2 := NewTracker(mustModel(t, "linux"), 1)
+	for _, e := range []Event{{Skaddr: 1, Old: Close, New: SynSent}, {Skaddr: 2, Old: Close, New: SynSent}} {
+		tr2.Check(&e)
+	}
+	if v := tr2.Check(&Event{Skaddr: 1, Old: Close, New: Listen, LastState: Close}); v.Kind != VerdictOK {
+		t.Errorf("birth at an evicted address: %v %s, want ok", v.Kind, v.Reason)
+	}
+}

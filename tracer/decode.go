@@ -10,6 +10,7 @@ import (
 	"unsafe"
 
 	"github.com/cilium/ebpf/btf"
+	"golang.org/x/sys/unix"
 
 	"github.com/tcpstate/tcpstate/model"
 )
@@ -50,18 +51,50 @@ const (
 	offCPUComm    = unsafe.Offsetof(tcpstateEvent{}.CpuComm)
 )
 
-// Clock turns the kernel's CLOCK_MONOTONIC timestamps (bpf_ktime_get_ns) into
-// wall-clock time, with the offset between the two clocks taken once.
+// Clock turns the kernel's CLOCK_MONOTONIC timestamps (bpf_ktime_get_ns)
+// into wall-clock time, with one offset between the two clocks. The read
+// loop takes a new one from its ClockSource at every poll, so wall-clock
+// times follow a step of CLOCK_REALTIME (NTP, date -s) within a poll
+// interval.
 type Clock struct{ offset int64 }
 
-// NewClock measures the offset between CLOCK_REALTIME and CLOCK_MONOTONIC now.
-func NewClock() Clock {
-	mono := monotonicNow()
-	return Clock{offset: time.Now().UnixNano() - mono}
+// ClockSource reads the two clocks a Clock relates, in nanoseconds:
+// CLOCK_REALTIME and the host's CLOCK_MONOTONIC, the clock of
+// bpf_ktime_get_ns. A Clock is a source too: a fixed one.
+type ClockSource interface {
+	Read() (realtime, monotonic int64)
 }
+
+// SystemClock is the running system's clocks. Its monotonic clock is the
+// host's, also when tcpstate runs in a time namespace (unshare -T), whose
+// CLOCK_MONOTONIC is shifted by the namespace's offset while
+// bpf_ktime_get_ns is not.
+func SystemClock() ClockSource { return systemClock{} }
+
+type systemClock struct{}
+
+func (systemClock) Read() (realtime, monotonic int64) {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_REALTIME, &ts)
+	return ts.Nano(), monotonicNow()
+}
+
+// ClockFrom measures the offset between the source's two clocks now.
+func ClockFrom(src ClockSource) Clock {
+	rt, mono := src.Read()
+	return Clock{offset: rt - mono}
+}
+
+// NewClock measures the offset between CLOCK_REALTIME and the host's
+// CLOCK_MONOTONIC now.
+func NewClock() Clock { return ClockFrom(systemClock{}) }
 
 // ClockWithOffset is for tests and replays: wall = monotonic + offset.
 func ClockWithOffset(offset int64) Clock { return Clock{offset: offset} }
+
+// Read makes a Clock a ClockSource that never moves: realtime is the
+// offset when monotonic is 0.
+func (c Clock) Read() (realtime, monotonic int64) { return c.offset, 0 }
 
 // Wall returns the wall-clock time of a kernel timestamp.
 func (c Clock) Wall(tsNs uint64) time.Time { return time.Unix(0, int64(tsNs)+c.offset) }

@@ -28,7 +28,6 @@ type Tracer struct {
 	names []string // each of progs' name in the BPF object
 	links []link.Link
 	ring  *ring
-	clock Clock
 
 	setState, rescue, dump, replay *ebpf.Program
 	snapTCP, snapFiles             *ebpf.Program
@@ -171,7 +170,6 @@ func (t *Tracer) Attach() error {
 	if t.ring, err = newRing(t.maps.Events); err != nil {
 		return fmt.Errorf("opening the ring buffer: %w", err)
 	}
-	t.clock = NewClock()
 	if err := t.attachSetState(); err != nil {
 		return err
 	}

@@ -112,6 +112,11 @@ type Options struct {
 	Totals     bool
 	LabelPorts []uint16
 
+	// Clock is where wall-clock times come from (default SystemClock):
+	// the read loop takes the offset between its two clocks again at
+	// every poll. Tests inject one that steps.
+	Clock ClockSource
+
 	// Warn receives non-fatal problems (for example: no tracefs, so accepted
 	// sockets keep their listener's owner). Nil discards them.
 	Warn func(string)
@@ -128,6 +133,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.PollInterval == 0 {
 		o.PollInterval = DefaultPollInterval
+	}
+	if o.Clock == nil {
+		o.Clock = SystemClock()
 	}
 	if o.Warn == nil {
 		o.Warn = func(string) {}

@@ -253,3 +253,66 @@ func TestRingDrain(t *testing.T) {
 		t.Fatalf("Drain read %d records (%v) after the commit, want the committed one", n, err)
 	}
 }
+
+// steppingClock is a ClockSource whose realtime clock is stepped by step
+// after its first reading, as NTP or date -s steps the host's clock while
+// tcpstate runs; its monotonic clock stands still.
+type steppingClock struct {
+	base, step int64
+	reads      int
+}
+
+func (c *steppingClock) Read() (realtime, monotonic int64) {
+	c.reads++
+	if c.reads > 1 {
+		return c.base + c.step, 0
+	}
+	return c.base, 0
+}
+
+// TestReadLoopFollowsAClockStep: the loop takes the offset between the
+// clocks again before every drain, so the wall-clock time of events read
+// after a step of the realtime clock follows the step (before, the offset
+// was taken once at Attach: every time after the step was off by it).
+func TestReadLoopFollowsAClockStep(t *testing.T) {
+	base := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC).UnixNano()
+	src := &steppingClock{base: base, step: int64(time.Hour)}
+	r := &fakeRing{batches: [][][]byte{
+		{sample(1, model.Close, model.SynSent)},
+		{sample(1, model.SynSent, model.Established)},
+	}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	h := &recordingHandler{cancel: cancel, cancelAt: 2}
+	if err := readLoop(ctx, r, src, time.Millisecond, h); err != nil {
+		t.Fatal(err)
+	}
+	if len(h.events) != 2 {
+		t.Fatalf("%d events, want 2", len(h.events))
+	}
+	// Both samples have the kernel time 1000 ns.
+	want0, want1 := time.Unix(0, base+1000), time.Unix(0, base+int64(time.Hour)+1000)
+	if !h.events[0].Time.Equal(want0) || !h.events[1].Time.Equal(want1) {
+		t.Errorf("times %v and %v, want %v before the step and %v after it", h.events[0].Time, h.events[1].Time, want0, want1)
+	}
+}
+
+func TestParseTimensOffsets(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want int64
+		ok   bool
+	}{
+		{"monotonic           0         0\nboottime            0         0\n", 0, true},
+		{"monotonic       86400         0\nboottime            0         0\n", 86400e9, true},
+		{"boottime 5 0\nmonotonic -3600 500\n", -3600e9 + 500, true},
+		{"1 7 3\n7 0 0\n", 7e9 + 3, true}, // clocks by number
+		{"", 0, false},
+		{"monotonic x 0\n", 0, false},
+	} {
+		got, ok := parseTimensOffsets([]byte(c.in))
+		if got != c.want || ok != c.ok {
+			t.Errorf("parseTimensOffsets(%q) = %d %v, want %d %v", c.in, got, ok, c.want, c.ok)
+		}
+	}
+}

@@ -39,18 +39,21 @@ type drainer interface {
 // Run reads events until ctx is done or the handler returns an error. A
 // handler error ErrStop ends Run without error.
 func (t *Tracer) Run(ctx context.Context, h Handler) error {
-	return readLoop(ctx, t.ring, t.clock, t.opts.PollInterval, h)
+	return readLoop(ctx, t.ring, t.opts.Clock, t.opts.PollInterval, h)
 }
 
 // Drain reads what is left in the ring buffer (after Detach).
-func (t *Tracer) Drain(h Handler) error { return drain(t.ring, t.clock, h) }
+func (t *Tracer) Drain(h Handler) error { return drain(t.ring, ClockFrom(t.opts.Clock), h) }
 
 // readLoop is Run apart from the kernel. The BPF program does not wake the
 // reader, so the loop drains the ring, flushes the handler, and sleeps one
 // poll interval, unless the ring was more than a quarter full, when it
-// reads again at once.
-func readLoop(ctx context.Context, r drainer, clock Clock, poll time.Duration, h Handler) error {
+// reads again at once. Before each drain it takes the offset between the
+// clocks again (two clock_gettime calls), so that wall-clock times follow
+// a step of the realtime clock.
+func readLoop(ctx context.Context, r drainer, src ClockSource, poll time.Duration, h Handler) error {
 	var ev model.Event
+	var clock Clock
 	deliver := func(sample []byte) error {
 		if err := Decode(sample, clock, &ev); err != nil {
 			return err
@@ -60,6 +63,7 @@ func readLoop(ctx context.Context, r drainer, clock Clock, poll time.Duration, h
 	timer := time.NewTimer(poll)
 	defer timer.Stop()
 	for {
+		clock = ClockFrom(src)
 		if _, err := r.Drain(deliver); err != nil {
 			return stopOK(err)
 		}

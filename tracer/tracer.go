@@ -7,7 +7,11 @@ package tracer
 import (
 	"errors"
 	"fmt"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -95,15 +99,28 @@ type Counters struct {
 	GapsAfterLoss uint64 `json:"gaps_after_loss"`
 	GapMissing    uint64 `json:"gap_missing"`
 
-	// LossSeq is the kernel's loss sequence: events counted lost by the
-	// programs themselves (every cause but recursion misses).
+	// LossSeq is the kernel's loss sequence: every event counted lost, the
+	// recursion misses included where Tracer.ExactLoss says so (without
+	// them otherwise). Every event carries the value it saw.
 	LossSeq uint64 `json:"loss_seq"`
 }
 
 // Lost sums the events lost by every cause.
 func (c Counters) Lost() uint64 {
-	return c.RingbufFull + c.RecursionMisses + c.HeldOverflow + c.HeldNoSpace + c.UndecidedClosed
+	return c.LostFiltered() + c.LostHostWide()
 }
+
+// LostFiltered sums the losses of events that had passed the filters: the
+// ring buffer was full, or held-back events could not be kept. They belong
+// to the sockets a filtered run is about.
+func (c Counters) LostFiltered() uint64 {
+	return c.RingbufFull + c.HeldOverflow + c.HeldNoSpace + c.UndecidedClosed
+}
+
+// LostHostWide is the loss the kernel cannot attribute: recursion misses
+// (the program did not run, so no filter looked at the transition). It is
+// the whole host's, whatever the filters.
+func (c Counters) LostHostWide() uint64 { return c.RecursionMisses }
 
 // Counters reads the kernel's counters: a few system calls.
 func (t *Tracer) Counters() (Counters, error) {
@@ -204,8 +221,43 @@ func sumAll(vals []uint64) uint64 {
 	return n
 }
 
+// monotonicNow is the host's CLOCK_MONOTONIC, the clock of
+// bpf_ktime_get_ns and of every kernel timestamp tcpstate reads: this
+// process's CLOCK_MONOTONIC less its time namespace's offset.
 func monotonicNow() int64 {
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return ts.Nano()
+	return ts.Nano() - timensOffset()
+}
+
+// timensOffset is the monotonic offset of this process's time namespace
+// (/proc/self/timens_offsets, Linux 5.6; 0 outside one, or without
+// CONFIG_TIME_NS). A process cannot change it once it runs in the
+// namespace, so it is read once.
+var timensOffset = sync.OnceValue(func() int64 {
+	b, err := os.ReadFile("/proc/self/timens_offsets")
+	if err != nil {
+		return 0
+	}
+	off, _ := parseTimensOffsets(b)
+	return off
+})
+
+// parseTimensOffsets reads the monotonic line of /proc/PID/timens_offsets:
+// "monotonic <seconds> <nanoseconds>" (the clock is named by its number,
+// 1, on kernels that print no names).
+func parseTimensOffsets(b []byte) (int64, bool) {
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 || (f[0] != "monotonic" && f[0] != "1") {
+			continue
+		}
+		sec, err1 := strconv.ParseInt(f[1], 10, 64)
+		nsec, err2 := strconv.ParseInt(f[2], 10, 64)
+		if err1 != nil || err2 != nil {
+			return 0, false
+		}
+		return sec*1e9 + nsec, true
+	}
+	return 0, false
 }

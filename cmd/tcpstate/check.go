@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/olekukonko/tablewriter"
 	"github.com/olekukonko/tablewriter/renderer"
@@ -62,7 +63,8 @@ Verdicts:
            socket is born at an address whose previous socket never reported
            -> CLOSE: events are missing (lost by the kernel or the capture)
   unknown  first sight of a socket in the middle of its life (born before the
-           capture started); not an anomaly
+           capture started), or its next transition after --max-sockets
+           evicted it (even if its record has last_state); not an anomaly
 A transition that is illegal and a gap at once is reported as illegal, with
 the gap in its reason, and counts for --fail-on gap too. A socket is one
 incarnation of a kernel address: it starts at CLOSE->SYN_SENT, CLOSE->LISTEN
@@ -81,11 +83,11 @@ are skipped silently.
 
 Exit status: 0 the input was checked; 3 --fail-on saw an anomaly it names
 (this wins over bad input); 2 bad flags, an input file that cannot be
-opened, or lines that are not records (reported after the summary); 1 a read
-error.`,
+opened, lines that are not records (reported after the summary), or, with
+--fail-on, input that holds no record at all; 1 a read error.`,
 		Example: `  tcpstate check transitions.jsonl
   tcpstate check --model rfc793 --all transitions.jsonl
-  sudo tcpstate trace -o json --duration 60s | tcpstate check --fail-on illegal,gap -
+  set -o pipefail; sudo tcpstate trace -o json --duration 60s | tcpstate check --fail-on illegal,gap -
   tcpstate check -o json --model rfc793 in.jsonl > rechecked.jsonl`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) > 1 {
@@ -119,6 +121,9 @@ type checkRun struct {
 	blank   uint64
 	bad     uint64
 	illegal [model.NumStates][model.NumStates]uint64
+	// outClosed: standard output's reader closed it; nothing more is
+	// printed.
+	outClosed bool
 }
 
 func runCheck(o *checkCmdOptions, path string, stdin io.Reader, stdout, stderr io.Writer) error {
@@ -140,6 +145,10 @@ func runCheck(o *checkCmdOptions, path string, stdin io.Reader, stdout, stderr i
 	}
 
 	in, name := stdin, "standard input"
+	// Reading a pipe or a terminal, each anomaly is written out as soon
+	// as its line is read (trace -o json | check -): the input may never
+	// end. A regular file is read to its end quickly: buffered.
+	live := !isRegularFile(stdin)
 	if path != "-" {
 		f, err := openInput(path)
 		if err != nil {
@@ -149,6 +158,7 @@ func runCheck(o *checkCmdOptions, path string, stdin io.Reader, stdout, stderr i
 		// The name is printed in messages and the summary: escaped, as a
 		// file name is whatever its maker chose (a glob may pick it).
 		in, name = f, termsafe.String(path)
+		live = !isRegularFile(f)
 	}
 
 	c := &checkRun{name: name, tr: model.NewTracker(m, o.maxSockets)}
@@ -156,9 +166,9 @@ func runCheck(o *checkCmdOptions, path string, stdin io.Reader, stdout, stderr i
 	// nothing was lost.
 	c.tr.SetNoLossReports(true)
 	out := bufio.NewWriterSize(stdout, 64<<10)
-	readErr := c.run(in, out, stderr, p, o.all)
-	if err := out.Flush(); err != nil {
-		return fmt.Errorf("writing output: %w", err)
+	readErr := c.run(in, out, stderr, p, o.all, live)
+	if err := c.outErr(out.Flush()); err != nil {
+		return err
 	}
 	if readErr != nil {
 		return readErr
@@ -168,10 +178,20 @@ func runCheck(o *checkCmdOptions, path string, stdin io.Reader, stdout, stderr i
 	if o.output == outJSON {
 		summary = stderr
 	}
-	if err := c.writeSummary(summary, m, o.maxSockets); err != nil {
-		return fmt.Errorf("writing summary: %w", err)
+	if !c.outClosed || summary != stdout {
+		if err := c.writeSummary(summary, m, o.maxSockets); err != nil && !errors.Is(err, syscall.EPIPE) {
+			return fmt.Errorf("writing summary: %w", err)
+		}
+	}
+	if c.outClosed {
+		fmt.Fprintf(stderr, "tcpstate: standard output was closed by its reader; %s checked to its end\n", name)
 	}
 	if c.records == 0 && c.bad == 0 {
+		// A guard (trace | check --fail-on) must not pass on nothing: a
+		// tracer that failed to start leaves an empty pipe.
+		if failOn.any() {
+			return usagef("%s holds no records: --fail-on checked nothing (did the command that wrote it fail? use set -o pipefail)", name)
+		}
 		fmt.Fprintf(stderr, "tcpstate: warning: %s holds no records\n", name)
 	}
 
@@ -215,8 +235,20 @@ func (c *checkRun) badSummary() string {
 	return fmt.Sprintf("%s: %d of %d %s (reported above)", c.name, c.bad, c.lines, what)
 }
 
-// run reads and checks every line, printing the events it should print.
-func (c *checkRun) run(in io.Reader, out *bufio.Writer, stderr io.Writer, p printer, all bool) error {
+// isRegularFile reports whether r is a regular file (not a pipe, a
+// terminal, a socket, or a reader that is no file at all).
+func isRegularFile(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode().IsRegular()
+}
+
+// run reads and checks every line, printing the events it should print;
+// live: each as soon as it is found.
+func (c *checkRun) run(in io.Reader, out *bufio.Writer, stderr io.Writer, p printer, all, live bool) error {
 	lr := lineReader{r: bufio.NewReaderSize(in, 64<<10)}
 	buf := make([]byte, 0, 1024)
 	for {
@@ -252,11 +284,31 @@ func (c *checkRun) run(in io.Reader, out *bufio.Writer, stderr io.Writer, p prin
 		if !all && !v.Kind.Anomaly() {
 			continue
 		}
+		if c.outClosed {
+			continue // checking goes on: the exit status is the input's
+		}
 		buf = p.appendEvent(buf[:0], &e, &v)
-		if _, err := out.Write(buf); err != nil {
-			return fmt.Errorf("writing output: %w", err)
+		_, err = out.Write(buf)
+		if err == nil && live {
+			err = out.Flush()
+		}
+		if err := c.outErr(err); err != nil {
+			return err
 		}
 	}
+}
+
+// outErr judges a write error: EPIPE, the reader closed standard output
+// (| head), is the end of the output, not of the check.
+func (c *checkRun) outErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, syscall.EPIPE):
+		c.outClosed = true
+		return nil
+	}
+	return fmt.Errorf("writing output: %w", err)
 }
 
 func (c *checkRun) badLine(stderr io.Writer, n uint64, err error) {
@@ -295,7 +347,7 @@ func (c *checkRun) writeSummary(w io.Writer, m *model.Model, maxSockets int) err
 
 	section("transitions",
 		[2]string{"ok", n(st.OK)},
-		[2]string{"unknown (socket first seen mid-life)", n(st.Unknown)},
+		[2]string{"unknown (socket first seen mid-life, or evicted)", n(st.Unknown)},
 		[2]string{"illegal (not in model " + m.Name() + ")", n(st.Illegal)},
 		[2]string{"gap (events missing)", n(st.Gap)},
 		[2]string{"total", n(st.Events)},

@@ -302,7 +302,7 @@ func TestCheckAllAndJSON(t *testing.T) {
 	if strings.Count(r.stdout, "SKADDR") != 1 || strings.Count(r.stdout, "0xffff88810a3c0800") != 5 {
 		t.Errorf("--all -o wide:\n%s", r.stdout)
 	}
-	if got := summaryRow(t, r.stdout, "unknown (socket first seen mid-life)"); got != "1" {
+	if got := summaryRow(t, r.stdout, "unknown (socket first seen mid-life, or evicted)"); got != "1" {
 		t.Errorf("unknown %s, want 1", got)
 	}
 
@@ -486,4 +486,47 @@ func TestCheckBadLinesAreTerminalSafe(t *testing.T) {
 		t.Errorf("%d lines reported, want 11:\n%s", n, r.stderr)
 	}
 	assertTerminalSafe(t, "stderr", r.stderr)
+}
+
+// TestCheckEvictedSocketsAreUnknown: as --max-sockets' help says, a socket
+// check evicted is unknown at its next transition, though the record
+// carries the kernel's last_state (before: 22 evicted, 0 unknown).
+func TestCheckEvictedSocketsAreUnknown(t *testing.T) {
+	var b strings.Builder
+	const n = 26
+	for i := range n {
+		b.WriteString(rec(0xffff888100000000+uint64(i)*0x800, model.Close, model.SynSent))
+	}
+	for i := range n {
+		line := rec(0xffff888100000000+uint64(i)*0x800, model.SynSent, model.Established)
+		b.WriteString(strings.Replace(line, `"old_state_ns"`, `"last_state":"SYN_SENT","old_state_ns"`, 1))
+	}
+	r := runCLI(t, "", "check", "--max-sockets", "4", writeTemp(t, b.String()))
+	if r.code != exitOK {
+		t.Fatalf("exit %d (%v): %s", r.code, r.err, r.stderr)
+	}
+	// Every socket was evicted before its second transition (the first
+	// 22 by the last births, the others by the sockets seen again before
+	// them): all 26 second transitions are unknown.
+	evicted, unknown := summaryRow(t, r.stdout, "evicted (--max-sockets 4)"), summaryRow(t, r.stdout, "unknown (socket first seen mid-life, or evicted)")
+	if evicted == "0" || unknown != "26" {
+		t.Errorf("evicted %s, unknown %s: want every evicted socket's next transition (26) unknown\n%s", evicted, unknown, r.stdout)
+	}
+}
+
+// TestCheckFailOnNoRecords: --fail-on guards a run (trace ... | check
+// --fail-on gap -); input that holds no records checked nothing, and must
+// not pass the guard (before: a tracer that failed to start gave check an
+// empty pipe, and exit status 0).
+func TestCheckFailOnNoRecords(t *testing.T) {
+	for _, in := range []string{"", "\n\n"} {
+		r := runCLI(t, in, "check", "--fail-on", "gap", "-")
+		if r.code != exitUsage || r.err == nil || !strings.Contains(r.err.Error(), "standard input holds no records: --fail-on checked nothing") {
+			t.Errorf("--fail-on over %q: exit %d, error %v; want %d and why", in, r.code, r.err, exitUsage)
+		}
+	}
+	// Without --fail-on, a warning, as before.
+	if r := runCLI(t, "", "check", "-"); r.code != exitOK {
+		t.Errorf("no --fail-on, empty input: exit %d, want 0", r.code)
+	}
 }

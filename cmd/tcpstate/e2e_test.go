@@ -101,16 +101,24 @@ type traceProc struct {
 // startTrace runs `tcpstate trace args...` and waits until it is attached.
 func startTrace(t *testing.T, bin string, args ...string) *traceProc {
 	t.Helper()
-	return startAttached(t, bin, attachedLine, append([]string{"trace"}, args...)...)
+	return startTcpstate(t, attachedLine, nil, append([]string{bin, "trace"}, args...)...)
 }
 
-// startAttached runs `tcpstate args...` and waits until it prints the line
-// attached on stderr.
-func startAttached(t *testing.T, bin, attachedLine string, args ...string) *traceProc {
+// statsAttachedLine is what stats prints on stderr once it is attached.
+const statsAttachedLine = "tcpstate: counting TCP state transitions in the kernel; Ctrl-C to stop"
+
+// startTcpstate runs argv (tcpstate, or a command that runs it) and waits
+// until its stderr has the line ready. stdout is where its standard output
+// goes (nil: p.stdout).
+func startTcpstate(t *testing.T, ready string, stdout *os.File, argv ...string) *traceProc {
 	t.Helper()
 	p := &traceProc{t: t, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(bin, args...)
+	p.cmd = exec.Command(argv[0], argv[1:]...)
+	args := argv[1:]
 	p.cmd.Stdout = p.stdout
+	if stdout != nil {
+		p.cmd.Stdout = stdout
+	}
 	errPipe, err := p.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -127,7 +135,7 @@ func startAttached(t *testing.T, bin, attachedLine string, args ...string) *trac
 		for {
 			line, err := r.ReadString('\n')
 			p.stderr.Write([]byte(line))
-			if strings.TrimSuffix(line, "\n") == attachedLine {
+			if strings.TrimSuffix(line, "\n") == ready {
 				once.Do(func() { close(attached) })
 			}
 			if err != nil {
@@ -151,9 +159,9 @@ func startAttached(t *testing.T, bin, attachedLine string, args ...string) *trac
 	select {
 	case <-attached:
 	case <-p.done:
-		t.Fatalf("tcpstate %v exited before attaching: %v\nstderr:\n%s", args, p.err, p.stderr)
+		t.Fatalf("%v exited before attaching: %v\nstderr:\n%s", args, p.err, p.stderr)
 	case <-time.After(20 * time.Second):
-		t.Fatalf("tcpstate %v did not attach within 20s\nstderr:\n%s", args, p.stderr)
+		t.Fatalf("%v did not attach within 20s\nstderr:\n%s", args, p.stderr)
 	}
 	return p
 }
@@ -197,17 +205,18 @@ func (p *traceProc) records() []model.Event {
 	return evs
 }
 
-// summaryEvents reads "events: N (M printed)" from the stderr summary.
+// summaryEvents reads "delivered: N events (M printed)" from the stderr
+// summary.
 func summaryEvents(t *testing.T, stderr string) (events, printed int) {
 	t.Helper()
 	for _, line := range strings.Split(stderr, "\n") {
-		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "events:"); ok {
-			if _, err := fmt.Sscanf(strings.TrimSpace(rest), "%d (%d printed)", &events, &printed); err == nil {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "delivered:"); ok {
+			if _, err := fmt.Sscanf(strings.TrimSpace(rest), "%d events (%d printed)", &events, &printed); err == nil {
 				return events, printed
 			}
 		}
 	}
-	t.Fatalf("no \"events: N (M printed)\" line in the summary:\n%s", stderr)
+	t.Fatalf("no \"delivered: N events (M printed)\" line in the summary:\n%s", stderr)
 	return 0, 0
 }
 

@@ -64,10 +64,10 @@ func newBenchHandler(mode string, w io.Writer) *traceHandler {
 	}
 	m, _ := model.ModelByName("linux")
 	h := &traceHandler{
-		out: w, p: p, buf: make([]byte, 0, 64<<10),
+		out: newAsyncOut(w, 64<<10, nil), p: p, buf: outBuf{b: make([]byte, 0, 64<<10)},
 		tracker: model.NewTracker(m, 0),
 	}
-	h.buf = p.header(h.buf) // as runTrace does
+	h.buf.b = p.header(h.buf.b) // as runTrace does
 	return h
 }
 

@@ -70,7 +70,7 @@ func TestLife(t *testing.T) {
 	time.Sleep(20 * time.Millisecond)
 
 	port := strconv.Itoa(int(srv.Port()))
-	p := startAttached(t, bin, lifeAttached, "life", "-o", "json", "--port", port)
+	p := startTcpstate(t, lifeAttached, nil, bin, "life", "-o", "json", "--port", port)
 	began := time.Now()
 
 	// Data each way, then FINs: the client closes first.

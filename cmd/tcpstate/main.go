@@ -26,8 +26,26 @@ const (
 	exitAnomalies = 3 // --fail-on saw an anomaly it was told to fail on
 )
 
+// stopSignals are the signals that end a run cleanly: the summary on
+// stderr, --summary-json written, exit status 0 (or 3 for --fail-on).
+// SIGHUP is a dropped SSH session or a closed terminal; under nohup,
+// which starts tcpstate with SIGHUP ignored, it stays ignored (Notify
+// would otherwise catch it).
+func stopSignals() []os.Signal {
+	sigs := []os.Signal{os.Interrupt, syscall.SIGTERM}
+	if !signal.Ignored(syscall.SIGHUP) {
+		sigs = append(sigs, syscall.SIGHUP)
+	}
+	return sigs
+}
+
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// A write to a pipe whose reader is gone (| head) returns EPIPE
+	// instead of killing the process (Go's default for standard output
+	// and error), so that the run ends cleanly, with its summary:
+	// standard output's end is the end of the output.
+	signal.Ignore(syscall.SIGPIPE)
+	ctx, stop := signal.NotifyContext(context.Background(), stopSignals()...)
 	code := run(ctx, newRootCmd(), os.Stderr)
 	stop()
 	os.Exit(code)

@@ -14,8 +14,12 @@ func newRootCmd() *cobra.Command {
 sock:inet_sock_set_state tracepoint), names the process that owns each socket,
 and checks each transition against a TCP state model.
 
-Exit status: 0 success; 1 the run failed (privileges, kernel support, I/O);
-2 bad flags, arguments or input; 3 --fail-on saw an anomaly.`,
+Exit status: 0 success, also a run that SIGINT, SIGTERM or SIGHUP stopped,
+or whose standard output was closed by its reader (| head) or blocked when
+it had to end (the summary says how many lines were not written); 1 the run
+failed (privileges, kernel support, I/O, a write error other than a closed
+pipe); 2 bad flags, arguments or input; 3 --fail-on saw an anomaly (whatever
+stopped the run).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		// Cobra's own default, which SuggestionsFor does not apply.

@@ -226,8 +226,15 @@ func runServe(ctx context.Context, o *serveOptions, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	// Listen before loading: a busy port fails at once, and nothing was
-	// loaded for nothing.
+	// Check the summary file and listen before loading: a bad path or a
+	// busy port fails at once, and nothing was loaded for nothing.
+	var summaryOut *outFile
+	if o.summary != "" {
+		if summaryOut, err = openOutFile("--summary-json", o.summary); err != nil {
+			return err
+		}
+		defer summaryOut.Close()
+	}
 	ln, err := listen(o.listen)
 	if err != nil {
 		return err
@@ -276,7 +283,7 @@ func runServe(ctx context.Context, o *serveOptions, stderr io.Writer) error {
 	_ = srv.Shutdown(sctx)
 	cancel()
 	detachErr := t.Detach()
-	if o.summary != "" {
+	if summaryOut != nil {
 		c, err := t.Counters()
 		if err != nil {
 			return err
@@ -285,8 +292,11 @@ func runServe(ctx context.Context, o *serveOptions, stderr io.Writer) error {
 		if err := t.ReadTotals(&tt); err != nil {
 			return err
 		}
-		s := statsSummary{Transitions: c.Transitions, Counted: tt.Agg.Transitions(), Lost: c.Lost(), Kernel: c, Model: m.Name()}
-		if err := writeJSONFile(o.summary, s); err != nil {
+		s := statsSummary{Transitions: c.Transitions, Counted: tt.Agg.Transitions(), Lost: c.Lost(),
+			LostFiltered: c.LostFiltered(), LostHostWide: c.LostHostWide(), Kernel: c, Model: m.Name(),
+			// What no counter saw: the gaps' proof and the snapshots'.
+			Missing: c.GapMissing + col.missingFound()}
+		if err := summaryOut.WriteJSON(s); err != nil {
 			return err
 		}
 	}

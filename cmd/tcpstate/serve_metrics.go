@@ -322,6 +322,13 @@ func (c *serveCollector) collectSockets(ch chan<- prometheus.Metric, gauge, coun
 	counter(d.snapErrors, float64(c.snapErrors))
 }
 
+// missingFound is what the snapshots' reconciliation proved missing so far.
+func (c *serveCollector) missingFound() uint64 {
+	c.snapMu.Lock()
+	defer c.snapMu.Unlock()
+	return c.snapMissing
+}
+
 // refreshSnapshot takes a reconciling snapshot (the host's sockets by
 // state; the sockets out of step, corrected and counted once) and lists the
 // followed sockets for the stuck ones. Called with snapMu held.

@@ -1,7 +1,7 @@
 package main
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -104,10 +104,21 @@ not when it would be the only one: the totals say the same). --interval 0
 prints only the totals at the end. The maps are read one after another, not
 atomically, so within one interval a histogram may be one transition ahead of
 the matrix; the final totals are read after detaching and agree exactly.
-"lost" counts transitions the kernel skipped (the program's recursion misses)
-or held-back events dropped; they are missing from every table. Recursion
-misses are counted for the whole host, filters or not: the kernel does not
-say whose transition it skipped.
+Each report's headline separates what was counted (the transitions that
+passed the filters) from what the kernel counted lost: held-back events of
+sockets the filters were waiting to decide on (theirs), and recursion misses
+(transitions the kernel skipped the program for), which are the whole
+host's, filters or not: the kernel does not say whose transition it
+skipped. Lost transitions are missing from every table. At the end, a
+snapshot of every socket is compared with the state the kernel last saw for
+each (the reconciliation): a socket out of step lost transitions that no
+counter saw, and the final report says how many ("missing").
+
+Stopping: as trace (see 'tcpstate trace --help'): --count, --duration,
+SIGINT, SIGTERM, SIGHUP or standard output closed by its reader end the run
+with the final report and --summary-json; after a signal within 2 s, even
+when standard output is blocked (the reports it could not write are
+counted on stderr). Exit status as trace's.
 
 --state selects the transitions counted in the matrix, the histograms and the
 per-port and per-owner tables; causes and lifetimes count every socket that
@@ -115,8 +126,12 @@ passes the port and pid filters.
 
 JSON (-o json): one document per line per report; the last one has
 "final": true. Keys: final, seq (interval number; in the final document the
-number of intervals), start, end (RFC 3339), seconds, model, transitions,
-illegal (transitions on edges not in the model), lost, matrix (list of
+number of intervals), start, end (RFC 3339), seconds, model, transitions
+(handled by the kernel in the span, host-wide, before the filters, as in
+every tcpstate document), counted (passed the filters: the matrix's total),
+illegal (transitions on edges not in the model), lost (counted lost by the
+kernel: lost_filtered, of transitions that passed the filters, plus
+lost_host_wide, the recursion misses), matrix (list of
 {old, new, count, illegal}, non-zero cells), outcomes (the coarser classes of
 earlier versions, every class: count: active_close, passive_close,
 simultaneous_close, reset, timeout, abort, connect_refused,
@@ -127,11 +142,15 @@ them, most first),
 port_other, owners (list of {pid, comm, transitions, opened}), owner_other,
 owner_unknown, histograms (list of {kind: a state name, "active_open",
 "passive_open" or "lifetime"; title; unit "usecs"; count; buckets: list of
-{low, high, count}, non-empty buckets}), stuck (list of {skaddr, state,
-in_state_s, age_s (absent when born before the start), pid, comm,
-owner_known, family, saddr, sport, daddr, dport}), stuck_thresholds_s
-({STATE: seconds}), and in the final document kernel (the counters of
-trace --summary-json).`,
+{low, high, count}, non-empty buckets}), stuck (list of sockets, in the
+form every tcpstate document uses: {skaddr, state, in_state_s,
+in_state_at_least (true: in the state since before the start, in_state_s is
+a lower bound), age_s (absent when born before the start), pid and comm (0
+and "" when the owner is unknown), owner_known, family, saddr, sport, daddr,
+dport, netns}), stuck_thresholds_s ({STATE: seconds}), and in the final
+document kernel (the counters of trace --summary-json), missing
+(transitions missing without any kernel count) and reconciliation (the
+sockets out of step; the README describes each key).`,
 		Example: `  sudo tcpstate stats
   sudo tcpstate stats --port 443 --interval 10s --top 5
   sudo tcpstate stats --interval 0 --duration 1m --model rfc793
@@ -151,7 +170,7 @@ trace --summary-json).`,
 	choiceVarP(f, &o.model, "model", "", model.DefaultModelName, model.ModelNames(), "transition model whose missing edges are marked with ! ("+strings.Join(model.ModelNames(), ", ")+")")
 	f.Var(o.stuck, "stuck", "list sockets in STATE longer than DURATION (repeat or comma-separate; overrides that state's default; DURATION 0 or off: never)")
 	o.kernel.register(f)
-	f.StringVar(&o.summary, "summary-json", "", "also write the end-of-run counters (transitions, lost by cause, kernel counters) as JSON to this file")
+	f.StringVar(&o.summary, "summary-json", "", "also write the end-of-run counters (transitions, counted, lost by cause, missing, the reconciliation, kernel counters) as JSON to this file")
 	return cmd
 }
 
@@ -197,6 +216,14 @@ func runStats(ctx context.Context, o *statsOptions, stdout, stderr io.Writer) er
 		return err
 	}
 	topts.Warn = func(msg string) { fmt.Fprintf(stderr, "tcpstate: warning: %s\n", msg) }
+	// Checked before anything is loaded (see trace).
+	var summaryOut *outFile
+	if o.summary != "" {
+		if summaryOut, err = openOutFile("--summary-json", o.summary); err != nil {
+			return err
+		}
+		defer summaryOut.Close()
+	}
 	t, err := tracer.Open(topts)
 	if err != nil {
 		return err
@@ -207,31 +234,48 @@ func runStats(ctx context.Context, o *statsOptions, stdout, stderr io.Writer) er
 	}
 	start := time.Now()
 
+	// As trace: ctx ends at a signal, runCtx also at --duration and when
+	// standard output ends; reports are written from a goroutine that a
+	// blocked reader holds up only until stopGrace after a signal.
+	giveUp := afterDone(ctx, stopGrace)
+	runCtx, endRun := context.WithCancel(ctx)
+	defer endRun()
 	if o.duration > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, o.duration)
+		runCtx, cancel = context.WithTimeout(runCtx, o.duration)
 		defer cancel()
 	}
-	out := bufio.NewWriterSize(stdout, 64<<10)
+	out := newAsyncOut(stdout, 64<<10, endRun)
+	pending := outBuf{b: make([]byte, 0, 64<<10)}
+	var reports uint64
+	var formatted bytes.Buffer
 	write := func(r *statsReport) error {
+		formatted.Reset()
 		var err error
 		if o.output == outJSON {
-			err = writeStatsJSON(out, r)
+			err = writeStatsJSON(&formatted, r)
 		} else {
-			err = writeStatsTable(out, r, o.top)
+			err = writeStatsTable(&formatted, r, o.top)
 		}
 		if err != nil {
 			return err
 		}
-		if err := out.Flush(); err != nil {
-			return fmt.Errorf("writing output: %w", err)
+		reports++
+		pending.b, pending.lines = append(pending.b, formatted.Bytes()...), pending.lines+1
+		if !out.swap(&pending, giveUp) {
+			pending.b, pending.lines = pending.b[:0], 0 // the run must end: not written
 		}
 		return nil
 	}
-	report := func(seq int, final bool, from time.Time, prev, cur *model.Aggregate, lost uint64) *statsReport {
+	// report is what was counted between two readings (prev and cur, the
+	// kernel's counters prevC and c).
+	report := func(seq int, final bool, from time.Time, prev, cur *model.Aggregate, prevC, c *tracer.Counters) *statsReport {
 		d := cur.Sub(prev)
-		r := &statsReport{Seq: seq, Final: final, Start: from, End: time.Now(), Agg: &d, Lost: lost,
-			Thresholds: o.stuck.th, Model: m}
+		r := &statsReport{Seq: seq, Final: final, Start: from, End: time.Now(), Agg: &d,
+			Transitions:  sat(c.Transitions, prevC.Transitions),
+			LostFiltered: sat(c.LostFiltered(), prevC.LostFiltered()),
+			LostHostWide: sat(c.LostHostWide(), prevC.LostHostWide()),
+			Thresholds:   o.stuck.th, Model: m}
 		socks, err := t.Sockets()
 		if err != nil {
 			fmt.Fprintf(stderr, "tcpstate: warning: %v\n", err)
@@ -248,15 +292,15 @@ func runStats(ctx context.Context, o *statsOptions, stdout, stderr io.Writer) er
 		tick = ticker.C
 	}
 	var (
-		prev     = &model.Aggregate{}
-		prevLost uint64
-		last     = start
-		seq      int
+		prev  = &model.Aggregate{}
+		prevC = &tracer.Counters{}
+		last  = start
+		seq   int
 	)
 loop:
 	for {
 		select {
-		case <-ctx.Done():
+		case <-runCtx.Done():
 			break loop
 		case <-tick:
 			cur, err := t.Aggregate()
@@ -268,19 +312,21 @@ loop:
 				return err
 			}
 			seq++
-			r := report(seq, false, last, prev, cur, sat(c.Lost(), prevLost))
+			r := report(seq, false, last, prev, cur, prevC, &c)
 			if err := write(r); err != nil {
 				return err
 			}
-			prev, prevLost, last = cur, c.Lost(), r.End
+			prev, prevC, last = cur, &c, r.End
 			if o.count > 0 && seq >= o.count {
 				break loop
 			}
 		}
 	}
 
-	// Detach first: the final totals are then exact and stay still.
+	// The reconciliation's snapshot, while the programs still run; then
+	// detach: the final totals are exact and stay still.
 	end := time.Now()
+	snap, snapErr := t.Snapshot(tracer.SnapshotOptions{})
 	detachErr := t.Detach()
 	cur, err := t.Aggregate()
 	if err != nil {
@@ -295,35 +341,76 @@ loop:
 	if o.interval > 0 && (seq > 0 || o.output == outJSON) {
 		if d := cur.Sub(prev); d.Transitions() > 0 || d.Outcomes != ([model.NumOutcomes]uint64{}) {
 			seq++
-			r := report(seq, false, last, prev, cur, sat(c.Lost(), prevLost))
+			r := report(seq, false, last, prev, cur, prevC, &c)
 			r.End = end
 			if err := write(r); err != nil {
 				return err
 			}
 		}
 	}
-	r := report(seq, true, start, &model.Aggregate{}, cur, c.Lost())
+	r := report(seq, true, start, &model.Aggregate{}, cur, &tracer.Counters{}, &c)
 	r.End, r.Kernel = end, &c
+	rec := reconcileDoc{Error: "no snapshot", OutOfStep: []outOfStepDoc{}}
+	if snapErr != nil {
+		rec.Error = snapErr.Error()
+	} else {
+		rec = reconcile(reconcileInput{
+			snap: snap, model: m,
+			keep:    func(so *model.SocketInfo) bool { return topts.MatchSocket(so.Facts()) },
+			lossSeq: c.LossSeq, lost: c.Lost(),
+		})
+		r.SnapshotSockets = len(snap.Sockets)
+	}
+	r.Reconciliation, r.MissingEstimate = &rec, !t.ExactLoss()
 	if err := write(r); err != nil {
 		return err
 	}
-	if o.summary != "" {
-		s := statsSummary{Transitions: c.Transitions, Counted: cur.Transitions(), Lost: c.Lost(), Kernel: c, Model: r.Model.Name()}
-		if err := writeJSONFile(o.summary, s); err != nil {
-			return err
+	outEnd := out.end(out.finish(&pending, giveUp))
+	var runErr error
+	if outEnd == outputFailed {
+		runErr = fmt.Errorf("writing output: %w", out.Err())
+	}
+	notWritten := reports - out.Written()
+	if summaryOut != nil {
+		s := statsSummary{Transitions: c.Transitions, Counted: cur.Transitions(),
+			Lost: c.Lost(), LostFiltered: c.LostFiltered(), LostHostWide: c.LostHostWide(),
+			Missing: rec.MissingUncounted, MissingEstimate: !t.ExactLoss(), Reconciliation: rec, Kernel: c, Model: r.Model.Name(),
+			Output: outEnd, NotWritten: notWritten}
+		if err := summaryOut.WriteJSON(s); err != nil && runErr == nil {
+			runErr = err
 		}
+	}
+	if note := fmtOutputEnd(outEnd, notWritten, "report", "reports"); note != "" {
+		writeBounded(stderr, []byte("tcpstate: "+strings.TrimPrefix(note, "; ")+"\n"), giveUp, stderrGrace)
+	}
+	if runErr != nil {
+		return runErr
 	}
 	return detachErr
 }
 
 // statsSummary is what --summary-json writes: the counters trace's summary
-// has, for the same tools.
+// has, for the same tools (the README documents each key).
 type statsSummary struct {
-	Transitions uint64          `json:"transitions"` // handled by the kernel, host-wide, before filters
-	Counted     uint64          `json:"counted"`     // passed the filters and counted in the tables
-	Lost        uint64          `json:"lost"`
-	Model       string          `json:"model"`
-	Kernel      tracer.Counters `json:"kernel"`
+	Transitions uint64 `json:"transitions"` // handled by the kernel, host-wide, before filters
+	Counted     uint64 `json:"counted"`     // passed the filters and counted in the tables
+	// Lost counted by the kernel: LostFiltered of transitions that had
+	// passed the filters, LostHostWide the recursion misses, anyone's.
+	Lost         uint64 `json:"lost"`
+	LostFiltered uint64 `json:"lost_filtered"`
+	LostHostWide uint64 `json:"lost_host_wide"`
+	// Missing: transitions the reconciliation found missing without any
+	// kernel count (stats checks no gaps: it counts in the kernel);
+	// MissingEstimate as in trace's summary.
+	Missing         uint64          `json:"missing"`
+	MissingEstimate bool            `json:"missing_estimate"`
+	Reconciliation  reconcileDoc    `json:"reconciliation"`
+	Model           string          `json:"model"`
+	Kernel          tracer.Counters `json:"kernel"`
+	// Output says how standard output ended (as in trace's summary);
+	// NotWritten counts the reports it did not take.
+	Output     outputEnd `json:"output"`
+	NotWritten uint64    `json:"not_written"`
 }
 
 // sat is a - b, or 0 when b > a.

@@ -25,11 +25,20 @@ type statsReport struct {
 	Final      bool
 	Start, End time.Time
 	Agg        *model.Aggregate
-	Lost       uint64           // events the kernel reported lost in the report's span
-	Kernel     *tracer.Counters // the final report's kernel counters
-	Stuck      []model.SocketInfo
-	Thresholds map[model.State]time.Duration
-	Model      *model.Model
+	// Transitions the programs handled in the report's span, host-wide,
+	// before the filters; LostFiltered the transitions that passed the
+	// filters and were lost (held-back events dropped); LostHostWide the
+	// recursion misses, anyone's.
+	Transitions, LostFiltered, LostHostWide uint64
+	Kernel                                  *tracer.Counters // the final report's kernel counters
+	// The final report's reconciliation, and the size of its snapshot;
+	// MissingEstimate: the loss sequence lacks the recursion misses.
+	Reconciliation  *reconcileDoc
+	SnapshotSockets int
+	MissingEstimate bool
+	Stuck           []model.SocketInfo
+	Thresholds      map[model.State]time.Duration
+	Model           *model.Model
 }
 
 // ---- tables ----
@@ -64,16 +73,29 @@ func writeStatsTable(w io.Writer, r *statsReport, top int) error {
 	total := a.Transitions()
 	ill := a.Illegal(r.Model)
 	span := r.End.Sub(r.Start)
+	// What passed the filters is counted; recursion misses are the
+	// host's, never theirs.
 	if r.Final {
-		fmt.Fprintf(w, "=== totals %s -> %s (%s): %d transitions, %d illegal under model %s, %d lost ===\n",
-			r.Start.Format("15:04:05"), r.End.Format("15:04:05"), fmtSeconds(span), total, ill, r.Model.Name(), r.Lost)
+		fmt.Fprintf(w, "=== totals %s -> %s (%s): %d transitions counted, %d illegal under model %s ===\n",
+			r.Start.Format("15:04:05"), r.End.Format("15:04:05"), fmtSeconds(span), total, ill, r.Model.Name())
 		if c := r.Kernel; c != nil {
-			fmt.Fprintf(w, "lost by cause: recursion misses %d (after %d rescued), held-back queue full %d, no held-back queue %d, owner never learnt %d, ring buffer full %d\n",
-				c.RecursionMisses, c.Rescued, c.HeldOverflow, c.HeldNoSpace, c.UndecidedClosed, c.RingbufFull)
+			fmt.Fprintf(w, "lost, counted:  %d of the transitions that passed the filters (held-back queue full %d, no held-back queue %d, owner never learnt %d)\n"+
+				"                recursion misses %d host-wide, filters or not: the kernel does not say whose (%d nested transitions rescued)\n",
+				c.LostFiltered(), c.HeldOverflow, c.HeldNoSpace, c.UndecidedClosed, c.RecursionMisses, c.Rescued)
+		}
+		if rec := r.Reconciliation; rec != nil {
+			est := ""
+			if r.MissingEstimate {
+				est = "; an estimate: this kernel's loss sequence lacks the recursion misses"
+			}
+			fmt.Fprintf(w, "missing:        %s without any kernel count, found by the reconciliation (stats checks no gaps: it counts in the kernel%s)\n",
+				plural(rec.MissingUncounted, "transition", "transitions"), est)
+			fmt.Fprintf(w, "reconciliation: %s\n", fmtReconciliation(rec, r.SnapshotSockets, ""))
+			writeOutOfStep(w, rec)
 		}
 	} else {
-		fmt.Fprintf(w, "--- interval %d %s -> %s (%s): %d transitions, %d illegal under model %s, %d lost ---\n",
-			r.Seq, r.Start.Format("15:04:05"), r.End.Format("15:04:05"), fmtSeconds(span), total, ill, r.Model.Name(), r.Lost)
+		fmt.Fprintf(w, "--- interval %d %s -> %s (%s): %d transitions counted, %d illegal under model %s; lost %d of them; recursion misses %d host-wide ---\n",
+			r.Seq, r.Start.Format("15:04:05"), r.End.Format("15:04:05"), fmtSeconds(span), total, ill, r.Model.Name(), r.LostFiltered, r.LostHostWide)
 	}
 	if total == 0 && a.Outcomes == ([model.NumOutcomes]uint64{}) {
 		fmt.Fprintln(w, "\nno transitions")
@@ -378,7 +400,11 @@ func writeStuck(w io.Writer, stuck []model.SocketInfo, th map[model.State]time.D
 		if s.OwnerKnown {
 			pid, comm = fmtU(uint64(s.Pid)), termsafe.String(s.Comm)
 		}
-		if err := t.Append(s.State.String(), fmtDuration(s.Since), age, pid, comm,
+		in := fmtDuration(s.Since)
+		if s.SinceAtLeast {
+			in = ">=" + in // in the state since before tracing began
+		}
+		if err := t.Append(s.State.String(), in, age, pid, comm,
 			fmtAddrPort(s.Saddr, s.Sport), fmtAddrPort(s.Daddr, s.Dport)); err != nil {
 			return fmt.Errorf("writing output: %w", err)
 		}
@@ -421,27 +447,40 @@ func fmtSeconds(d time.Duration) string {
 // documented in stats' help; like the event record, they are added, never
 // renamed.
 type statsDoc struct {
-	Final       bool               `json:"final"`
-	Seq         int                `json:"seq"`
-	Start       time.Time          `json:"start"`
-	End         time.Time          `json:"end"`
-	Seconds     float64            `json:"seconds"`
-	Model       string             `json:"model"`
-	Transitions uint64             `json:"transitions"`
-	Illegal     uint64             `json:"illegal"`
-	Lost        uint64             `json:"lost"`
-	Matrix      []matrixDoc        `json:"matrix"`
-	Outcomes    map[string]uint64  `json:"outcomes"`
-	Causes      []causeDoc         `json:"causes"`
-	Ports       []model.PortRow    `json:"ports"`
-	PortOther   uint64             `json:"port_other"`
-	Owners      []model.OwnerRow   `json:"owners"`
-	OwnerOther  uint64             `json:"owner_other"`
-	OwnerUnkn   uint64             `json:"owner_unknown"`
-	Histograms  []histDoc          `json:"histograms"`
-	Stuck       []stuckDoc         `json:"stuck"`
-	Thresholds  map[string]float64 `json:"stuck_thresholds_s"`
-	Kernel      *tracer.Counters   `json:"kernel,omitempty"`
+	Final   bool      `json:"final"`
+	Seq     int       `json:"seq"`
+	Start   time.Time `json:"start"`
+	End     time.Time `json:"end"`
+	Seconds float64   `json:"seconds"`
+	Model   string    `json:"model"`
+	// Transitions the programs handled in the span, host-wide, before the
+	// filters, as in every document; Counted passed them and is in the
+	// tables (the matrix's total).
+	Transitions uint64 `json:"transitions"`
+	Counted     uint64 `json:"counted"`
+	Illegal     uint64 `json:"illegal"`
+	// Lost counted by the kernel in the span: LostFiltered of transitions
+	// that passed the filters, LostHostWide the recursion misses, anyone's.
+	Lost         uint64             `json:"lost"`
+	LostFiltered uint64             `json:"lost_filtered"`
+	LostHostWide uint64             `json:"lost_host_wide"`
+	Matrix       []matrixDoc        `json:"matrix"`
+	Outcomes     map[string]uint64  `json:"outcomes"`
+	Causes       []causeDoc         `json:"causes"`
+	Ports        []model.PortRow    `json:"ports"`
+	PortOther    uint64             `json:"port_other"`
+	Owners       []model.OwnerRow   `json:"owners"`
+	OwnerOther   uint64             `json:"owner_other"`
+	OwnerUnkn    uint64             `json:"owner_unknown"`
+	Histograms   []histDoc          `json:"histograms"`
+	Stuck        []socketDoc        `json:"stuck"`
+	Thresholds   map[string]float64 `json:"stuck_thresholds_s"`
+	Kernel       *tracer.Counters   `json:"kernel,omitempty"`
+	// The final document's: transitions missing without any kernel count,
+	// and the reconciliation that found them.
+	Missing         *uint64       `json:"missing,omitempty"`
+	MissingEstimate *bool         `json:"missing_estimate,omitempty"`
+	Reconciliation  *reconcileDoc `json:"reconciliation,omitempty"`
 }
 
 type causeDoc struct {
@@ -471,45 +510,37 @@ type bucketDoc struct {
 	Count uint64 `json:"count"`
 }
 
-type stuckDoc struct {
-	Skaddr     string  `json:"skaddr"`
-	State      string  `json:"state"`
-	InStateS   float64 `json:"in_state_s"`
-	AgeS       float64 `json:"age_s,omitempty"`
-	Pid        uint32  `json:"pid,omitempty"`
-	Comm       string  `json:"comm,omitempty"`
-	OwnerKnown bool    `json:"owner_known"`
-	Family     string  `json:"family"`
-	Saddr      string  `json:"saddr"`
-	Sport      uint16  `json:"sport"`
-	Daddr      string  `json:"daddr"`
-	Dport      uint16  `json:"dport"`
-}
-
 func newStatsDoc(r *statsReport) statsDoc {
 	a := r.Agg
 	d := statsDoc{
-		Final:       r.Final,
-		Seq:         r.Seq,
-		Start:       r.Start,
-		End:         r.End,
-		Seconds:     r.End.Sub(r.Start).Seconds(),
-		Model:       r.Model.Name(),
-		Transitions: a.Transitions(),
-		Illegal:     a.Illegal(r.Model),
-		Lost:        r.Lost,
-		Matrix:      []matrixDoc{},
-		Outcomes:    map[string]uint64{},
-		Causes:      []causeDoc{},
-		Ports:       a.PortRows(),
-		PortOther:   a.PortOther,
-		Owners:      a.OwnerRows(),
-		OwnerOther:  a.OwnerOther,
-		OwnerUnkn:   a.OwnerUnknown(),
-		Histograms:  []histDoc{},
-		Stuck:       []stuckDoc{},
-		Thresholds:  map[string]float64{},
-		Kernel:      r.Kernel,
+		Final:        r.Final,
+		Seq:          r.Seq,
+		Start:        r.Start,
+		End:          r.End,
+		Seconds:      r.End.Sub(r.Start).Seconds(),
+		Model:        r.Model.Name(),
+		Transitions:  r.Transitions,
+		Counted:      a.Transitions(),
+		Illegal:      a.Illegal(r.Model),
+		Lost:         r.LostFiltered + r.LostHostWide,
+		LostFiltered: r.LostFiltered,
+		LostHostWide: r.LostHostWide,
+		Matrix:       []matrixDoc{},
+		Outcomes:     map[string]uint64{},
+		Causes:       []causeDoc{},
+		Ports:        a.PortRows(),
+		PortOther:    a.PortOther,
+		Owners:       a.OwnerRows(),
+		OwnerOther:   a.OwnerOther,
+		OwnerUnkn:    a.OwnerUnknown(),
+		Histograms:   []histDoc{},
+		Stuck:        socketDocs(r.Stuck),
+		Thresholds:   map[string]float64{},
+		Kernel:       r.Kernel,
+	}
+	if rec := r.Reconciliation; rec != nil {
+		est := r.MissingEstimate
+		d.Reconciliation, d.Missing, d.MissingEstimate = rec, &rec.MissingUncounted, &est
 	}
 	for _, old := range model.LifeOrder {
 		for _, nw := range model.LifeOrder {
@@ -538,24 +569,6 @@ func newStatsDoc(r *statsReport) statsDoc {
 			}
 		}
 		d.Histograms = append(d.Histograms, h)
-	}
-	for _, s := range r.Stuck {
-		sd := stuckDoc{
-			Skaddr:     "0x" + strconv.FormatUint(s.Skaddr, 16),
-			State:      s.State.String(),
-			InStateS:   s.Since.Seconds(),
-			AgeS:       s.Age.Seconds(),
-			OwnerKnown: s.OwnerKnown,
-			Family:     s.Family.String(),
-			Saddr:      addrString(s.Saddr),
-			Sport:      s.Sport,
-			Daddr:      addrString(s.Daddr),
-			Dport:      s.Dport,
-		}
-		if s.OwnerKnown {
-			sd.Pid, sd.Comm = s.Pid, s.Comm
-		}
-		d.Stuck = append(d.Stuck, sd)
 	}
 	for s, th := range r.Thresholds {
 		if th > 0 {

@@ -220,7 +220,7 @@ func sampleReport(final bool) *statsReport {
 	linux, _ := model.ModelByName("linux")
 	start := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 	r := &statsReport{
-		Seq: 2, Final: final, Start: start, End: start.Add(5 * time.Second), Agg: a, Lost: 7,
+		Seq: 2, Final: final, Start: start, End: start.Add(5 * time.Second), Agg: a, Transitions: 30, LostHostWide: 7,
 		Thresholds: map[model.State]time.Duration{model.CloseWait: time.Minute, model.SynSent: 10 * time.Second},
 		Model:      linux,
 		Stuck: []model.SocketInfo{{
@@ -228,12 +228,17 @@ func sampleReport(final bool) *statsReport {
 			Pid: 10, Comm: "nginx", OwnerKnown: true, Family: model.AFInet,
 			Saddr: netip.MustParseAddr("10.0.0.1"), Sport: 8080, Daddr: netip.MustParseAddr("10.0.0.2"), Dport: 40000,
 		}, {
-			Skaddr: 0xffff888087654321, State: model.SynSent, Since: 11 * time.Second, // born before the start: no age
+			// Born before the start: no age, and its time in state a lower bound.
+			Skaddr: 0xffff888087654321, State: model.SynSent, Since: 11 * time.Second, SinceAtLeast: true,
 			Family: model.AFInet6, Saddr: netip.MustParseAddr("::1"), Daddr: netip.MustParseAddr("::1"), Dport: 443,
 		}},
 	}
 	if final {
 		r.Kernel = &tracer.Counters{RecursionMisses: 7, Sockets: 9}
+		r.Reconciliation = &reconcileDoc{Done: true, Sockets: 1, Missing: 2, MissingUncounted: 2, OutOfStep: []outOfStepDoc{{
+			Skaddr: "0xffff888012340000", Believed: "ESTABLISHED", Actual: "LAST_ACK", KernelSaw: "ESTABLISHED", Missing: 2,
+		}}}
+		r.SnapshotSockets = 40
 	}
 	return r
 }
@@ -250,7 +255,7 @@ func TestStatsJSONShape(t *testing.T) {
 	if len(lines) != 2 {
 		t.Fatalf("want one document per line, got %d lines:\n%s", len(lines), b.String())
 	}
-	keys := []string{"final", "seq", "start", "end", "seconds", "model", "transitions", "illegal", "lost",
+	keys := []string{"final", "seq", "start", "end", "seconds", "model", "transitions", "counted", "illegal", "lost", "lost_filtered", "lost_host_wide",
 		"matrix", "outcomes", "causes", "ports", "port_other", "owners", "owner_other", "owner_unknown",
 		"histograms", "stuck", "stuck_thresholds_s"}
 	for i, line := range lines {
@@ -260,7 +265,7 @@ func TestStatsJSONShape(t *testing.T) {
 		}
 		want := slices.Clone(keys)
 		if i == 1 {
-			want = append(want, "kernel")
+			want = append(want, "kernel", "missing", "missing_estimate", "reconciliation")
 		}
 		var got []string
 		for k := range doc {
@@ -271,8 +276,12 @@ func TestStatsJSONShape(t *testing.T) {
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("document %d keys %v, want %v", i, got, want)
 		}
+		// transitions: the kernel's, host-wide, as in every document;
+		// counted: what passed the filters (the matrix); the recursion
+		// misses are the host's, apart from the filtered loss.
 		if doc["final"] != (i == 1) || doc["model"] != "linux" || doc["seconds"] != 5.0 ||
-			doc["transitions"] != 21.0 || doc["illegal"] != 1.0 || doc["lost"] != 7.0 || doc["seq"] != 2.0 {
+			doc["transitions"] != 30.0 || doc["counted"] != 21.0 || doc["illegal"] != 1.0 || doc["lost"] != 7.0 ||
+			doc["lost_filtered"] != 0.0 || doc["lost_host_wide"] != 7.0 || doc["seq"] != 2.0 {
 			t.Errorf("document %d header fields: %v", i, line)
 		}
 		if doc["start"] != "2025-01-02T03:04:05Z" || doc["end"] != "2025-01-02T03:04:10Z" {
@@ -314,11 +323,11 @@ func TestStatsJSONShape(t *testing.T) {
 	if !reflect.DeepEqual(doc.Histograms, wantHists) {
 		t.Errorf("histograms %+v, want %+v", doc.Histograms, wantHists)
 	}
-	wantStuck := []stuckDoc{{
+	wantStuck := []socketDoc{{
 		Skaddr: "0xffff888012345678", State: "CLOSE_WAIT", InStateS: 90, AgeS: 95, Pid: 10, Comm: "nginx",
 		OwnerKnown: true, Family: "ipv4", Saddr: "10.0.0.1", Sport: 8080, Daddr: "10.0.0.2", Dport: 40000,
 	}, {
-		Skaddr: "0xffff888087654321", State: "SYN_SENT", InStateS: 11, Family: "ipv6", Saddr: "::1", Daddr: "::1", Dport: 443,
+		Skaddr: "0xffff888087654321", State: "SYN_SENT", InStateS: 11, InStateAtLeast: true, Family: "ipv6", Saddr: "::1", Daddr: "::1", Dport: 443,
 	}}
 	if !reflect.DeepEqual(doc.Stuck, wantStuck) {
 		t.Errorf("stuck %+v, want %+v", doc.Stuck, wantStuck)
@@ -326,12 +335,22 @@ func TestStatsJSONShape(t *testing.T) {
 	if !strings.Contains(lines[0], `"stuck_thresholds_s":{"CLOSE_WAIT":60,"SYN_SENT":10}`) {
 		t.Errorf("thresholds not as documented: %s", lines[0])
 	}
+	// The stuck list's form is the one every document uses: the owner as
+	// in the event record (0 and "" when unknown), the lower bound marked.
+	for _, k := range []string{`"pid":0,"comm":"","owner_known":false`, `"in_state_s":11,"in_state_at_least":true`, `"in_state_s":90,"in_state_at_least":false`} {
+		if !strings.Contains(lines[0], k) {
+			t.Errorf("stuck list lacks %s: %s", k, lines[0])
+		}
+	}
 	// Two stuck sockets, one born before the start: one age_s.
 	if n := strings.Count(lines[1], `"age_s"`); n != 1 {
 		t.Errorf("%d age_s keys, want 1 (absent for a socket born before the start): %s", n, lines[1])
 	}
 	if !strings.Contains(lines[1], `"kernel":{"transitions":0,"sockets":9,`) || !strings.Contains(lines[1], `"recursion_misses":7`) {
 		t.Errorf("final document's kernel counters: %s", lines[1])
+	}
+	if !strings.Contains(lines[1], `"missing":2,"missing_estimate":false,"reconciliation":{"done":true,"tracker_side":false,"sockets":1,"missing":2,"missing_uncounted":2,"out_of_step":[{"skaddr":"0xffff888012340000","believed":"ESTABLISHED","actual":"LAST_ACK","kernel_saw":"ESTABLISHED","missing":2,"loss_counted":false}]}`) {
+		t.Errorf("final document's reconciliation: %s", lines[1])
 	}
 
 	// Empty lists are [], not null.
@@ -362,7 +381,7 @@ func TestStatsTables(t *testing.T) {
 	}
 	out := b.String()
 	for _, want := range []string{
-		"--- interval 2 03:04:05 -> 03:04:10 (5.00s): 21 transitions, 1 illegal under model linux, 7 lost ---",
+		"--- interval 2 03:04:05 -> 03:04:10 (5.00s): 21 transitions counted, 1 illegal under model linux; lost 0 of them; recursion misses 7 host-wide ---",
 		"transitions (row: old state, column: new state):",
 		"causes (why sockets ended, at -> CLOSE):",
 		"time in SYN_SENT, count 5:",
@@ -392,7 +411,7 @@ func TestStatsTables(t *testing.T) {
 		{"SYN_SENT", "PID", "-"},
 		{"SYN_SENT", "AGE", "-"},
 		{"SYN_SENT", "REMOTE", "[::1]:443"},
-		{"SYN_SENT", "IN STATE", "11.0s"},
+		{"SYN_SENT", "IN STATE", ">=11.0s"},
 	} {
 		if got, ok := cell(t, out, c.row, c.col); !ok || got != c.want {
 			t.Errorf("row %q column %q = %q (found %v), want %q", c.row, c.col, got, ok, c.want)
@@ -421,9 +440,17 @@ func TestStatsTables(t *testing.T) {
 		t.Fatal(err)
 	}
 	out = b.String()
-	if !strings.Contains(out, "=== totals 03:04:05 -> 03:04:10 (5.00s): 21 transitions") ||
-		!strings.Contains(out, "lost by cause: recursion misses 7") {
-		t.Errorf("final report header:\n%s", out)
+	for _, want := range []string{
+		"=== totals 03:04:05 -> 03:04:10 (5.00s): 21 transitions counted, 1 illegal under model linux ===\n",
+		"lost, counted:  0 of the transitions that passed the filters (held-back queue full 0, no held-back queue 0, owner never learnt 0)\n" +
+			"                recursion misses 7 host-wide, filters or not: the kernel does not say whose (0 nested transitions rescued)\n",
+		"missing:        2 transitions without any kernel count, found by the reconciliation",
+		"reconciliation: 1 socket out of step at the end, in a snapshot of 40 sockets (2 transitions never delivered, 2 of them with no loss counted since the socket's last event)\n",
+		"0xffff888012340000: believed ESTABLISHED, is LAST_ACK: 2 transitions missing; no loss counted since its last event\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("final report lacks %q:\n%s", want, out)
+		}
 	}
 	if got, ok := cell(t, out[strings.Index(out, "by service port"):], "443", "SIDE"); !ok || got != "remote" {
 		t.Errorf("port 443 row: side %q %v\n%s", got, ok, out)
@@ -466,7 +493,7 @@ func TestWriteStuck(t *testing.T) {
 | STATE      | IN STATE |   AGE | PID | COMM  | LOCAL         | REMOTE         |
 +------------+----------+-------+-----+-------+---------------+----------------+
 | CLOSE_WAIT |    1m30s | 1m35s |  10 | nginx | 10.0.0.1:8080 | 10.0.0.2:40000 |
-| SYN_SENT   |    11.0s |     - |   - | -     | [::1]:0       | [::1]:443      |
+| SYN_SENT   |  >=11.0s |     - |   - | -     | [::1]:0       | [::1]:443      |
 +------------+----------+-------+-----+-------+---------------+----------------+
 `
 	if b.String() != wantTable {
@@ -804,7 +831,7 @@ func TestStatsCommand(t *testing.T) {
 		if err != nil {
 			t.Fatalf("stats: %v\n%s", err, stderr)
 		}
-		for _, want := range []string{"=== totals ", ": 0 transitions, 0 illegal under model linux", "\nno transitions\n",
+		for _, want := range []string{"=== totals ", ": 0 transitions counted, 0 illegal under model linux", "\nno transitions\n",
 			"stuck sockets (in a state longer than SYN_SENT 10s, SYN_RECV 10s, FIN_WAIT2 1m30s, CLOSE_WAIT 100ms, LAST_ACK 30s): 1",
 			"CLOSE_WAIT", strconv.Itoa(os.Getpid()), fmt.Sprintf("127.0.0.1:%d", port)} {
 			if !strings.Contains(stdout, want) {

@@ -1,8 +1,8 @@
 package main
 
 import (
+	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -70,10 +70,24 @@ a busy host. --fail-on makes the exit status 3 when an anomaly was seen, so
 tcpstate can guard a test run:
   tcpstate trace --fail-on illegal,gap --duration 60s
 
-Lost events are never silent: the summary on stderr counts them by cause.
-It also lists the sockets still in a state longer than --stuck allows for
-it (the thresholds of stats --stuck; see 'tcpstate stats --help').
-Exit status: 0 success; 1 the run failed; 2 bad flags; 3 --fail-on was hit.`,
+Lost events are never silent: the summary on stderr separates what was
+delivered, what the kernel counted lost by cause (the filtered events' own
+apart from the recursion misses, which are the whole host's), and what is
+missing without any count: transitions the gaps prove missing beyond the
+counted loss, and those the end-of-run reconciliation finds (a snapshot of
+every socket, taken before detaching, compared with what the kernel and
+the tracker last saw: "N sockets out of step"). It also lists the sockets
+still in a state longer than --stuck allows for it (the thresholds of
+stats --stuck; see 'tcpstate stats --help').
+Stopping: --count, --duration, SIGINT (Ctrl-C), SIGTERM, SIGHUP (a dropped
+SSH session; under nohup it stays ignored), or standard output closed by
+its reader (| head) end the run
+cleanly: the summary on stderr, --summary-json written. After a signal the
+run ends within 2 s, even when standard output is a pipe nobody reads any
+more: what it could not write is counted in the summary, not waited for.
+
+Exit status: 0 success, a signal, or standard output closed or blocked;
+1 the run failed; 2 bad flags; 3 --fail-on was hit.`,
 		Example: `  sudo tcpstate trace
   sudo tcpstate trace --port 443 --port 8443 -o wide
   sudo tcpstate trace --pid 1234 -o json --duration 60s > transitions.jsonl
@@ -123,21 +137,31 @@ func (o *traceOptions) tracerOptions() (tracer.Options, error) {
 	return t, nil
 }
 
-// traceHandler formats each event into its output buffer and writes the
-// buffer out when it is full and at every Flush, so output is never more
-// than one poll interval (10 ms) behind the kernel. Formatting appends
-// straight into the buffer: no copy per event.
+// traceHandler formats each event into its output buffer and hands the
+// buffer to the output's writer when it is full and at every Flush, so
+// output is never more than one poll interval (10 ms) behind the kernel.
+// Formatting appends straight into the buffer: no copy per event. The
+// writer (asyncOut) writes from a goroutine of its own: a reader that
+// stopped reading slows the run down (the ring fills, and the kernel
+// counts what it cannot keep), but holds up its end only until giveUp.
 type traceHandler struct {
-	out     io.Writer
+	out     *asyncOut
 	p       printer
-	buf     []byte // formatted lines not written yet
+	buf     outBuf // formatted lines not handed to the writer yet
+	giveUp  <-chan struct{}
 	tracker *model.Tracker
 	verdict model.Verdict // the current event's; a field, so it does not escape per event
 	// anomalies: print only what the tracker confirms as an anomaly.
 	anomalies bool
 	limit     uint64
 	events    uint64
-	printed   uint64
+	// printed counts the lines formatted (--count counts them); the
+	// writer counts those it wrote.
+	printed uint64
+	// draining: the run is over (the final Drain); past --count, events
+	// are still checked, so that the tracker's beliefs are those of the
+	// end, but not printed.
+	draining bool
 }
 
 func (h *traceHandler) Event(e *model.Event) error {
@@ -146,36 +170,42 @@ func (h *traceHandler) Event(e *model.Event) error {
 	if h.anomalies && !h.verdict.Kind.Anomaly() {
 		return nil
 	}
-	h.buf = h.p.appendEvent(h.buf, e, &h.verdict)
-	if len(h.buf) >= outBufferSize {
-		if err := h.write(); err != nil {
-			return err
-		}
-	}
-	h.printed++
 	if h.limit > 0 && h.printed >= h.limit {
+		return nil // past --count: checked, not printed
+	}
+	h.buf.b = h.p.appendEvent(h.buf.b, e, &h.verdict)
+	h.buf.lines++
+	h.printed++
+	if len(h.buf.b) >= outBufferSize {
+		h.hand()
+	}
+	if h.limit > 0 && h.printed >= h.limit && !h.draining {
 		return tracer.ErrStop
 	}
 	return nil
 }
 
-func (h *traceHandler) Flush() error { return h.write() }
-
-// outBufferSize is when the output buffer is written: 64 KiB less room for
-// one more line, so the buffer never grows.
-const outBufferSize = 63 << 10
-
-func (h *traceHandler) write() error {
-	if len(h.buf) == 0 {
-		return nil
-	}
-	_, err := h.out.Write(h.buf)
-	h.buf = h.buf[:0]
-	if err != nil {
-		return fmt.Errorf("writing output: %w", err)
+// Flush hands what is formatted to the writer. A write error ends the run
+// through the writer's onFail, not here.
+func (h *traceHandler) Flush() error {
+	if len(h.buf.b) > 0 {
+		h.hand()
 	}
 	return nil
 }
+
+// hand gives the buffer to the writer, or drops its lines when the run
+// must end and the writer is still stuck on the previous buffer (they are
+// counted as not written).
+func (h *traceHandler) hand() {
+	if !h.out.swap(&h.buf, h.giveUp) {
+		h.buf.b, h.buf.lines = h.buf.b[:0], 0
+	}
+}
+
+// outBufferSize is when the output buffer is handed over: 64 KiB less room
+// for one more line, so the buffer never grows.
+const outBufferSize = 63 << 10
 
 func runTrace(ctx context.Context, o *traceOptions, stdout, stderr io.Writer) error {
 	topts, err := o.tracerOptions()
@@ -203,6 +233,15 @@ func runTrace(ctx context.Context, o *traceOptions, stdout, stderr io.Writer) er
 		tracker.SetSparse(true)
 	}
 	topts.Warn = func(msg string) { fmt.Fprintf(stderr, "tcpstate: warning: %s\n", msg) }
+	// Checked before anything is loaded: a path that cannot be written
+	// is a usage error now, not a failure after the whole --duration.
+	var summaryOut *outFile
+	if o.summaryJSON != "" {
+		if summaryOut, err = openOutFile("--summary-json", o.summaryJSON); err != nil {
+			return err
+		}
+		defer summaryOut.Close()
+	}
 
 	t, err := tracer.Open(topts)
 	if err != nil {
@@ -213,58 +252,93 @@ func runTrace(ctx context.Context, o *traceOptions, stdout, stderr io.Writer) er
 		printFeatures(stderr, t)
 	}
 
+	// ctx is done at SIGINT, SIGTERM or SIGHUP (main); the run also ends
+	// at --duration and when standard output ends (the writer fails).
+	// After a signal, output gets stopGrace more, then the run ends
+	// without it.
+	giveUp := afterDone(ctx, stopGrace)
+	runCtx, endRun := context.WithCancel(ctx)
+	defer endRun()
 	h := &traceHandler{
-		out: stdout, p: p, buf: make([]byte, 0, 64<<10),
+		out: newAsyncOut(stdout, 64<<10, endRun), p: p, buf: outBuf{b: make([]byte, 0, 64<<10)}, giveUp: giveUp,
 		tracker: tracker, anomalies: o.check.Anomalies, limit: o.count,
 	}
 	if o.output != outJSON && !o.noHeader {
-		h.buf = p.header(h.buf)
+		h.buf.b = p.header(h.buf.b)
 	}
-	if err := h.write(); err != nil {
-		return err
-	}
+	h.Flush()
 	fmt.Fprintln(stderr, "tcpstate: tracing TCP state transitions; Ctrl-C to stop")
 
 	if o.duration > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, o.duration)
+		runCtx, cancel = context.WithTimeout(runCtx, o.duration)
 		defer cancel()
 	}
-	runErr := t.Run(ctx, h)
-	// Stop new events, then deliver what is still in the ring (unless
-	// --count is satisfied), so the summary counts agree with the output.
+	runErr := t.Run(runCtx, h)
+	// The reconciliation's snapshot, while the programs still run: a
+	// transition that happens meanwhile reaches the tracker (its event is
+	// in the ring), so a socket it concerns is not judged.
+	snap, snapErr := t.Snapshot(tracer.SnapshotOptions{})
+	// Stop new events, then deliver what is still in the ring, so the
+	// summary counts agree with the output and the tracker believes what
+	// the kernel last said (past --count, checked but not printed).
 	detachErr := t.Detach()
-	if runErr == nil && (h.limit == 0 || h.printed < h.limit) {
+	h.draining = true
+	if runErr == nil {
 		runErr = t.Drain(h)
 	}
-	if err := h.write(); err != nil && runErr == nil {
-		runErr = err
+	finished := h.out.finish(&h.buf, giveUp)
+	end := h.out.end(finished)
+	if end == outputFailed && runErr == nil {
+		runErr = fmt.Errorf("writing output: %w", h.out.Err())
 	}
+	// The summary goes to stderr in one write, after the file: neither
+	// waits on a reader that stopped reading.
+	var sum bytes.Buffer
 	c, sumErr := t.Counters()
 	if sumErr != nil {
-		fmt.Fprintf(stderr, "tcpstate: warning: %v\n", sumErr)
+		fmt.Fprintf(&sum, "tcpstate: warning: %v\n", sumErr)
 	}
+	st := tracker.Stats()
+	written := h.out.Written()
 	s := traceSummary{
-		Transitions: c.Transitions, Events: h.events, Printed: h.printed, Lost: c.Lost(), Kernel: c,
-		AcceptHook: t.AcceptHook(), Model: m.Name(), Check: tracker.Stats(),
+		Transitions: c.Transitions, Events: h.events, Printed: written, NotWritten: h.printed - written, Output: end,
+		Lost: c.Lost(), LostFiltered: c.LostFiltered(), LostHostWide: c.LostHostWide(),
+		MissingGaps: st.MissingUncounted, MissingEstimate: !t.ExactLoss(),
+		Kernel: c, AcceptHook: t.AcceptHook(), Model: m.Name(), Check: st, Stuck: []socketDoc{},
 	}
-	s.write(stderr)
+	s.Reconciliation = reconcileDoc{Error: "no snapshot", OutOfStep: []outOfStepDoc{}}
+	switch {
+	case snapErr != nil:
+		s.Reconciliation.Error = snapErr.Error()
+	default:
+		s.Reconciliation = reconcile(reconcileInput{
+			snap: snap, model: m, tracker: tracker,
+			trackerSide: !o.check.Anomalies && len(topts.States) == 0,
+			keep:        func(so *model.SocketInfo) bool { return topts.MatchSocket(so.Facts()) },
+			lossSeq:     c.LossSeq, lost: c.Lost(),
+		})
+		s.reconcileNote = reconcileNote(o.check.Anomalies, len(topts.States) > 0)
+		s.snapshotSockets = len(snap.Sockets)
+	}
+	s.Missing = s.MissingGaps + s.Reconciliation.MissingUncounted
+	s.write(&sum)
 	// Sockets that stayed too long in a state (--stuck), as stats lists them.
 	thresholds := o.stuck.th
 	if socks, err := t.Sockets(); err != nil {
-		fmt.Fprintf(stderr, "tcpstate: warning: %v\n", err)
+		fmt.Fprintf(&sum, "tcpstate: warning: %v\n", err)
 	} else {
-		s.Stuck = model.Stuck(topts.FilterSockets(socks), thresholds)
-		fmt.Fprint(stderr, "  ")
-		if err := writeStuck(stderr, s.Stuck, thresholds); err != nil && runErr == nil {
+		stuck := model.Stuck(topts.FilterSockets(socks), thresholds)
+		s.Stuck = socketDocs(stuck)
+		fmt.Fprint(&sum, "  ")
+		writeStuck(&sum, stuck, thresholds)
+	}
+	if summaryOut != nil {
+		if err := summaryOut.WriteJSON(s); err != nil && runErr == nil {
 			runErr = err
 		}
 	}
-	if o.summaryJSON != "" {
-		if err := writeJSONFile(o.summaryJSON, s); err != nil && runErr == nil {
-			runErr = err
-		}
-	}
+	writeBounded(stderr, sum.Bytes(), giveUp, stderrGrace)
 	if runErr != nil {
 		return runErr
 	}
@@ -274,41 +348,123 @@ func runTrace(ctx context.Context, o *traceOptions, stdout, stderr io.Writer) er
 	return failOn.check(tracker.Stats())
 }
 
+// reconcileNote says why the reconciliation compared only the kernel's
+// record ("" when it compared the tracker's beliefs too).
+func reconcileNote(anomalies, states bool) string {
+	switch {
+	case anomalies:
+		return "trace --anomalies: the tracker follows no socket, so only the kernel's own record is compared"
+	case states:
+		return "--state: the tracker sees only the selected transitions, so only the kernel's own record is compared"
+	}
+	return ""
+}
+
 // traceSummary is what trace prints on stderr at the end, and writes with
-// --summary-json.
+// --summary-json. Its keys are documented in the README.
 type traceSummary struct {
-	Transitions uint64             `json:"transitions"` // handled by the kernel, host-wide, before filters
-	Events      uint64             `json:"events"`
-	Printed     uint64             `json:"printed"`
-	Lost        uint64             `json:"lost"`
-	Kernel      tracer.Counters    `json:"kernel"`
-	AcceptHook  tracer.AcceptHook  `json:"accept_hook"`
-	Model       string             `json:"model"`
-	Check       model.TrackerStats `json:"check"`
-	Stuck       []model.SocketInfo `json:"stuck"`
+	// Transitions the programs handled, host-wide, before the filters.
+	Transitions uint64 `json:"transitions"`
+	// Events delivered to tcpstate (they passed the filters); Printed of
+	// them written out whole; NotWritten formatted but never written,
+	// because standard output ended (Output says how: complete, closed by
+	// its reader, blocked when the run had to end, or failed).
+	Events     uint64    `json:"events"`
+	Printed    uint64    `json:"printed"`
+	NotWritten uint64    `json:"not_written"`
+	Output     outputEnd `json:"output"`
+	// Lost counted by the kernel: LostFiltered of events that had passed
+	// the filters (ring buffer full, held-back events dropped),
+	// LostHostWide the recursion misses, anyone's (the kernel does not
+	// say whose).
+	Lost         uint64 `json:"lost"`
+	LostFiltered uint64 `json:"lost_filtered"`
+	LostHostWide uint64 `json:"lost_host_wide"`
+	// Missing: transitions known missing without any kernel count:
+	// MissingGaps those the gaps between a socket's events prove missing
+	// beyond what the kernel counted, plus the reconciliation's
+	// missing_uncounted. MissingEstimate: the loss sequence lacks the
+	// recursion misses on this kernel, so some of them may be counted.
+	Missing         uint64             `json:"missing"`
+	MissingGaps     uint64             `json:"missing_gaps"`
+	MissingEstimate bool               `json:"missing_estimate"`
+	Reconciliation  reconcileDoc       `json:"reconciliation"`
+	Kernel          tracer.Counters    `json:"kernel"`
+	AcceptHook      tracer.AcceptHook  `json:"accept_hook"`
+	Model           string             `json:"model"`
+	Check           model.TrackerStats `json:"check"`
+	Stuck           []socketDoc        `json:"stuck"`
+
+	reconcileNote   string
+	snapshotSockets int
 }
 
 func (s *traceSummary) write(w io.Writer) {
 	c := s.Kernel
 	fmt.Fprintf(w, "\ntcpstate summary\n")
-	fmt.Fprintf(w, "  events:          %d (%d printed)\n", s.Events, s.Printed)
-	fmt.Fprintf(w, "  lost:            %d host-wide, filters or not (ring buffer full %d, recursion misses %d, held-back queue full %d, no held-back queue %d, owner never learnt %d; %d nested events rescued)\n",
-		s.Lost, c.RingbufFull, c.RecursionMisses, c.HeldOverflow, c.HeldNoSpace, c.UndecidedClosed, c.Rescued)
+	fmt.Fprintf(w, "  delivered:       %d events (%d printed%s)\n", s.Events, s.Printed, fmtOutputEnd(s.Output, s.NotWritten, "line", "lines"))
+	fmt.Fprintf(w, "  lost, counted:   %s\n", fmtLost(&c, "                   "))
+	fmt.Fprintf(w, "  missing:         %s\n", fmtMissing(s.Missing, s.MissingGaps, &s.Reconciliation, s.MissingEstimate))
+	fmt.Fprintf(w, "  reconciliation:  %s\n", fmtReconciliation(&s.Reconciliation, s.snapshotSockets, s.reconcileNote))
+	writeOutOfStep(w, &s.Reconciliation)
 	fmt.Fprintf(w, "  owners:          named by accept %d (hook %s), accept records not kept %d\n",
 		c.Accepts, s.AcceptHook, c.AcceptNoSpace)
 	k := s.Check
-	fmt.Fprintf(w, "  checks:          model %s: ok %d, unknown %d (first seen mid-life), illegal %d, gap %d (%d after reported loss)\n",
+	fmt.Fprintf(w, "  checks:          model %s: ok %d, unknown %d (first seen mid-life), illegal %d, gap %d (%d after counted loss)\n",
 		s.Model, k.OK, k.Unknown, k.Illegal, k.Gaps(), k.GapAfterLoss)
 }
 
-// writeJSONFile writes v, indented, to path (--summary-json).
-func writeJSONFile(path string, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encoding summary: %w", err)
+// fmtOutputEnd says how standard output ended when it did not take
+// everything: "; 12 lines not written: standard output was closed by its
+// reader".
+func fmtOutputEnd(end outputEnd, n uint64, one, many string) string {
+	why := ""
+	switch end {
+	case outputComplete, "":
+		return ""
+	case outputClosed:
+		why = "standard output was closed by its reader"
+	case outputBlocked:
+		why = "standard output was blocked (its reader stopped reading) when the run had to end"
+	case outputFailed:
+		why = "writing standard output failed"
 	}
-	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("writing summary: %w", err)
+	return fmt.Sprintf("; %s not written: %s", plural(n, one, many), why)
+}
+
+// fmtLost says what the kernel counted lost: the events that had passed
+// the filters, and on a line of its own (indent), the recursion misses,
+// which are the host's.
+func fmtLost(c *tracer.Counters, indent string) string {
+	return fmt.Sprintf("%d of the events that passed the filters (ring buffer full %d, held-back queue full %d, no held-back queue %d, owner never learnt %d)\n"+
+		"%srecursion misses %d host-wide, filters or not: the kernel does not say whose (%d nested events rescued)",
+		c.LostFiltered(), c.RingbufFull, c.HeldOverflow, c.HeldNoSpace, c.UndecidedClosed, indent, c.RecursionMisses, c.Rescued)
+}
+
+// fmtMissing says what is known missing without any count.
+func fmtMissing(missing, gaps uint64, r *reconcileDoc, estimate bool) string {
+	est := ""
+	if estimate {
+		est = " (an estimate: this kernel's loss sequence lacks the recursion misses, so some of these may be among them)"
 	}
-	return nil
+	rec := fmt.Sprintf("%d found by the reconciliation", r.MissingUncounted)
+	if !r.Done {
+		rec = "the reconciliation could not run"
+	}
+	return fmt.Sprintf("%s without any kernel count (%d in gaps between a socket's events, beyond the counted loss; %s)%s",
+		plural(missing, "transition", "transitions"), gaps, rec, est)
+}
+
+// fmtReconciliation is the reconciliation's line: how many sockets the
+// end-of-run snapshot found out of step.
+func fmtReconciliation(r *reconcileDoc, snapSockets int, note string) string {
+	if !r.Done {
+		return "not done: " + r.Error
+	}
+	out := fmt.Sprintf("%s out of step at the end, in a snapshot of %d sockets (%s never delivered, %d of them with no loss counted since the socket's last event)",
+		plural(uint64(r.Sockets), "socket", "sockets"), snapSockets, plural(r.Missing, "transition", "transitions"), r.MissingUncounted)
+	if note != "" {
+		out += "; " + note
+	}
+	return out
 }

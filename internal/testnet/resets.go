@@ -86,7 +86,10 @@ func (ns *NS) ResetOracle(t testing.TB) *ResetOracle {
 		}
 	})
 	for _, w := range [][2]string{
-		{"buffer_size_kb", "1024"},
+		// Every reset of the machine lands here (see above): room for
+		// some 180,000 per CPU, so that another load's resets (a benchmark's
+		// aborts, a parallel test's) do not push the namespace's out.
+		{"buffer_size_kb", "8192"},
 		{"events/tcp/tcp_send_reset/enable", "1"},
 	} {
 		if err := o.write(w[0], w[1]); err != nil {
