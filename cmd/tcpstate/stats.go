@@ -128,8 +128,9 @@ port_other, owners (list of {pid, comm, transitions, opened}), owner_other,
 owner_unknown, histograms (list of {kind: a state name, "active_open",
 "passive_open" or "lifetime"; title; unit "usecs"; count; buckets: list of
 {low, high, count}, non-empty buckets}), stuck (list of {skaddr, state,
-in_state_s, age_s (absent when born before the start), pid, comm,
-owner_known, family, saddr, sport, daddr, dport}), stuck_thresholds_s
+in_state_s, in_state_at_least, age_s (absent when unknown), age_at_least,
+pid, comm, owner_known, family, saddr, sport, daddr, dport}; *_at_least: the
+socket is older than the tracer, its figure counts from the start snapshot), stuck_thresholds_s
 ({STATE: seconds}), and in the final document kernel (the counters of
 trace --summary-json).`,
 		Example: `  sudo tcpstate stats

@@ -370,15 +370,24 @@ func writeStuck(w io.Writer, stuck []model.SocketInfo, th map[model.State]time.D
 	t := newStatsTable(w, tw.AlignLeft, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignLeft, tw.AlignLeft, tw.AlignLeft)
 	t.Header("STATE", "IN STATE", "AGE", "PID", "COMM", "LOCAL", "REMOTE")
 	for _, s := range stuck {
+		// A socket older than the tracer was seeded by the start
+		// snapshot: its times count from then, lower bounds.
+		in := fmtDuration(s.Since)
+		if s.SinceAtLeast {
+			in = ">=" + in
+		}
 		age := "-"
 		if s.Age > 0 {
 			age = fmtDuration(s.Age)
+			if s.AgeAtLeast {
+				age = ">=" + age
+			}
 		}
 		pid, comm := "-", "-"
 		if s.OwnerKnown {
 			pid, comm = fmtU(uint64(s.Pid)), termsafe.String(s.Comm)
 		}
-		if err := t.Append(s.State.String(), fmtDuration(s.Since), age, pid, comm,
+		if err := t.Append(s.State.String(), in, age, pid, comm,
 			fmtAddrPort(s.Saddr, s.Sport), fmtAddrPort(s.Daddr, s.Dport)); err != nil {
 			return fmt.Errorf("writing output: %w", err)
 		}
@@ -472,18 +481,22 @@ type bucketDoc struct {
 }
 
 type stuckDoc struct {
-	Skaddr     string  `json:"skaddr"`
-	State      string  `json:"state"`
-	InStateS   float64 `json:"in_state_s"`
-	AgeS       float64 `json:"age_s,omitempty"`
-	Pid        uint32  `json:"pid,omitempty"`
-	Comm       string  `json:"comm,omitempty"`
-	OwnerKnown bool    `json:"owner_known"`
-	Family     string  `json:"family"`
-	Saddr      string  `json:"saddr"`
-	Sport      uint16  `json:"sport"`
-	Daddr      string  `json:"daddr"`
-	Dport      uint16  `json:"dport"`
+	Skaddr   string  `json:"skaddr"`
+	State    string  `json:"state"`
+	InStateS float64 `json:"in_state_s"`
+	// InStateAtLeast, AgeAtLeast: the socket is older than the tracer (the
+	// start snapshot seeded it), the figure a lower bound.
+	InStateAtLeast bool    `json:"in_state_at_least"`
+	AgeS           float64 `json:"age_s,omitempty"`
+	AgeAtLeast     bool    `json:"age_at_least"`
+	Pid            uint32  `json:"pid,omitempty"`
+	Comm           string  `json:"comm,omitempty"`
+	OwnerKnown     bool    `json:"owner_known"`
+	Family         string  `json:"family"`
+	Saddr          string  `json:"saddr"`
+	Sport          uint16  `json:"sport"`
+	Daddr          string  `json:"daddr"`
+	Dport          uint16  `json:"dport"`
 }
 
 func newStatsDoc(r *statsReport) statsDoc {
@@ -541,16 +554,18 @@ func newStatsDoc(r *statsReport) statsDoc {
 	}
 	for _, s := range r.Stuck {
 		sd := stuckDoc{
-			Skaddr:     "0x" + strconv.FormatUint(s.Skaddr, 16),
-			State:      s.State.String(),
-			InStateS:   s.Since.Seconds(),
-			AgeS:       s.Age.Seconds(),
-			OwnerKnown: s.OwnerKnown,
-			Family:     s.Family.String(),
-			Saddr:      addrString(s.Saddr),
-			Sport:      s.Sport,
-			Daddr:      addrString(s.Daddr),
-			Dport:      s.Dport,
+			Skaddr:         "0x" + strconv.FormatUint(s.Skaddr, 16),
+			State:          s.State.String(),
+			InStateS:       s.Since.Seconds(),
+			InStateAtLeast: s.SinceAtLeast,
+			AgeS:           s.Age.Seconds(),
+			AgeAtLeast:     s.AgeAtLeast,
+			OwnerKnown:     s.OwnerKnown,
+			Family:         s.Family.String(),
+			Saddr:          addrString(s.Saddr),
+			Sport:          s.Sport,
+			Daddr:          addrString(s.Daddr),
+			Dport:          s.Dport,
 		}
 		if s.OwnerKnown {
 			sd.Pid, sd.Comm = s.Pid, s.Comm
