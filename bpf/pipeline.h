@@ -254,6 +254,15 @@ static __always_inline int on_set_state(const struct sock *sk, int oldstate, int
 	__u8 prev = child ? 0 : st->state;
 	if (birth || !prev)
 		count(CNT_SOCKETS);
+	/* First seen in the middle of its life while the start snapshot runs:
+	 * the socket existed before tracing (every later birth is seen), and
+	 * the state it leaves is the one the snapshot would have seeded. Seed
+	 * it here (also a closing one, in the scratch copy), so that this
+	 * event continues from a known state as the snapshot's own would. */
+	if (!prev && !birth && snap_seed) {
+		seed_state(st, sk, oldstate);
+		prev = oldstate;
+	}
 	if (child)
 		child_born(st);
 	else if (birth)
