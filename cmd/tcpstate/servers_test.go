@@ -136,6 +136,9 @@ type realServer struct {
 	hold, finish func(fd int) error
 	// client runs the server's own client program once in ns.
 	client []string
+	// ready, if set, says whether the server accepts connections, once it
+	// listens (postgres listens before its startup process is done).
+	ready func(dir string) bool
 	// forks: the server hands each accepted connection to a child it forks
 	// (postgres): the acceptor is the server, the holder the child.
 	forks bool
@@ -274,7 +277,14 @@ http {
 			})
 			return cmd
 		},
-		stop:  syscall.SIGINT,
+		stop: syscall.SIGINT,
+		// The postmaster writes "ready" as the last line of its pid file
+		// once it accepts connections.
+		ready: func(dir string) bool {
+			b, _ := os.ReadFile(filepath.Join(dir, "data", "postmaster.pid"))
+			lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+			return len(lines) >= 8 && strings.TrimSpace(lines[len(lines)-1]) == "ready"
+		},
 		hold:  pgStartup,
 		forks: true,
 		// Terminate: the backend exits, closing first.
@@ -502,7 +512,7 @@ func startServer(t *testing.T, s realServer, ns *testnet.NS, port uint16) *runni
 		default:
 		}
 		holders := ssList(t, ns.Path())[listen]
-		if len(holders) == 1+s.workers && slices.Contains(holders, r.pid()) {
+		if len(holders) == 1+s.workers && slices.Contains(holders, r.pid()) && (s.ready == nil || s.ready(dir)) {
 			for _, h := range holders {
 				if h != r.pid() {
 					if ppid(h) != r.pid() {
