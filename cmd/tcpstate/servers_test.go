@@ -403,17 +403,14 @@ func dial(ns *testnet.NS, ap netip.AddrPort) (int, uint16, error) {
 	if err := ns.Do(func() (err error) { fd, err = testnet.Socket(ap, 0); return }); err != nil {
 		return -1, 0, err
 	}
-	sa := &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
-	for {
-		err := unix.Connect(fd, sa)
-		if errors.Is(err, unix.EINTR) {
-			err = testnet.WaitConnected(fd)
-		}
-		if err != nil {
-			testnet.Close(fd)
-			return -1, 0, fmt.Errorf("connect %v: %w", ap, err)
-		}
-		break
+	err := unix.Connect(fd, &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()})
+	if errors.Is(err, unix.EINTR) {
+		// The handshake goes on without the interrupted wait.
+		err = testnet.WaitConnected(fd)
+	}
+	if err != nil {
+		testnet.Close(fd)
+		return -1, 0, fmt.Errorf("connect %v: %w", ap, err)
 	}
 	local, err := testnet.LocalAddr(fd)
 	if err != nil {
