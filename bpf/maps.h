@@ -189,6 +189,31 @@ struct {
  * tell exactly whether a loss was counted between two events of a socket. */
 __u64 loss_seq = 0;
 
+/* Seed socket storage from the running state of the kernel (tracing
+ * commands; not ls): set by user space from before the programs attach
+ * until the start snapshot ends (tracer/load.go, Attach), and around each
+ * seeding snapshot. snapshot.h says what seeding is. */
+__u8 snap_seed = 0;
+
+/* seed_state starts the storage of a socket that existed before tracing,
+ * in state. Its history is unknown, except whether it connect()ed: a child
+ * of a listener is a copy of it (sk_clone_lock copies struct sock whole),
+ * sk_max_ack_backlog included, which listen() set to its backlog; a socket
+ * that connect()ed never listened and has 0. (listen(fd, 0) makes children
+ * that look active; no server we know of asks for a backlog of 0.) Active
+ * or not decides whether the SYN is in bytes_acked and who closed first. */
+static __always_inline void seed_state(struct sock_state *st, const struct sock *sk, __u8 state)
+{
+	st->state = state;
+	st->state_ts = bpf_ktime_get_ns();
+	st->born_ts = st->state_ts;
+	st->flags |= SF_BORN_BEFORE | SF_SEEDED_STATE;
+	st->loss_seq = loss_seq;
+	st->visited = 1 << (state & 0xf);
+	if (state != TCP_LISTEN && state != TCP_SYN_RECV && !BPF_CORE_READ(sk, sk_max_ack_backlog))
+		st->visited |= 1 << TCP_SYN_SENT;
+}
+
 /* Aggregation (mode_aggregate), read by tracer/aggregate.go. */
 
 /* Transition counts: index old * NUM_STATES + new. */

@@ -251,9 +251,19 @@ static __always_inline int on_set_state(const struct sock *sk, int oldstate, int
 	 * child's owner (its storage is a copy of the listener's). A birth on a
 	 * socket last seen in another state than CLOSE means its ->CLOSE was
 	 * lost: a gap. */
-	__u8 prev = child ? 0 : st->state;
-	if (birth || !prev)
+	if (birth || !st->state)
 		count(CNT_SOCKETS);
+	/* First seen in the middle of its life while the start snapshot runs:
+	 * the socket existed before tracing (every later birth is seen), and
+	 * the state it leaves is the one the snapshot would have seeded. Seed
+	 * it here (also a closing one, in the scratch copy), so that this
+	 * event continues from a known state as the snapshot's own would.
+	 * Only memory changes here, and prev is read after: the verifier's
+	 * paths through the rest merge again (a register set here doubled
+	 * the main program's verification time). */
+	if (!birth && !st->state && snap_seed)
+		seed_state(st, sk, oldstate);
+	__u8 prev = child ? 0 : st->state;
 	if (child)
 		child_born(st);
 	else if (birth)

@@ -14,10 +14,16 @@
  *
  * Seeding (snap_seed, set for the tracing commands): a socket without
  * storage gets it, with its current state (unless CLOSE: its next event is
- * a birth) and, from snap_files, its holder as owner, both marked seeded. The programs are attached before
- * the snapshot runs, so a socket that changes state meanwhile already has
- * storage with its newer state, which the snapshot leaves alone: live data
- * wins, and the record says the socket was already tracked. The iterator
+ * a birth) and, from snap_files, its holder as owner, both marked seeded.
+ * The programs are attached before the snapshot runs, so a socket that
+ * changes state meanwhile already has storage with its newer state, which
+ * the snapshot leaves alone: live data wins, and the record says the socket
+ * was already tracked. That first change seeds the socket itself
+ * (on_set_state, pipeline.h): snap_seed is set from before the programs
+ * attach until the seeding snapshot ends, and a socket first seen then in
+ * the middle of its life existed before tracing, in the state it is
+ * leaving, exactly what the snapshot would have seeded had it come first.
+ * Its first event so continues from a known state, never an unknown. The iterator
  * holds the socket's lock while it looks (iter/tcp's lock_sock_fast), the
  * same lock every state change holds, so it never sees a half-made change;
  * snap_files does not hold it, and a change racing with it can at worst
@@ -34,9 +40,6 @@
  */
 #ifndef TCPSTATE_SNAPSHOT_H
 #define TCPSTATE_SNAPSHOT_H
-
-/* Seed socket storage from the snapshot (tracing commands; not ls). */
-__u8 snap_seed = 0; /* set by user space around each snapshot */
 
 /* Correct the storage of sockets whose tracked state is not their own
  * (serve's periodic snapshots); set by user space around each snapshot. */
@@ -118,25 +121,6 @@ static __always_inline void snap_common(struct snap_record *r, const struct sock
 		__builtin_memcpy(r->saddr, &skc->skc_v6_rcv_saddr, 16);
 		__builtin_memcpy(r->daddr, &skc->skc_v6_daddr, 16);
 	}
-}
-
-/* seed_state starts the storage of a socket that existed before tracing,
- * in state. Its history is unknown, except whether it connect()ed: a child
- * of a listener is a copy of it (sk_clone_lock copies struct sock whole),
- * sk_max_ack_backlog included, which listen() set to its backlog; a socket
- * that connect()ed never listened and has 0. (listen(fd, 0) makes children
- * that look active; no server we know of asks for a backlog of 0.) Active
- * or not decides whether the SYN is in bytes_acked and who closed first. */
-static __always_inline void seed_state(struct sock_state *st, const struct sock *sk, __u8 state)
-{
-	st->state = state;
-	st->state_ts = bpf_ktime_get_ns();
-	st->born_ts = st->state_ts;
-	st->flags |= SF_BORN_BEFORE | SF_SEEDED_STATE;
-	st->loss_seq = loss_seq;
-	st->visited = 1 << (state & 0xf);
-	if (state != TCP_LISTEN && state != TCP_SYN_RECV && !BPF_CORE_READ(sk, sk_max_ack_backlog))
-		st->visited |= 1 << TCP_SYN_SENT;
 }
 
 /* Storage of a full socket: what the programs know, seeded when asked. */

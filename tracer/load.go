@@ -170,6 +170,15 @@ func (t *Tracer) Attach() error {
 	if t.ring, err = newRing(t.maps.Events); err != nil {
 		return fmt.Errorf("opening the ring buffer: %w", err)
 	}
+	// The start snapshot's window opens before the programs attach: a
+	// socket they first see in the middle of its life from now until the
+	// snapshot ends existed before tracing, and they seed it themselves
+	// (bpf/snapshot.h). Snapshot closes the window when it ends.
+	if t.snapTCP != nil {
+		if err := t.vars.SnapSeed.Set(uint8(1)); err != nil {
+			return fmt.Errorf("opening the start snapshot's window: %w", err)
+		}
+	}
 	if err := t.attachSetState(); err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package tracer_test
 
 import (
+	"bytes"
 	"fmt"
 	"net/netip"
 	"os"
@@ -36,7 +37,13 @@ var ssUsers = regexp.MustCompile(`pid=(\d+)`)
 // ssSockets runs ss -tanp in the namespace at path (the oracle for ls).
 func ssSockets(t *testing.T, path string) map[string]ssSocket {
 	t.Helper()
-	out, err := exec.Command("nsenter", "--net="+path, "ss", "-tanpH").CombinedOutput()
+	// Through testnet: a child forked with the test's sockets open
+	// would close one the test closes meanwhile, in its name.
+	cmd := exec.Command("nsenter", "--net="+path, "ss", "-tanpH")
+	var b bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &b, &b
+	err := testnet.RunCmd(cmd)
+	out := b.Bytes()
 	if err != nil {
 		t.Fatalf("ss -tanp in %s: %v\n%s", path, err, out)
 	}

@@ -25,7 +25,13 @@ var ssPids = regexp.MustCompile(`pid=(\d+)`)
 // (normalised as ls -o json prints them) and the pids it names.
 func ssList(t *testing.T, path string) map[string][]uint32 {
 	t.Helper()
-	out, err := exec.Command("nsenter", "--net="+path, "ss", "-tanpH").CombinedOutput()
+	// Through testnet: a child forked with the test's sockets open
+	// would close one the test closes meanwhile, in its name.
+	cmd := exec.Command("nsenter", "--net="+path, "ss", "-tanpH")
+	var b bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &b, &b
+	err := testnet.RunCmd(cmd)
+	out := b.Bytes()
 	if err != nil {
 		t.Fatalf("ss -tanp in %s: %v\n%s", path, err, out)
 	}

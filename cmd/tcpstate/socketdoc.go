@@ -22,8 +22,11 @@ type socketDoc struct {
 	// began.
 	InStateS       float64 `json:"in_state_s"`
 	InStateAtLeast bool    `json:"in_state_at_least"`
-	// AgeS is the time since birth; absent when born before tracing began.
-	AgeS float64 `json:"age_s,omitempty"`
+	// AgeS is the time since birth (absent when unknown); AgeAtLeast says
+	// it is a lower bound: born before tracing began, AgeS counts from the
+	// start snapshot.
+	AgeS       float64 `json:"age_s,omitempty"`
+	AgeAtLeast bool    `json:"age_at_least,omitempty"`
 	// The owner, as in the event record: 0 and "" when unknown.
 	Pid        uint32 `json:"pid"`
 	Comm       string `json:"comm"`
@@ -48,6 +51,7 @@ func newSocketDoc(s *model.SocketInfo) socketDoc {
 		InStateS:       s.Since.Seconds(),
 		InStateAtLeast: s.SinceAtLeast,
 		AgeS:           s.Age.Seconds(),
+		AgeAtLeast:     s.AgeAtLeast,
 		OwnerKnown:     s.OwnerKnown,
 		Family:         s.Family.String(),
 		Saddr:          addrString(s.Saddr),

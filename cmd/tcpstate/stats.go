@@ -145,7 +145,7 @@ owner_unknown, histograms (list of {kind: a state name, "active_open",
 {low, high, count}, non-empty buckets}), stuck (list of sockets, in the
 form every tcpstate document uses: {skaddr, state, in_state_s,
 in_state_at_least (true: in the state since before the start, in_state_s is
-a lower bound), age_s (absent when born before the start), pid and comm (0
+a lower bound), age_s (absent when unknown), age_at_least (true: born before the start, age_s counts from then), pid and comm (0
 and "" when the owner is unknown), owner_known, family, saddr, sport, daddr,
 dport, netns}), stuck_thresholds_s ({STATE: seconds}), and in the final
 document kernel (the counters of trace --summary-json), missing

@@ -392,17 +392,22 @@ func writeStuck(w io.Writer, stuck []model.SocketInfo, th map[model.State]time.D
 	t := newStatsTable(w, tw.AlignLeft, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignLeft, tw.AlignLeft, tw.AlignLeft)
 	t.Header("STATE", "IN STATE", "AGE", "PID", "COMM", "LOCAL", "REMOTE")
 	for _, s := range stuck {
+		// A socket older than the tracer was seeded by the start
+		// snapshot: its times count from then, lower bounds.
+		in := fmtDuration(s.Since)
+		if s.SinceAtLeast {
+			in = ">=" + in
+		}
 		age := "-"
 		if s.Age > 0 {
 			age = fmtDuration(s.Age)
+			if s.AgeAtLeast {
+				age = ">=" + age
+			}
 		}
 		pid, comm := "-", "-"
 		if s.OwnerKnown {
 			pid, comm = fmtU(uint64(s.Pid)), termsafe.String(s.Comm)
-		}
-		in := fmtDuration(s.Since)
-		if s.SinceAtLeast {
-			in = ">=" + in // in the state since before tracing began
 		}
 		if err := t.Append(s.State.String(), in, age, pid, comm,
 			fmtAddrPort(s.Saddr, s.Sport), fmtAddrPort(s.Daddr, s.Dport)); err != nil {

@@ -60,8 +60,12 @@ func removeStaleInstances() {
 
 // OracleEvent is one line of the kernel's record.
 type OracleEvent struct {
-	CPU      int
-	Time     string // seconds since boot, as tracefs prints it
+	CPU  int
+	Time string // CLOCK_MONOTONIC seconds, as tracefs prints it (trace_clock mono)
+	// Ns is Time in nanoseconds (microsecond precision): comparable with
+	// tcpstate's event timestamps (bpf_ktime_get_ns) and monotonic time
+	// read by the test.
+	Ns       uint64
 	Task     string // the task on the CPU, and its pid
 	TaskPid  int
 	Skaddr   uint64
@@ -85,6 +89,18 @@ type Oracle struct {
 	once sync.Once
 	evs  []OracleEvent
 	err  error
+}
+
+// ServiceFilter is a tracefs filter for the TCP (protocol 6) transitions
+// of connections to one service port from clients whose ports are in
+// [lo, hi] (or 0, before connect() picks it): a server's listener, its
+// children and their clients, when the clients' namespace has the
+// ephemeral range [lo, hi] (one wider than a port block, for loads of
+// hundreds of connections). Pick a range that excludes the server ports of
+// other tests' loads (18080) and the port blocks: above 32767.
+func ServiceFilter(port, lo, hi uint16) string {
+	peer := func(f string) string { return fmt.Sprintf("(%s==0 || (%s>=%d && %s<=%d))", f, f, lo, f, hi) }
+	return fmt.Sprintf("protocol==6 && ((sport==%d && %s) || (dport==%d && %s))", port, peer("dport"), port, peer("sport"))
 }
 
 // PortFilter is a tracefs filter for TCP (protocol 6) transitions whose
@@ -112,6 +128,14 @@ func (ns *NS) Oracle(t testing.TB) *Oracle {
 // match filter (tracefs filter syntax on the event's fields), from now
 // until Events is first called. It is removed when the test ends.
 func NewOracle(t testing.TB, filter string) *Oracle {
+	t.Helper()
+	return NewOracleSize(t, filter, 512)
+}
+
+// NewOracleSize is NewOracle with a buffer of kb KiB per CPU (a load of
+// thousands of connections needs more than the default 512: an overflow
+// fails Events).
+func NewOracleSize(t testing.TB, filter string, kb int) *Oracle {
 	t.Helper()
 	RequireRoot(t)
 	if _, err := os.Stat(filepath.Join(tracefsDir, "instances")); err != nil {
@@ -142,7 +166,9 @@ func NewOracle(t testing.TB, filter string) *Oracle {
 	})
 	ev := "events/sock/inet_sock_set_state/"
 	for _, w := range [][2]string{
-		{"buffer_size_kb", "512"},
+		{"buffer_size_kb", strconv.Itoa(kb)},
+		// The clock of tcpstate's timestamps, so tests can order both.
+		{"trace_clock", "mono"},
 		{ev + "filter", filter},
 		{ev + "enable", "1"},
 	} {
@@ -252,6 +278,14 @@ func (o *Oracle) read() ([]OracleEvent, error) {
 // saddrv6=::1 ... oldstate=TCP_CLOSE).
 func parseOracle(r, p traceLine) (OracleEvent, error) {
 	e := OracleEvent{CPU: r.cpu, Time: r.time, Task: r.task, TaskPid: r.pid}
+	if sec, frac, ok := strings.Cut(r.time, "."); ok {
+		s, err1 := strconv.ParseUint(sec, 10, 64)
+		f, err2 := strconv.ParseUint((frac + "000000000")[:9], 10, 64)
+		if err1 != nil || err2 != nil {
+			return e, fmt.Errorf("timestamp %q", r.time)
+		}
+		e.Ns = s*1e9 + f
+	}
 	num := func(key string, bits int) (uint64, error) {
 		v, ok := r.fields[key]
 		if !ok {
