@@ -37,10 +37,19 @@ type Filter struct {
 	// Netns selects sockets of these network namespaces (inode numbers).
 	Netns []uint32
 	// Cgroups selects sockets whose own cgroup (the one their creator was
-	// in) is one of these or below one: --cgroup, and the cgroups that
-	// --container resolves to.
+	// in) is one of these or below one: --cgroup, or the cgroups that
+	// --container resolves to (those inside a --cgroup, when both are
+	// given: different filters AND).
 	Cgroups []CgroupWant
+	// Containers are the containers --container names. The cgroup filter
+	// is on when they are given, even while none of them has a cgroup
+	// (Cgroups empty: no socket matches), and the tracer is told to look
+	// for their cgroups again as containers start.
+	Containers []string
 }
+
+// CgroupFilter reports whether sockets are selected by their cgroup.
+func (f *Filter) CgroupFilter() bool { return len(f.Cgroups) > 0 || len(f.Containers) > 0 }
 
 // CgroupWant is one cgroup subtree a filter wants, as the kernel takes it
 // (struct cgroup_want in bpf/maps.h): the cgroup's id and its depth, with
@@ -73,7 +82,7 @@ func (w CgroupWant) Contains(id uint64, path string) bool {
 // first event.
 func (f *Filter) Sticky() bool {
 	return len(f.Ports) > 0 || len(f.LPorts) > 0 || len(f.RPorts) > 0 || len(f.Pids) > 0 ||
-		len(f.Netns) > 0 || len(f.Cgroups) > 0
+		len(f.Netns) > 0 || f.CgroupFilter()
 }
 
 // Empty reports whether the filter lets everything through.
@@ -188,7 +197,7 @@ func (f *Filter) MatchSocket(s SocketFacts) bool {
 	if len(f.Netns) > 0 && (s.Netns == 0 || !slices.Contains(f.Netns, s.Netns)) {
 		return false
 	}
-	if len(f.Cgroups) > 0 && !slices.ContainsFunc(f.Cgroups, func(w CgroupWant) bool { return w.Contains(s.CgroupID, s.CgroupPath) }) {
+	if f.CgroupFilter() && !slices.ContainsFunc(f.Cgroups, func(w CgroupWant) bool { return w.Contains(s.CgroupID, s.CgroupPath) }) {
 		return false
 	}
 	if len(f.Ports) > 0 && !slices.Contains(f.Ports, s.Sport) && !slices.Contains(f.Ports, s.Dport) {

@@ -56,7 +56,10 @@ func TestMatchSocketNetnsAndCgroup(t *testing.T) {
 	if (&Filter{Netns: []uint32{4026531840}}).MatchSocket(unknown) || (&Filter{Cgroups: []CgroupWant{pod}}).MatchSocket(unknown) {
 		t.Error("a socket whose namespace and cgroup are not known matches no namespace or cgroup filter")
 	}
-	if !(&Filter{Netns: []uint32{1}}).Sticky() || !(&Filter{Cgroups: []CgroupWant{pod}}).Sticky() {
+	if (&Filter{Containers: []string{"abcd"}}).MatchSocket(sock) {
+		t.Error("a --container whose container has no cgroup yet matches no socket")
+	}
+	if !(&Filter{Netns: []uint32{1}}).Sticky() || !(&Filter{Cgroups: []CgroupWant{pod}}).Sticky() || !(&Filter{Containers: []string{"x"}}).Sticky() {
 		t.Error("namespace and cgroup filters select sockets: sticky")
 	}
 	// SocketInfo.Facts carries them.

@@ -61,6 +61,8 @@ func (t *Tracer) Sockets() ([]model.SocketInfo, error) {
 			Sport:        rec.Sport,
 			Dport:        rec.Dport,
 			Netns:        rec.Netns,
+			CgroupID:     rec.CgroupId,
+			Cgroup:       t.cgroups.Lookup(rec.CgroupId),
 		}
 		if s.Family == model.AFInet {
 			s.Saddr = netip.AddrFrom4([4]byte(rec.Saddr[:4]))

@@ -13,6 +13,7 @@ const (
 	DefaultRingSize     = 2 << 20 // bytes; ~15k events
 	DefaultMaxSockets   = 65536   // sockets that may wait at once (held events, accept records)
 	DefaultPollInterval = 10 * time.Millisecond
+	DefaultMaxCgroups   = 1024 // cgroups stats counts by
 )
 
 // Mode says what the kernel does with an event that passes the filters.
@@ -102,6 +103,14 @@ type Options struct {
 	// iterators, no tracepoint program; Attach is not called.
 	ListOnly bool
 
+	// MaxCgroups bounds the cgroups stats counts by (the kernel's
+	// cgroup_counts map); transitions of more are counted as not counted
+	// (default DefaultMaxCgroups).
+	MaxCgroups int
+	// CgroupResolver resolves cgroup ids (Tracer.Cgroups); nil: the
+	// tracer makes one for the host's cgroup2 mount, and closes it.
+	CgroupResolver *CgroupResolver
+
 	// Warn receives non-fatal problems (for example: no tracefs, so accepted
 	// sockets keep their listener's owner). Nil discards them.
 	Warn func(string)
@@ -128,6 +137,9 @@ func (o *Options) setDefaults() error {
 	if o.Accept == "" {
 		o.Accept = AcceptAuto
 	}
+	if o.MaxCgroups == 0 {
+		o.MaxCgroups = DefaultMaxCgroups
+	}
 	if o.Model == nil {
 		m, err := model.ModelByName(model.DefaultModelName)
 		if err != nil {
@@ -136,4 +148,13 @@ func (o *Options) setDefaults() error {
 		o.Model = m
 	}
 	return o.Filter.Validate()
+}
+
+// cgroupResolver is the resolver the options give, or one for the host.
+func (o *Options) cgroupResolver() *CgroupResolver {
+	if o.CgroupResolver != nil {
+		return o.CgroupResolver
+	}
+	fs, _ := FindCgroupFS()
+	return NewCgroupResolver(fs, 0, 0)
 }

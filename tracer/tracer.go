@@ -44,6 +44,10 @@ func (t *Tracer) Close() error {
 	}
 	t.progs = nil
 	errs = append(errs, t.maps.Close())
+	if t.ownCgroups {
+		t.cgroups.Close()
+		t.ownCgroups = false
+	}
 	if t.coll != nil {
 		t.coll.Close()
 		t.coll = nil
