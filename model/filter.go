@@ -37,19 +37,34 @@ type Filter struct {
 	// Netns selects sockets of these network namespaces (inode numbers).
 	Netns []uint32
 	// Cgroups selects sockets whose own cgroup (the one their creator was
-	// in) is one of these or below one: --cgroup, or the cgroups that
-	// --container resolves to (those inside a --cgroup, when both are
-	// given: different filters AND).
+	// in) is one of these or below one (--cgroup).
 	Cgroups []CgroupWant
-	// Containers are the containers --container names. The cgroup filter
-	// is on when they are given, even while none of them has a cgroup
-	// (Cgroups empty: no socket matches), and the tracer is told to look
-	// for their cgroups again as containers start.
+	// Containers selects sockets whose cgroup is, or is below, a cgroup
+	// whose path names one of these containers (--container: an id or a
+	// prefix of one, a systemd unit, a Kubernetes pod uid; see
+	// Container.MatchesContainer). The tracer finds those cgroups, and
+	// finds them again as containers start and restart.
 	Containers []string
 }
 
 // CgroupFilter reports whether sockets are selected by their cgroup.
 func (f *Filter) CgroupFilter() bool { return len(f.Cgroups) > 0 || len(f.Containers) > 0 }
+
+// NamesContainer reports whether the cgroup path, or one of its
+// ancestors, names one of the containers (a container id, a prefix of one,
+// a systemd unit's name, or a Kubernetes pod's uid): --container's
+// semantics in user space.
+func NamesContainer(path string, containers []string) bool {
+	for p := path; p != "" && p != "/"; p = p[:max(strings.LastIndexByte(p, '/'), 0)] {
+		c := ParseCgroupPath(p)
+		for _, arg := range containers {
+			if c.MatchesContainer(arg) || c.PodUID != "" && c.PodUID == arg {
+				return true
+			}
+		}
+	}
+	return false
+}
 
 // CgroupWant is one cgroup subtree a filter wants, as the kernel takes it
 // (struct cgroup_want in bpf/maps.h): the cgroup's id and its depth, with
@@ -197,7 +212,10 @@ func (f *Filter) MatchSocket(s SocketFacts) bool {
 	if len(f.Netns) > 0 && (s.Netns == 0 || !slices.Contains(f.Netns, s.Netns)) {
 		return false
 	}
-	if f.CgroupFilter() && !slices.ContainsFunc(f.Cgroups, func(w CgroupWant) bool { return w.Contains(s.CgroupID, s.CgroupPath) }) {
+	if len(f.Cgroups) > 0 && !slices.ContainsFunc(f.Cgroups, func(w CgroupWant) bool { return w.Contains(s.CgroupID, s.CgroupPath) }) {
+		return false
+	}
+	if len(f.Containers) > 0 && !NamesContainer(s.CgroupPath, f.Containers) {
 		return false
 	}
 	if len(f.Ports) > 0 && !slices.Contains(f.Ports, s.Sport) && !slices.Contains(f.Ports, s.Dport) {

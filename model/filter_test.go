@@ -56,8 +56,32 @@ func TestMatchSocketNetnsAndCgroup(t *testing.T) {
 	if (&Filter{Netns: []uint32{4026531840}}).MatchSocket(unknown) || (&Filter{Cgroups: []CgroupWant{pod}}).MatchSocket(unknown) {
 		t.Error("a socket whose namespace and cgroup are not known matches no namespace or cgroup filter")
 	}
-	if (&Filter{Containers: []string{"abcd"}}).MatchSocket(sock) {
-		t.Error("a --container whose container has no cgroup yet matches no socket")
+	for _, c := range []struct {
+		f    Filter
+		want bool
+	}{
+		{Filter{Containers: []string{idA[:12]}}, true},                                    // its container, by a prefix
+		{Filter{Containers: []string{idB}}, false},                                        // another
+		{Filter{Containers: []string{idA}, Cgroups: []CgroupWant{pod}}, true},             // AND
+		{Filter{Containers: []string{idA}, Cgroups: []CgroupWant{other}}, false},          // AND, outside the subtree
+		{Filter{Containers: []string{"nginx.service", idA[:4]}, Netns: []uint32{1}}, false}, // AND with netns
+	} {
+		if got := c.f.MatchSocket(sock); got != c.want {
+			t.Errorf("%+v: MatchSocket = %v, want %v", c.f, got, c.want)
+		}
+	}
+	// A cgroup below a container's own (a container's cgroup namespace,
+	// docker in docker) is the container's.
+	inner := SocketFacts{Family: AFInet, CgroupPath: "/docker/" + idA + "/docker/" + idB}
+	if !(&Filter{Containers: []string{idA}}).MatchSocket(inner) || !(&Filter{Containers: []string{idB}}).MatchSocket(inner) {
+		t.Error("a socket of a container in a container is in both")
+	}
+	podSock := SocketFacts{Family: AFInet, CgroupPath: "/kubepods/burstable/pod" + uid + "/" + idA}
+	if !(&Filter{Containers: []string{uid}}).MatchSocket(podSock) {
+		t.Error("a pod uid selects its containers' sockets")
+	}
+	if (&Filter{Containers: []string{idA}}).MatchSocket(SocketFacts{Family: AFInet, CgroupID: 5}) {
+		t.Error("a socket whose cgroup is not resolved matches no --container")
 	}
 	if !(&Filter{Netns: []uint32{1}}).Sticky() || !(&Filter{Cgroups: []CgroupWant{pod}}).Sticky() || !(&Filter{Containers: []string{"x"}}).Sticky() {
 		t.Error("namespace and cgroup filters select sockets: sticky")

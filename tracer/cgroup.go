@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -353,31 +354,27 @@ func ContainerCgroups(cgs []Cgroup, args []string, within []model.CgroupWant) ([
 }
 
 // ContainerWatch keeps the kernel's cgroup filter following the
-// containers of --container as they start and restart: each Scan walks the
-// cgroup tree and adds the cgroups that name them and are not in the
-// filter yet (AddCgroups: they select sockets born from then on). A
-// container restarted by its runtime gets a new cgroup of the same name;
-// a systemd service restarted, too; a Kubernetes pod's cgroup outlives its
-// containers' restarts.
+// containers of --container (Filter.Containers) as they start and
+// restart: each Scan walks the cgroup tree and adds the cgroups that name
+// them, inside the --cgroup subtrees, and are not in the filter yet
+// (AddCgroups: they select sockets born from then on). A container
+// restarted by its runtime gets a new cgroup of the same name; a systemd
+// service restarted, too; a Kubernetes pod's cgroup outlives its
+// containers' restarts. The tracer scans every Options.CgroupRescan.
 type ContainerWatch struct {
+	mu     sync.Mutex
 	t      *Tracer
 	fs     CgroupFS
 	args   []string
 	within []model.CgroupWant
+	live   map[uint64]bool // the cgroups of the last walk
 }
 
-// WatchContainers makes the watch of the filter's containers (Options'
-// Containers), inside the filter's --cgroup subtrees (within; none: the
-// whole hierarchy).
-func (t *Tracer) WatchContainers(within []model.CgroupWant) *ContainerWatch {
-	return &ContainerWatch{t: t, fs: t.cgroups.FS(), args: slices.Clone(t.opts.Containers), within: within}
-}
-
-// Scan looks once and returns the cgroups it added to the filter.
-func (w *ContainerWatch) Scan() ([]model.CgroupWant, error) {
+// find walks the tree and returns the containers' cgroups.
+func (w *ContainerWatch) find() ([]model.CgroupWant, error) {
 	cgs, err := w.fs.Walk()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("looking for the cgroups of --container: %w", err)
 	}
 	wants, named, err := ContainerCgroups(cgs, w.args, w.within)
 	if err != nil {
@@ -390,9 +387,20 @@ func (w *ContainerWatch) Scan() ([]model.CgroupWant, error) {
 			w.args[i] = id
 		}
 	}
-	live := make(map[uint64]bool, len(cgs))
+	w.live = make(map[uint64]bool, len(cgs))
 	for _, cg := range cgs {
-		live[cg.ID] = true
+		w.live[cg.ID] = true
 	}
-	return w.t.AddCgroups(wants, func(id uint64) bool { return !live[id] })
+	return wants, nil
+}
+
+// Scan looks once and returns the cgroups it added to the filter.
+func (w *ContainerWatch) Scan() ([]model.CgroupWant, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	wants, err := w.find()
+	if err != nil {
+		return nil, err
+	}
+	return w.t.AddCgroups(wants, func(id uint64) bool { return !w.live[id] })
 }

@@ -14,6 +14,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -324,8 +325,9 @@ func TestCgroupFilters(t *testing.T) {
 	if len(containerWants) != 1 || containerWants[0].ID != w.container.ID {
 		t.Fatalf("--container %s resolved to %+v, want %s", w.containerID[:12], containerWants, w.container.Path)
 	}
-	andWants, _, err := tracer.ContainerCgroups(cgs, []string{w.containerID[:12]}, []model.CgroupWant{want(w.a)})
-	must(t, err)
+	if none, _, err := tracer.ContainerCgroups(cgs, []string{w.containerID[:12]}, []model.CgroupWant{want(w.a)}); err != nil || len(none) != 0 {
+		t.Fatalf("--container %s inside --cgroup %s resolved to %+v, %v: want none", w.containerID[:12], w.a.Path, none, err)
+	}
 
 	everything := []string{"LA", "cA", "kA", "LB", "cB", "kB", "LC", "cC", "kC", "LA2", "cA2", "kA2"}
 	cases := []struct {
@@ -338,8 +340,9 @@ func TestCgroupFilters(t *testing.T) {
 		{"--cgroup T/a/sub", model.Filter{Cgroups: []model.CgroupWant{want(w.sub)}}, []string{"cA"}},
 		{"--cgroup T/b, in both namespaces", model.Filter{Cgroups: []model.CgroupWant{want(w.b)}}, []string{"LB", "kB", "cC", "LC", "kC", "LA2", "cA2", "kA2"}},
 		{"--cgroup T/a/sub --cgroup the container", model.Filter{Cgroups: []model.CgroupWant{want(w.sub), want(w.container)}}, []string{"cA", "LC", "kC"}},
-		{"--container ID", model.Filter{Cgroups: containerWants, Containers: []string{w.containerID}}, []string{"LC", "kC"}},
-		{"--container ID --cgroup T/a: none", model.Filter{Cgroups: andWants, Containers: []string{w.containerID}}, nil},
+		{"--container ID", model.Filter{Containers: []string{w.containerID[:12]}}, []string{"LC", "kC"}},
+		{"--container ID --cgroup T/a: none", model.Filter{Containers: []string{w.containerID}, Cgroups: []model.CgroupWant{want(w.a)}}, nil},
+		{"--container ID --cgroup T/b", model.Filter{Containers: []string{w.containerID}, Cgroups: []model.CgroupWant{want(w.b)}}, []string{"LC", "kC"}},
 		{"--netns ns2", model.Filter{Netns: []uint32{w.ns2.Inode()}}, []string{"LA2", "cA2", "kA2"}},
 		{"--netns ns1 --cgroup T/b", model.Filter{Netns: []uint32{w.ns1.Inode()}, Cgroups: []model.CgroupWant{want(w.b)}}, []string{"LB", "kB", "cC", "LC", "kC"}},
 		{"--netns both --port P0", model.Filter{Netns: []uint32{w.ns1.Inode(), w.ns2.Inode()}, Ports: []uint16{w.p0}}, []string{"LA", "cA", "kA", "LA2", "cA2", "kA2"}},
@@ -414,19 +417,16 @@ func TestCgroupFilters(t *testing.T) {
 			tracetest.CompareOracle(t, o, ls, func(e testnet.OracleEvent, key string) bool {
 				return slices.Contains(c.socks, roleOfKey[key])
 			})
-			// User space agrees (FilterSockets, ls): each socket by its
-			// cgroup path and namespace.
-			for _, l := range ls {
-				e := l.Evs[0]
-				cg := map[uint64]*testnet.Cgroup{w.a.ID: w.a, w.sub.ID: w.sub, w.b.ID: w.b, w.container.ID: w.container}[e.CgroupID]
-				if cg == nil {
-					t.Errorf("%s: cgroup %d is none of the test's", w.role(l), e.CgroupID)
-					continue
-				}
+			// User space agrees (FilterSockets: ls, the stuck lists): it
+			// selects the same sockets, by their cgroup path, namespace
+			// and ports.
+			paths := map[uint64]string{w.a.ID: w.a.Path, w.sub.ID: w.sub.Path, w.b.ID: w.b.Path, w.container.ID: w.container.Path}
+			for _, l := range ref {
+				e := l.Evs[len(l.Evs)-1]
 				si := model.SocketInfo{Family: e.Family, Sport: e.Sport, Dport: e.Dport, Netns: e.Netns, CgroupID: e.CgroupID,
-					Cgroup: &model.CgroupInfo{Path: cg.Path}}
-				if len(c.f.Ports) == 0 && !c.f.MatchSocket(si.Facts()) {
-					t.Errorf("%s (%s, netns %d): MatchSocket says no", w.role(l), cg.Path, e.Netns)
+					Cgroup: &model.CgroupInfo{Path: paths[e.CgroupID]}}
+				if got, want := c.f.MatchSocket(si.Facts()), slices.Contains(c.socks, w.role(l)); got != want {
+					t.Errorf("%s (cgroup %s, netns %d): MatchSocket = %v, the kernel said %v", w.role(l), paths[e.CgroupID], e.Netns, got, want)
 				}
 			}
 		})
@@ -443,8 +443,9 @@ func TestContainerRescan(t *testing.T) {
 	ns := testnet.New(t)
 	top := testnet.NewCgroup(t)
 	id := uniqueID("5ca1ab1e")
-	sess := tracetest.Start(t, tracer.Options{Filter: model.Filter{Containers: []string{id[:12]}}})
-	watch := sess.Tracer().WatchContainers(nil)
+	// The test scans itself (CgroupRescan < 0), at the moments it chooses.
+	sess := tracetest.Start(t, tracer.Options{Filter: model.Filter{Containers: []string{id[:12]}}, CgroupRescan: -1})
+	watch := sess.Tracer().ContainerWatch()
 	if added, err := watch.Scan(); err != nil || len(added) != 0 {
 		t.Fatalf("a scan before the container exists: added %+v, %v", added, err)
 	}
@@ -589,5 +590,34 @@ func TestCountsByCgroup(t *testing.T) {
 		if len(a.Cgroups) != 2 || counted+a.CgroupOther != 14 || a.CgroupOther == 0 {
 			t.Errorf("bounded to 2: %d cgroups counting %d, other %d; want 2, and 14 in all", len(a.Cgroups), counted, a.CgroupOther)
 		}
+	}
+}
+
+// TestContainerRescanRuns: the tracer rescans by itself, every
+// CgroupRescan, and says what it added.
+func TestContainerRescanRuns(t *testing.T) {
+	t.Parallel()
+	top := testnet.NewCgroup(t)
+	id := uniqueID("feedface")
+	var mu sync.Mutex
+	var notes []string
+	sess := tracetest.Start(t, tracer.Options{Filter: model.Filter{Containers: []string{id}}, CgroupRescan: 20 * time.Millisecond,
+		Info: func(s string) { mu.Lock(); notes = append(notes, s); mu.Unlock() }})
+	if slots := sess.Tracer().CgroupSlots(); len(slots) != 0 {
+		t.Fatalf("slots %+v before the container exists", slots)
+	}
+	cg := top.Sub("libpod-" + id + ".scope")
+	deadline := time.Now().Add(5 * time.Second)
+	for !slices.ContainsFunc(sess.Tracer().CgroupSlots(), func(w model.CgroupWant) bool { return w.ID == cg.ID }) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the rescan did not add %s within 5s: slots %+v", cg.Path, sess.Tracer().CgroupSlots())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	sess.Stop()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(notes) != 1 || !strings.Contains(notes[0], cg.Path) {
+		t.Errorf("notes %q: want one naming %s", notes, cg.Path)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -40,8 +41,11 @@ type Tracer struct {
 	ownCgroups bool // made by Load: Close closes it
 	// cgroupSlots is the kernel's cgroup filter, slot by slot (an ID 0
 	// slot is unused); cgroupGen its generation (AddCgroups).
+	cgroupMu    sync.Mutex // cgroupSlots, cgroupGen: AddCgroups runs in the watch's goroutine
 	cgroupSlots []model.CgroupWant
 	cgroupGen   uint32
+	watch       *ContainerWatch // Filter.Containers' rescans (nil without)
+	stopWatch   func()
 	exactLoss   bool // LossSeq counts recursion misses (find_self ran)
 	features    []Feature
 
@@ -181,6 +185,7 @@ func (t *Tracer) Attach() error {
 	}
 	t.attachAccept()
 	t.attachResets()
+	t.startWatch()
 	if t.rescue != nil {
 		t.features = append(t.features, Feature{Name: "rescue of nested transitions", Active: true, Detail: "rescue_set_state (--rescue-nested)"})
 	}
@@ -324,10 +329,23 @@ func (t *Tracer) fillFilters() error {
 			return fmt.Errorf("filling the network namespace filter: %w", err)
 		}
 	}
+	wants := t.opts.Cgroups
+	if len(t.opts.Containers) > 0 {
+		// The kernel takes the containers' own cgroups (inside the
+		// --cgroup subtrees): a subtree each.
+		t.watch = &ContainerWatch{t: t, fs: t.cgroups.FS(), args: slices.Clone(t.opts.Containers), within: t.opts.Cgroups}
+		var err error
+		if wants, err = t.watch.find(); err != nil {
+			return err
+		}
+	}
 	t.cgroupSlots = make([]model.CgroupWant, t.opts.cgroupSlots())
+	if len(wants) > len(t.cgroupSlots) {
+		return fmt.Errorf("the cgroup filter takes %d cgroups, and %d are wanted", len(t.cgroupSlots), len(wants))
+	}
 	for i := range t.cgroupSlots {
-		if i < len(t.opts.Cgroups) {
-			t.cgroupSlots[i] = t.opts.Cgroups[i]
+		if i < len(wants) {
+			t.cgroupSlots[i] = wants[i]
 		}
 		if err := t.putCgroupSlot(uint32(i), t.cgroupSlots[i], 0, true); err != nil {
 			return err
@@ -385,6 +403,8 @@ const maxCgroupGen = 0xffff
 // whose slots may be given to new ones when no slot is free. It returns
 // the cgroups added; a full filter is an error, after adding what fits.
 func (t *Tracer) AddCgroups(wants []model.CgroupWant, gone func(id uint64) bool) ([]model.CgroupWant, error) {
+	t.cgroupMu.Lock()
+	defer t.cgroupMu.Unlock()
 	var added []model.CgroupWant
 	gen := min(t.cgroupGen+1, maxCgroupGen)
 	for _, w := range wants {
@@ -416,8 +436,51 @@ func (t *Tracer) AddCgroups(wants []model.CgroupWant, gone func(id uint64) bool)
 	return added, nil
 }
 
+// ContainerWatch is the watch that follows Filter.Containers' cgroups
+// (nil without containers).
+func (t *Tracer) ContainerWatch() *ContainerWatch { return t.watch }
+
+// startWatch rescans for the containers' cgroups every CgroupRescan while
+// the programs are attached.
+func (t *Tracer) startWatch() {
+	if t.watch == nil || t.opts.CgroupRescan < 0 {
+		return
+	}
+	done, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		tick := time.NewTicker(t.opts.CgroupRescan)
+		defer tick.Stop()
+		failed := ""
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			added, err := t.watch.Scan()
+			for _, w := range added {
+				t.opts.Info(fmt.Sprintf("--container: following the new cgroup %s (its sockets created from now on)", w.Path))
+			}
+			if err != nil && err.Error() != failed {
+				t.opts.Warn(fmt.Sprintf("--container: looking for the containers' cgroups again: %v", err))
+			}
+			failed = ""
+			if err != nil {
+				failed = err.Error() // said once, until it changes
+			}
+		}
+	}()
+	t.stopWatch = func() {
+		close(done)
+		<-stopped
+	}
+}
+
 // CgroupSlots returns the cgroups in the kernel's filter now.
 func (t *Tracer) CgroupSlots() []model.CgroupWant {
+	t.cgroupMu.Lock()
+	defer t.cgroupMu.Unlock()
 	return slices.DeleteFunc(slices.Clone(t.cgroupSlots), func(w model.CgroupWant) bool { return w.ID == 0 })
 }
 

@@ -110,6 +110,14 @@ type Options struct {
 	// CgroupResolver resolves cgroup ids (Tracer.Cgroups); nil: the
 	// tracer makes one for the host's cgroup2 mount, and closes it.
 	CgroupResolver *CgroupResolver
+	// CgroupRescan is how often the cgroup tree is read again for the
+	// cgroups of Filter.Containers while tracing runs (0: every
+	// DefaultCgroupRetry; negative: never, the caller calls
+	// ContainerWatch().Scan itself).
+	CgroupRescan time.Duration
+	// Info receives notes on what the tracer does meanwhile (a container's
+	// new cgroup joined the filter). Nil discards them.
+	Info func(string)
 
 	// Warn receives non-fatal problems (for example: no tracefs, so accepted
 	// sockets keep their listener's owner). Nil discards them.
@@ -130,6 +138,12 @@ func (o *Options) setDefaults() error {
 	}
 	if o.Warn == nil {
 		o.Warn = func(string) {}
+	}
+	if o.Info == nil {
+		o.Info = func(string) {}
+	}
+	if o.CgroupRescan == 0 {
+		o.CgroupRescan = DefaultCgroupRetry
 	}
 	if o.Mode == 0 {
 		o.Mode = ModeStream

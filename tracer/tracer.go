@@ -15,6 +15,10 @@ import (
 // Detach stops new events: it closes the links but keeps maps and the
 // ring, so the ring can be drained and the counters read.
 func (t *Tracer) Detach() error {
+	if t.stopWatch != nil {
+		t.stopWatch()
+		t.stopWatch = nil
+	}
 	var errs []error
 	for _, l := range slices.Backward(t.links) {
 		errs = append(errs, l.Close())
