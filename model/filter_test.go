@@ -60,10 +60,10 @@ func TestMatchSocketNetnsAndCgroup(t *testing.T) {
 		f    Filter
 		want bool
 	}{
-		{Filter{Containers: []string{idA[:12]}}, true},                                    // its container, by a prefix
-		{Filter{Containers: []string{idB}}, false},                                        // another
-		{Filter{Containers: []string{idA}, Cgroups: []CgroupWant{pod}}, true},             // AND
-		{Filter{Containers: []string{idA}, Cgroups: []CgroupWant{other}}, false},          // AND, outside the subtree
+		{Filter{Containers: []string{idA[:12]}}, true},                                      // its container, by a prefix
+		{Filter{Containers: []string{idB}}, false},                                          // another
+		{Filter{Containers: []string{idA}, Cgroups: []CgroupWant{pod}}, true},               // AND
+		{Filter{Containers: []string{idA}, Cgroups: []CgroupWant{other}}, false},            // AND, outside the subtree
 		{Filter{Containers: []string{"nginx.service", idA[:4]}, Netns: []uint32{1}}, false}, // AND with netns
 	} {
 		if got := c.f.MatchSocket(sock); got != c.want {

@@ -77,7 +77,7 @@ Exit status: 0 success; 1 the run failed; 2 bad flags; 3 --fail-on was hit.`,
 	f := cmd.Flags()
 	o.filterFlags.register(f)
 	addCheckFlags(f, &o.check)
-	choiceVarP(f, &o.output, "output", "o", outTable, []string{outTable, outWide, outJSON}, "output: table, wide (adds skaddr, on-CPU task, family, owner source) or json (one object per line)")
+	choiceVarP(f, &o.output, "output", "o", outTable, []string{outTable, outWide, outJSON}, "output: table, wide (adds skaddr, on-CPU task, family, owner source, network namespace, cgroup or container) or json (one object per line)")
 	f.Uint64Var(&o.count, "count", 0, "stop after this many events (0: no limit)")
 	f.DurationVar(&o.duration, "duration", 0, "stop after this long, e.g. 30s or 5m (0: until interrupted)")
 	f.BoolVar(&o.noHeader, "no-header", false, "omit the table header")
