@@ -12,6 +12,18 @@ type CgroupInfo struct {
 	// seen).
 	Path      string
 	Container Container
+	// enc is the record's cgroup keys for it, encoded once by
+	// NewCgroupInfo: every event of the cgroup copies them.
+	enc string
+}
+
+// NewCgroupInfo makes the CgroupInfo of a cgroup path, with the container
+// the path names, and its JSON keys encoded once: resolvers make one per
+// cgroup and share it between all its events.
+func NewCgroupInfo(path string) *CgroupInfo {
+	ci := &CgroupInfo{Path: path, Container: ParseCgroupPath(path)}
+	ci.enc = string(appendCgroup(nil, ci))
+	return ci
 }
 
 // Label is what a table shows for the cgroup: the container

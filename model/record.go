@@ -150,7 +150,9 @@ func (c *RecordEncoder) Append(buf []byte, e *Event, v *Verdict) []byte {
 		buf = append(buf, `,"cgroup_id":`...)
 		buf = strconv.AppendUint(buf, e.CgroupID, 10)
 	}
-	if cg := e.Cgroup; cg != nil {
+	if cg := e.Cgroup; cg != nil && cg.enc != "" {
+		buf = append(buf, cg.enc...)
+	} else if cg != nil {
 		buf = appendCgroup(buf, cg)
 	}
 	if e.Flags&FlagHeld != 0 {

@@ -196,6 +196,15 @@ func TestRecordGoldenCgroup(t *testing.T) {
 	if got := string(AppendJSON(nil, &e, nil)); got != goldenCgroupRecord {
 		t.Errorf("AppendJSON:\n got %s\nwant %s", got, goldenCgroupRecord)
 	}
+	// Encoded once by NewCgroupInfo: the same bytes.
+	e.Cgroup = NewCgroupInfo(path)
+	if got := string(AppendJSON(nil, &e, nil)); got != goldenCgroupRecord {
+		t.Errorf("AppendJSON with NewCgroupInfo's keys:\n got %s\nwant %s", got, goldenCgroupRecord)
+	}
+	hostile := NewCgroupInfo("/user.slice/a\"b\\\x1b\xff")
+	if want := string(appendCgroup(nil, &CgroupInfo{Path: hostile.Path})); hostile.enc != want {
+		t.Errorf("NewCgroupInfo's keys %s, want %s", hostile.enc, want)
+	}
 	// A record of before the cgroup keys reads back without a cgroup.
 	old, _, err := ParseRecord([]byte(goldenRecord))
 	if err != nil || old.CgroupID != 0 || old.Cgroup != nil {
@@ -208,8 +217,12 @@ func TestAppendJSONDoesNotAllocate(t *testing.T) {
 	// A cgroup path longer than 32 bytes: []byte(path) would allocate.
 	e.CgroupID = 42
 	e.Cgroup = &CgroupInfo{Path: "/system.slice/docker-" + idA + ".scope", Container: Container{ID: idA, Runtime: RuntimeDocker}}
-	v := Verdict{Kind: VerdictIllegal, Reason: "FIN_WAIT2 -> CLOSE is not a transition of model rfc793"}
 	buf := make([]byte, 0, 1024)
+	if n := testing.AllocsPerRun(100, func() { buf = AppendJSON(buf[:0], &e, nil) }); n != 0 {
+		t.Errorf("AppendJSON with a cgroup encoded per event: %v allocations", n)
+	}
+	e.Cgroup = NewCgroupInfo(e.Cgroup.Path)
+	v := Verdict{Kind: VerdictIllegal, Reason: "FIN_WAIT2 -> CLOSE is not a transition of model rfc793"}
 	if n := testing.AllocsPerRun(100, func() { buf = AppendJSON(buf[:0], &e, &v) }); n != 0 {
 		t.Errorf("AppendJSON: %v allocations", n)
 	}

@@ -370,15 +370,22 @@ type ContainerWatch struct {
 	live   map[uint64]bool // the cgroups of the last walk
 }
 
-// find walks the tree and returns the containers' cgroups.
-func (w *ContainerWatch) find() ([]model.CgroupWant, error) {
+// find walks the tree and returns the containers' cgroups, and the
+// containers that have none.
+func (w *ContainerWatch) find() ([]model.CgroupWant, []string, error) {
 	cgs, err := w.fs.Walk()
 	if err != nil {
-		return nil, fmt.Errorf("looking for the cgroups of --container: %w", err)
+		return nil, nil, fmt.Errorf("looking for the cgroups of --container: %w", err)
 	}
 	wants, named, err := ContainerCgroups(cgs, w.args, w.within)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	var none []string
+	for _, a := range w.args {
+		if _, ok := named[a]; !ok {
+			none = append(none, a)
+		}
 	}
 	// A prefix that named a container names that one from now on: a new
 	// container whose id has the same prefix is another container.
@@ -391,14 +398,14 @@ func (w *ContainerWatch) find() ([]model.CgroupWant, error) {
 	for _, cg := range cgs {
 		w.live[cg.ID] = true
 	}
-	return wants, nil
+	return wants, none, nil
 }
 
 // Scan looks once and returns the cgroups it added to the filter.
 func (w *ContainerWatch) Scan() ([]model.CgroupWant, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	wants, err := w.find()
+	wants, _, err := w.find()
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -97,7 +98,7 @@ func TestCgroupFSPaths(t *testing.T) {
 // fakeTree makes directories under a temporary "mount" and returns the
 // file system, and each path's inode (a fake tree's ids, as cgroup2's
 // are its directories' inodes).
-func fakeTree(t *testing.T, paths ...string) (CgroupFS, map[string]uint64) {
+func fakeTree(t testing.TB, paths ...string) (CgroupFS, map[string]uint64) {
 	t.Helper()
 	dir := t.TempDir()
 	ids := map[string]uint64{}
@@ -312,4 +313,82 @@ func TestCgroupResolverLRU(t *testing.T) {
 	if (NewCgroupResolver(CgroupFS{}, 0, 0)).Lookup(5) != nil {
 		t.Error("without cgroup2 nothing resolves")
 	}
+}
+
+// The resolver's costs: a hit (every event of a known cgroup), a miss
+// resolved by handle, and a walk of the tree (the fallback, at most once a
+// second).
+func BenchmarkCgroupLookup(b *testing.B) {
+	b.Run("hit", func(b *testing.B) {
+		fs, ids := fakeTree(b, "/system.slice/docker-"+testID1+".scope", "/a", "/b")
+		r := NewCgroupResolver(fs, 0, 0)
+		defer r.Close()
+		keys := []uint64{ids["/system.slice/docker-"+testID1+".scope"], ids["/a"], ids["/b"]}
+		for _, k := range keys {
+			r.Lookup(k)
+		}
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			if r.Lookup(keys[i%len(keys)]) == nil {
+				b.Fatal("miss")
+			}
+			i++
+		}
+	})
+	real, err := FindCgroupFS()
+	if err != nil || real.Mount == "" {
+		b.Skip("no cgroup2 mount")
+	}
+	b.Run("miss by handle", func(b *testing.B) {
+		fd, err := unix.Open(real.Mount, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		if err != nil {
+			b.Skip(err)
+		}
+		defer unix.Close(fd)
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := real.pathByID(fd, st.Ino); err != nil {
+			b.Skipf("open_by_handle_at: %v (needs CAP_DAC_READ_SEARCH)", err)
+		}
+		for b.Loop() {
+			if _, err := real.pathByID(fd, st.Ino); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("walk of this host's tree", func(b *testing.B) {
+		n := 0
+		for b.Loop() {
+			cgs, err := real.Walk()
+			if err != nil {
+				b.Fatal(err)
+			}
+			n = len(cgs)
+		}
+		b.ReportMetric(float64(n), "cgroups")
+	})
+}
+
+// A walk of a tree the size of a busy Kubernetes node's (1,000 cgroups)
+// in an ordinary directory: what the walk itself costs per cgroup.
+func BenchmarkCgroupWalk1000(b *testing.B) {
+	var paths []string
+	for pod := range 100 {
+		for c := range 9 {
+			paths = append(paths, fmt.Sprintf("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod%d.slice/cri-containerd-%064d.scope", pod, c))
+		}
+	}
+	fs, _ := fakeTree(b, paths...)
+	n := 0
+	for b.Loop() {
+		cgs, err := fs.Walk()
+		if err != nil {
+			b.Fatal(err)
+		}
+		n = len(cgs)
+	}
+	b.ReportMetric(float64(n), "cgroups")
 }

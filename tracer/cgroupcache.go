@@ -256,6 +256,4 @@ func (r *CgroupResolver) walk(id uint64, now time.Time) *model.CgroupInfo {
 	return found
 }
 
-func newCgroupInfo(path string) *model.CgroupInfo {
-	return &model.CgroupInfo{Path: path, Container: model.ParseCgroupPath(path)}
-}
+func newCgroupInfo(path string) *model.CgroupInfo { return model.NewCgroupInfo(path) }

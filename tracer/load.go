@@ -110,6 +110,15 @@ func Load(opts Options) (_ *Tracer, err error) {
 	if err := t.coll.Assign(&t.vars); err != nil {
 		return nil, fmt.Errorf("assigning BPF variables: %w", err)
 	}
+	cf := Feature{Name: "socket cgroups", Active: t.cgroups.FS().Mount != "", Detail: t.cgroups.FS().Describe()}
+	if !cf.Active {
+		cf.Without = "no cgroup paths or containers for sockets, no --cgroup or --container (the kernel's ids name cgroups of a hierarchy not mounted here)"
+	} else if t.cgroups.Stats().ByHandle {
+		cf.Detail += "; ids resolved by file handle"
+	} else {
+		cf.Detail += fmt.Sprintf("; ids resolved by reading the cgroup tree, at most every %v (no CAP_DAC_READ_SEARCH for file handles)", DefaultCgroupRetry)
+	}
+	t.features = append(t.features, cf)
 	if opts.ListOnly {
 		if t.snapTCP, err = t.loadProgram("snap_tcp"); err != nil {
 			return nil, err
@@ -334,9 +343,17 @@ func (t *Tracer) fillFilters() error {
 		// The kernel takes the containers' own cgroups (inside the
 		// --cgroup subtrees): a subtree each.
 		t.watch = &ContainerWatch{t: t, fs: t.cgroups.FS(), args: slices.Clone(t.opts.Containers), within: t.opts.Cgroups}
+		var none []string
 		var err error
-		if wants, err = t.watch.find(); err != nil {
+		if wants, none, err = t.watch.find(); err != nil {
 			return err
+		}
+		for _, c := range none {
+			again := "tcpstate does not look again (CgroupRescan < 0)"
+			if t.opts.CgroupRescan >= 0 {
+				again = fmt.Sprintf("tcpstate looks again every %v and follows it from when it appears", t.opts.CgroupRescan)
+			}
+			t.opts.Info(fmt.Sprintf("--container %s: no cgroup names it now; %s", c, again))
 		}
 	}
 	t.cgroupSlots = make([]model.CgroupWant, t.opts.cgroupSlots())

@@ -77,9 +77,16 @@ What is counted (each transition that passes the filters, which are trace's):
                 the owner is the process that connected, listened, accepted or
                 closed the socket, also for transitions that fire in softirq).
                 "owner unknown" counts sockets whose owner was never seen.
-                The kernel keeps at most 1024 ports and 1024 owners; what does
-                not fit is counted as "not counted (map full)", never dropped.
-                --top limits the rows printed; the rest are summed as "other".
+  by cgroup     transitions and sockets opened per socket cgroup: the cgroup
+                v2 the socket's creator was in (an accepted socket's is its
+                listener's), with its path and the container the path names
+                (docker, containerd, cri-o, podman, a systemd service, a
+                Kubernetes pod). On a host with only cgroup v1 every socket
+                is in the unified root: one row, unnamed.
+                The kernel keeps at most 1024 ports, 1024 owners and 1024
+                cgroups; what does not fit is counted as "not counted (map
+                full)", never dropped. --top limits the rows printed; the
+                rest are summed as "other".
   histograms    log2 histograms in microseconds, drawn as bcc's tools draw them
                 (row "a -> b": values from a to b; 40 stars for the largest
                 count): time spent in each state (one count per transition
@@ -119,11 +126,14 @@ illegal (transitions on edges not in the model), lost, matrix (list of
 ports (list of {port, side: local or remote, transitions, opened}, all of
 them, most first),
 port_other, owners (list of {pid, comm, transitions, opened}), owner_other,
-owner_unknown, histograms (list of {kind: a state name, "active_open",
+owner_unknown, cgroups (list of {cgroup_id, cgroup, container,
+container_runtime, pod_uid, transitions, opened}; the names where known),
+cgroup_other, histograms (list of {kind: a state name, "active_open",
 "passive_open" or "lifetime"; title; unit "usecs"; count; buckets: list of
 {low, high, count}, non-empty buckets}), stuck (list of {skaddr, state,
 in_state_s, age_s (absent when born before the start), pid, comm,
-owner_known, family, saddr, sport, daddr, dport}), stuck_thresholds_s
+owner_known, family, saddr, sport, daddr, dport, netns, cgroup_id, cgroup,
+container, pod_uid}), stuck_thresholds_s
 ({STATE: seconds}), and in the final document kernel (the counters of
 trace --summary-json).`,
 		Example: `  sudo tcpstate stats
@@ -191,11 +201,13 @@ func runStats(ctx context.Context, o *statsOptions, stdout, stderr io.Writer) er
 		return err
 	}
 	topts.Warn = func(msg string) { fmt.Fprintf(stderr, "tcpstate: warning: %s\n", msg) }
+	topts.Info = infoTo(stderr)
 	t, err := tracer.Open(topts)
 	if err != nil {
 		return err
 	}
 	defer t.Close()
+	cgroupNotes(stderr, t, true, o.kernel.verbose)
 	start := time.Now()
 
 	if o.duration > 0 {
@@ -222,7 +234,7 @@ func runStats(ctx context.Context, o *statsOptions, stdout, stderr io.Writer) er
 	report := func(seq int, final bool, from time.Time, prev, cur *model.Aggregate, lost uint64) *statsReport {
 		d := cur.Sub(prev)
 		r := &statsReport{Seq: seq, Final: final, Start: from, End: time.Now(), Agg: &d, Lost: lost,
-			Thresholds: o.stuck.th, Model: m}
+			Thresholds: o.stuck.th, Model: m, Cgroups: t.Cgroups().Lookup}
 		socks, err := t.Sockets()
 		if err != nil {
 			fmt.Fprintf(stderr, "tcpstate: warning: %v\n", err)

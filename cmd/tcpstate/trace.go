@@ -43,11 +43,20 @@ listener is owned by the listener's owner until accept() names the process
 that took it.
 
 Filters run in the kernel. Different filters combine with AND, repeated
-values of one filter with OR. Port and pid filters are sticky: once a socket
-matches, all its later transitions pass, and transitions it made before its
-port or owner was known (CLOSE->SYN_SENT, a new child's LISTEN->SYN_RECV) are
-held in the kernel and delivered when it matches (marked "held" in JSON).
---state selects single transitions.
+values of one filter with OR. Port, pid, network namespace and cgroup
+filters are sticky: once a socket matches, all its later transitions pass,
+and transitions it made before its port or owner was known (CLOSE->SYN_SENT,
+a new child's LISTEN->SYN_RECV) are held in the kernel and delivered when it
+matches (marked "held" in JSON). --state selects single transitions.
+
+A socket's cgroup is the cgroup v2 its creator was in when it made the
+socket (an accepted socket's is its listener's), so softirq transitions and
+sockets passed to other processes name the right container. -o wide shows
+it, as the container its path names (docker:ID, cri-o:ID, podman:ID,
+containerd:ID, systemd:UNIT) or the path, and the network namespace; JSON
+adds cgroup_id, cgroup, container, container_runtime and pod_uid. Hosts
+with only cgroup v1 have no cgroup2 mount to name them: nothing is shown,
+and --cgroup and --container are refused.
 
 Every transition is checked against a transition model (--model): an edge
 the model does not have is "illegal", a socket whose old state is not the
@@ -68,7 +77,9 @@ Exit status: 0 success; 1 the run failed; 2 bad flags; 3 --fail-on was hit.`,
   sudo tcpstate trace --port 443 --port 8443 -o wide
   sudo tcpstate trace --pid 1234 -o json --duration 60s > transitions.jsonl
   sudo tcpstate trace --state CLOSE_WAIT --state LAST_ACK -4
-  sudo tcpstate trace --anomalies --model rfc793`,
+  sudo tcpstate trace --anomalies --model rfc793
+  sudo tcpstate trace --container 4f797c539e6c -o wide
+  sudo tcpstate trace --cgroup /kubepods.slice --netns /run/netns/blue -o json`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runTrace(cmd.Context(), o, cmd.OutOrStdout(), cmd.ErrOrStderr())
@@ -120,7 +131,8 @@ func (o *traceOptions) tracerOptions() (tracer.Options, error) {
 type traceHandler struct {
 	out     io.Writer
 	p       printer
-	buf     []byte // formatted lines not written yet
+	cgroups *tracer.CgroupResolver // resolves each event's cgroup, where the output shows it
+	buf     []byte                 // formatted lines not written yet
 	tracker *model.Tracker
 	verdict model.Verdict // the current event's; a field, so it does not escape per event
 	// anomalies: print only what the tracker confirms as an anomaly.
@@ -135,6 +147,9 @@ func (h *traceHandler) Event(e *model.Event) error {
 	h.verdict = h.tracker.Check(e)
 	if h.anomalies && !h.verdict.Kind.Anomaly() {
 		return nil
+	}
+	if h.cgroups != nil {
+		e.Cgroup = h.cgroups.Lookup(e.CgroupID)
 	}
 	h.buf = h.p.appendEvent(h.buf, e, &h.verdict)
 	if len(h.buf) >= outBufferSize {
@@ -193,16 +208,21 @@ func runTrace(ctx context.Context, o *traceOptions, stdout, stderr io.Writer) er
 		tracker.SetSparse(true)
 	}
 	topts.Warn = func(msg string) { fmt.Fprintf(stderr, "tcpstate: warning: %s\n", msg) }
+	topts.Info = infoTo(stderr)
 
 	t, err := tracer.Open(topts)
 	if err != nil {
 		return err
 	}
 	defer t.Close()
+	cgroupNotes(stderr, t, o.output != outTable, o.kernel.verbose)
 
 	h := &traceHandler{
 		out: stdout, p: p, buf: make([]byte, 0, 64<<10),
 		tracker: tracker, anomalies: o.check.Anomalies, limit: o.count,
+	}
+	if o.output != outTable {
+		h.cgroups = t.Cgroups() // -o wide and JSON show each socket's cgroup
 	}
 	if o.output != outJSON && !o.noHeader {
 		h.buf = p.header(h.buf)

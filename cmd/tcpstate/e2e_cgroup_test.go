@@ -1,0 +1,219 @@
+package main
+
+// End to end, as a user runs them: trace and stats with --cgroup,
+// --container and --netns, the cgroup and netns in -o json and -o wide,
+// and the counts by cgroup. The cgroups are made under the cgroup2 mount
+// (testnet.NewCgroup) and hold a helper process that owns the sockets.
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tcpstate/tcpstate/internal/testnet"
+	"github.com/tcpstate/tcpstate/model"
+)
+
+// startTcpstate runs `tcpstate args...` and waits until its stderr says
+// ready (its programs are attached).
+func startTcpstate(t *testing.T, bin, ready string, args ...string) *traceProc {
+	t.Helper()
+	p := &traceProc{t: t, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd = exec.Command(bin, args...)
+	p.cmd.Stdout = p.stdout
+	errPipe, err := p.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := testnet.StartCmd(p.cmd); err != nil {
+		t.Fatal(err)
+	}
+	attached, copied := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(copied)
+		r := bufio.NewReader(errPipe)
+		var once sync.Once
+		for {
+			line, err := r.ReadString('\n')
+			p.stderr.Write([]byte(line))
+			if strings.TrimSuffix(line, "\n") == ready {
+				once.Do(func() { close(attached) })
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	go func() {
+		<-copied
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	select {
+	case <-attached:
+	case <-p.done:
+		t.Fatalf("tcpstate %s exited before it was attached: %v\nstderr:\n%s", strings.Join(args, " "), p.err, p.stderr)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("tcpstate %s: not attached after 30s\nstderr:\n%s", strings.Join(args, " "), p.stderr)
+	}
+	return p
+}
+
+// interrupt stops p as Ctrl-C does and waits for it.
+func (p *traceProc) interrupt() {
+	p.t.Helper()
+	if err := p.cmd.Process.Signal(os.Interrupt); err != nil {
+		p.t.Fatal(err)
+	}
+	if code := p.wait(10 * time.Second); code != 0 {
+		p.t.Fatalf("exit status %d after SIGINT, want 0\nstderr:\n%s", code, p.stderr)
+	}
+}
+
+func TestCLICgroups(t *testing.T) {
+	testnet.RequireRoot(t)
+	bin := buildBinary(t, t.TempDir())
+	id := fmt.Sprintf("%08x%08x", os.Getpid(), uint32(time.Now().UnixNano())) + strings.Repeat("d0cce7", 8)
+	statsReady := "tcpstate: counting TCP state transitions in the kernel; Ctrl-C to stop"
+
+	// A container's process serves; the test process (another cgroup)
+	// connects to it. Only the container's sockets pass: its listener and
+	// the accepted one, whole, with the container's cgroup and the
+	// namespace; the test's client does not.
+	for _, c := range []struct {
+		name  string
+		flags func(cg *testnet.Cgroup, ns *testnet.NS) []string
+	}{
+		{"--cgroup path, --netns path, -o json", func(cg *testnet.Cgroup, ns *testnet.NS) []string {
+			return []string{"-o", "json", "--cgroup", cg.Path, "--netns", ns.Path()}
+		}},
+		{"--cgroup directory, -o json", func(cg *testnet.Cgroup, ns *testnet.NS) []string {
+			return []string{"-o", "json", "--cgroup", cg.Dir}
+		}},
+		{"--container short id, --netns inode, -o json", func(cg *testnet.Cgroup, ns *testnet.NS) []string {
+			return []string{"-o", "json", "--container", id[:12], "--netns", strconv.FormatUint(uint64(ns.Inode()), 10)}
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ns := testnet.New(t)
+			top := testnet.NewCgroup(t)
+			cg := top.Sub("system.slice").Sub("docker-" + id + ".scope")
+			srv := ns.StartProc(t)
+			if err := cg.Add(srv.Pid()); err != nil {
+				t.Fatal(err)
+			}
+			p := startTrace(t, bin, c.flags(cg, ns)...)
+			port := ns.Port(0)
+			cport := connect(t, srv, ns, testnet.Addr(4, port), false)
+			deadline := time.Now().Add(5 * time.Second)
+			for strings.Count(p.stdout.String(), `"new":"CLOSE"`) < 2 && time.Now().Before(deadline) {
+				time.Sleep(20 * time.Millisecond)
+			}
+			time.Sleep(100 * time.Millisecond) // nothing more should come
+			p.interrupt()
+			evs := p.records()
+			edges := map[string][]string{}
+			for _, e := range evs {
+				if e.CgroupID != cg.ID || e.Cgroup == nil || e.Cgroup.Path != cg.Path || e.Netns != ns.Inode() {
+					t.Errorf("record of cgroup %d %+v netns %d, want %s (%d) in %d", e.CgroupID, e.Cgroup, e.Netns, cg.Path, cg.ID, ns.Inode())
+					continue
+				}
+				if e.Cgroup.Container != (model.Container{ID: id, Runtime: model.RuntimeDocker}) {
+					t.Errorf("container %+v, want docker %s", e.Cgroup.Container, id)
+				}
+				role := "listener"
+				if e.Dport == cport || e.Old == model.Listen && e.New == model.SynRecv {
+					role = "accepted"
+				}
+				if e.Sport == cport {
+					role = "the test's client: not the container's"
+				}
+				edges[role] = append(edges[role], e.Old.String()+">"+e.New.String())
+			}
+			want := map[string][]string{
+				"listener": {"CLOSE>LISTEN", "LISTEN>CLOSE"},
+				"accepted": {"LISTEN>SYN_RECV", "SYN_RECV>ESTABLISHED", "ESTABLISHED>CLOSE_WAIT", "CLOSE_WAIT>LAST_ACK", "LAST_ACK>CLOSE"},
+			}
+			if fmt.Sprint(edges) != fmt.Sprint(want) {
+				t.Errorf("sockets let through: %v, want %v\n%s", edges, want, p.stdout)
+			}
+		})
+	}
+
+	// -o wide: the container and the namespace in their columns.
+	t.Run("-o wide", func(t *testing.T) {
+		ns := testnet.New(t)
+		top := testnet.NewCgroup(t)
+		cg := top.Sub("machine.slice").Sub("libpod-" + id + ".scope")
+		srv := ns.StartProc(t)
+		if err := cg.Add(srv.Pid()); err != nil {
+			t.Fatal(err)
+		}
+		p := startTrace(t, bin, "-o", "wide", "--container", id)
+		connect(t, srv, srv, testnet.Addr(4, ns.Port(0)), false)
+		deadline := time.Now().Add(5 * time.Second)
+		for strings.Count(p.stdout.String(), "-> CLOSE") < 3 && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		p.interrupt()
+		lines := strings.Split(strings.TrimSuffix(p.stdout.String(), "\n"), "\n")
+		if len(lines) != 13 || !strings.Contains(lines[0], " NETNS ") || !strings.Contains(lines[0], " CGROUP ") {
+			t.Fatalf("want a header and 12 lines:\n%s", p.stdout)
+		}
+		for _, l := range lines[1:] {
+			if !strings.Contains(l, fmt.Sprintf(" %d podman:%s", ns.Inode(), id[:12])) {
+				t.Errorf("line without the namespace and the container:\n%s\n%s", lines[0], l)
+			}
+		}
+		checkAlignedToHeaders(t, lines)
+	})
+
+	// stats: counts by cgroup, named; --cgroup a parent counts both.
+	t.Run("stats by cgroup", func(t *testing.T) {
+		ns := testnet.New(t)
+		top := testnet.NewCgroup(t)
+		srvCg, cliCg := top.Sub("server"), top.Sub("client")
+		srv, cli := ns.StartProc(t), ns.StartProc(t)
+		if err := srvCg.Add(srv.Pid()); err != nil {
+			t.Fatal(err)
+		}
+		if err := cliCg.Add(cli.Pid()); err != nil {
+			t.Fatal(err)
+		}
+		p := startTcpstate(t, bin, statsReady, "stats", "-o", "json", "--interval", "0", "--cgroup", top.Path)
+		connect(t, srv, cli, testnet.Addr(4, ns.Port(0)), false)
+		time.Sleep(200 * time.Millisecond)
+		p.interrupt()
+		var doc struct {
+			Final       bool              `json:"final"`
+			Transitions uint64            `json:"transitions"`
+			Cgroups     []model.CgroupRow `json:"cgroups"`
+			CgroupOther uint64            `json:"cgroup_other"`
+		}
+		if err := json.Unmarshal([]byte(strings.TrimSpace(p.stdout.String())), &doc); err != nil {
+			t.Fatalf("%v\n%s", err, p.stdout)
+		}
+		got := map[string]uint64{}
+		for _, r := range doc.Cgroups {
+			got[r.Path] = r.Transitions
+		}
+		if want := map[string]uint64{srvCg.Path: 7, cliCg.Path: 5}; fmt.Sprint(got) != fmt.Sprint(want) || doc.CgroupOther != 0 || doc.Transitions != 12 {
+			t.Errorf("stats by cgroup %v (other %d, %d transitions), want %v and 12\n%s", got, doc.CgroupOther, doc.Transitions, want, p.stdout)
+		}
+	})
+}
