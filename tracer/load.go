@@ -85,6 +85,9 @@ func Load(opts Options) (_ *Tracer, err error) {
 	}
 	if kspec, err := btf.LoadKernelSpec(); err == nil {
 		loadResetReasons(kspec)
+		if opts.CgroupFilter() && !hasMember(kspec, "cgroup", "ancestors") {
+			return nil, fmt.Errorf("--cgroup and --container need Linux 6.1 or later: the kernel's filter walks struct cgroup's ancestors[], which this kernel lacks")
+		}
 	}
 	if err := configure(spec, &opts); err != nil {
 		return nil, err
@@ -590,3 +593,18 @@ func (t *Tracer) haveRdonlyCast() bool {
 // ExactLoss reports whether every event's LossSeq includes the recursion
 // misses (find_self ran): then a gap's window of counted loss is exact.
 func (t *Tracer) ExactLoss() bool { return t.exactLoss }
+
+// hasMember reports whether the kernel's struct name has a member called
+// member.
+func hasMember(spec *btf.Spec, name, member string) bool {
+	var st *btf.Struct
+	if spec.TypeByName(name, &st) != nil {
+		return false
+	}
+	for _, m := range st.Members {
+		if m.Name == member {
+			return true
+		}
+	}
+	return false
+}

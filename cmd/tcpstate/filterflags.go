@@ -37,10 +37,10 @@ func (ff *filterFlags) register(f *pflag.FlagSet) {
 	f.BoolVarP(&ff.ipv4, "ipv4", "4", false, "only IPv4 sockets")
 	f.BoolVarP(&ff.ipv6, "ipv6", "6", false, "only IPv6 sockets (IPv4-mapped addresses included)")
 	f.StringSliceVar(&ff.states, "state", nil, "only transitions into or out of this state (ESTABLISHED, SYN_SENT, CLOSE_WAIT, ...; ss's names such as ESTAB or FIN-WAIT-1 too)")
-	f.StringArrayVar(&ff.cgroups, "cgroup", nil, "only sockets of this cgroup v2 or below it: its path from the cgroup2 root, as /proc/PID/cgroup shows it (/system.slice/nginx.service), or its directory; a socket's cgroup is the one its creator was in")
-	f.StringSliceVar(&ff.containers, "container", nil, "only sockets of this container: its id or 4 or more of its first hex digits (docker, containerd, cri-o, podman), a systemd service's name (nginx.service), or a Kubernetes pod's uid, as their cgroup paths name them; "+
+	f.StringArrayVar(&ff.cgroups, "cgroup", nil, "only sockets of the cgroup v2 at `PATH` or below it: its path from the cgroup2 root, as /proc/PID/cgroup shows it (/system.slice/nginx.service), or its directory; a socket's cgroup is the one its creator was in (repeat for several)")
+	f.StringSliceVar(&ff.containers, "container", nil, "only sockets of the container `ID`: its id or 4 or more of its first hex digits (docker, containerd, cri-o, podman), a systemd service's name (nginx.service), or a Kubernetes pod's uid, as their cgroup paths name them; "+
 		"looked for again every second, so a container that starts or restarts later is followed from then on (its sockets created before are not traced)")
-	f.StringSliceVar(&ff.netns, "netns", nil, "only sockets of this network namespace: its inode number (as in /proc/PID/ns/net, net:[INODE] too) or a path: /run/netns/NAME, /proc/PID/ns/net")
+	f.StringSliceVar(&ff.netns, "netns", nil, "only sockets of the network namespace `NETNS`: its inode number (as in /proc/PID/ns/net, net:[INODE] too) or a path: /run/netns/NAME, /proc/PID/ns/net")
 }
 
 // apply validates the filter flags and sets them in t; a bad value is a
