@@ -115,8 +115,8 @@ misses are counted for the whole host, filters or not: the kernel does not
 say whose transition it skipped.
 
 --state selects the transitions counted in the matrix, the histograms and the
-per-port and per-owner tables; outcomes and lifetimes count every socket that
-passes the port and pid filters.
+per-port, per-owner and per-cgroup tables; outcomes and lifetimes count every
+socket that passes the socket filters.
 
 JSON (-o json): one document per line per report; the last one has
 "final": true. Keys: final, seq (interval number; in the final document the
@@ -151,7 +151,7 @@ trace --summary-json).`,
 	f.DurationVar(&o.interval, "interval", defaultStatsInterval, "print what happened in each interval this long (0: only the totals at the end)")
 	f.DurationVar(&o.duration, "duration", 0, "stop after this long, e.g. 30s or 5m (0: until interrupted)")
 	f.IntVar(&o.count, "count", 0, "stop after this many interval reports (0: no limit)")
-	f.IntVar(&o.top, "top", defaultStatsTop, "rows of the per-port and per-owner tables; the rest are summed as other (0: all)")
+	f.IntVar(&o.top, "top", defaultStatsTop, "rows of the per-port, per-owner and per-cgroup tables; the rest are summed as other (0: all)")
 	choiceVarP(f, &o.model, "model", "", model.DefaultModelName, model.ModelNames(), "transition model whose missing edges are marked with ! ("+strings.Join(model.ModelNames(), ", ")+")")
 	f.Var(o.stuck, "stuck", "list sockets in STATE longer than DURATION (repeat or comma-separate; overrides that state's default; DURATION 0 or off: never)")
 	o.kernel.register(f)
