@@ -183,6 +183,39 @@ func TestCLICgroups(t *testing.T) {
 		checkAlignedToHeaders(t, lines)
 	})
 
+	// A host without cgroup2, as a private mount namespace with the cgroup2
+	// mount unmounted shows it to tcpstate: --cgroup is refused (exit
+	// status 1) with the reason, and a trace that would show cgroups says
+	// it cannot.
+	t.Run("v1-only view", func(t *testing.T) {
+		unshare, err := exec.LookPath("unshare")
+		if err != nil {
+			t.Skip("no unshare(1) to make a mount namespace without cgroup2")
+		}
+		mount := testnet.Cgroup2Mount()
+		script := `umount ` + mount + ` || exit 9
+` + bin + ` trace --cgroup /system.slice; echo "status $?"
+` + bin + ` stats --interval 0 --duration 1ms --port 9 -o json >/dev/null; echo "status $?"`
+		cmd := exec.Command(unshare, "--mount", "--propagation", "private", "sh", "-c", script)
+		var out syncBuffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := testnet.RunCmd(cmd); err != nil {
+			t.Fatalf("%v\n%s", err, out.String())
+		}
+		got := out.String()
+		for _, w := range []string{
+			"tcpstate: --cgroup: no cgroup2 file system is mounted (a cgroup v1-only host)", "status 1",
+			"tcpstate: warning: no cgroup2 file system is mounted", "status 0",
+		} {
+			if !strings.Contains(got, w) {
+				t.Errorf("output lacks %q:\n%s", w, got)
+			}
+		}
+		if testnet.Cgroup2Mount() != mount {
+			t.Fatalf("the host's cgroup2 mount changed: %q, was %q", testnet.Cgroup2Mount(), mount)
+		}
+	})
+
 	// stats: counts by cgroup, named; --cgroup a parent counts both.
 	t.Run("stats by cgroup", func(t *testing.T) {
 		ns := testnet.New(t)
