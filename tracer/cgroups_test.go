@@ -617,7 +617,9 @@ func TestContainerRescanRuns(t *testing.T) {
 	sess.Stop()
 	mu.Lock()
 	defer mu.Unlock()
-	if len(notes) != 1 || !strings.Contains(notes[0], cg.Path) {
-		t.Errorf("notes %q: want one naming %s", notes, cg.Path)
+	// First that the container has no cgroup yet, then that its cgroup
+	// joined.
+	if len(notes) != 2 || !strings.Contains(notes[0], "no cgroup names it now") || !strings.Contains(notes[1], "following the new cgroup "+cg.Path) {
+		t.Errorf("notes %q: want one saying the container has no cgroup yet, then one naming %s", notes, cg.Path)
 	}
 }

@@ -85,7 +85,8 @@ func Load(opts Options) (_ *Tracer, err error) {
 	}
 	if kspec, err := btf.LoadKernelSpec(); err == nil {
 		loadResetReasons(kspec)
-		if opts.CgroupFilter() && !hasMember(kspec, "cgroup", "ancestors") {
+		// A listing (ls) filters in user space: any kernel will do.
+		if opts.CgroupFilter() && !opts.ListOnly && !hasMember(kspec, "cgroup", "ancestors") {
 			return nil, fmt.Errorf("--cgroup and --container need Linux 6.1 or later: the kernel's filter walks struct cgroup's ancestors[], which this kernel lacks")
 		}
 	}
