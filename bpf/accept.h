@@ -47,6 +47,10 @@ static __always_inline void on_accept(__u64 key, __u16 sport, __u16 dport, __u32
 		.pid = a.pid,
 		.netns = netns,
 		.cgroup = cg,
+		/* No storage here to read the socket's birth generation from:
+		 * any slot may select it. Its events are all still held (none
+		 * delivered or dropped yet), so it is delivered whole. */
+		.cgroup_gen = 0xffffffff,
 	};
 	int d = decide(&f, false);
 	if (d != DECIDE_YES) {

@@ -62,12 +62,14 @@ struct facts {
 	__u32 pid;
 	__u32 netns;
 	const struct cgroup *cgroup; /* the socket's; set only with filter_cgroups */
+	__u32 cgroup_gen;            /* the cgroup filter's generation at its birth */
 };
 
 /* Is cg in one of the wanted subtrees: is its ancestor at the wanted
  * cgroup's depth that cgroup? One read per wanted subtree (the ancestors
- * array is indexed by depth: cgroup->ancestors[level]). */
-static __always_inline int cgroup_is(const struct cgroup *cg)
+ * array is indexed by depth: cgroup->ancestors[level]). Slots added after
+ * the socket's birth (a later generation) do not count for it. */
+static __always_inline int cgroup_is(const struct cgroup *cg, __u32 gen)
 {
 	if (!cg)
 		return DECIDE_NO;
@@ -75,8 +77,13 @@ static __always_inline int cgroup_is(const struct cgroup *cg)
 	for (__u32 i = 0; i < 16; i++) {
 		if (i >= filter_cgroups)
 			break;
-		struct cgroup_want *w = bpf_map_lookup_elem(&cgroup_filter, &i);
-		if (!w || w->level > (__u32)level || w->level > 4095)
+		/* A copy for the lookup: the counter itself must stay in a
+		 * register, where the verifier knows its value (spilled to the
+		 * stack in half a slot it would not, and would call the loop
+		 * infinite). */
+		__u32 key = i;
+		struct cgroup_want *w = bpf_map_lookup_elem(&cgroup_filter, &key);
+		if (!w || w->level > (__u32)level || w->level > CGROUP_MAX_LEVEL || w->gen > gen)
 			continue;
 		struct cgroup *anc = NULL;
 		if (bpf_probe_read_kernel(&anc, sizeof(anc), (void *)cg + bpf_core_field_offset(struct cgroup, ancestors) + w->level * sizeof(anc)))
@@ -110,7 +117,7 @@ static __always_inline int decide(const struct facts *f, bool last)
 		d = combine(d, bpf_map_lookup_elem(&netns_filter, &ns) ? DECIDE_YES : DECIDE_NO);
 	}
 	if (filter_cgroups)
-		d = combine(d, cgroup_is(f->cgroup));
+		d = combine(d, cgroup_is(f->cgroup, f->cgroup_gen));
 	if (filter_ports & PORT_LOCAL)
 		d = combine(d, port_is(f->sport, f->sport_known, PORT_LOCAL));
 	if (filter_ports & PORT_REMOTE)

@@ -11,6 +11,7 @@ struct sock_record {
 	__u64 skaddr;
 	__u64 state_ts; /* when it entered `state` (0: unknown) */
 	__u64 born_ts;  /* its birth (0: born before tracing) */
+	__u64 cgroup_id; /* its own cgroup v2 */
 	__u32 pid;      /* owner tgid, if owner != OWNER_NONE */
 	__u32 netns;
 	__u16 family;
@@ -41,6 +42,7 @@ int dump_sock_states(struct bpf_iter__bpf_sk_storage_map *ctx)
 	r.skaddr = (__u64)sk;
 	r.state_ts = st->state_ts;
 	r.born_ts = st->born_ts;
+	r.cgroup_id = cgroup_id(sk_cgroup(sk));
 	r.pid = st->pid;
 	r.owner = st->owner;
 	r.state = st->state;

@@ -34,7 +34,7 @@ struct sock_state {
 	__u8 rst;       /* enum rst_mark: resets seen (cause.h) */
 	__u8 _pad;
 	__u16 rst_reason; /* enum sk_rst_reason of the last reset sent (6.10+) */
-	__u16 _pad2;
+	__u16 cgroup_gen; /* cgroup_gen at its birth (0: born before tracing) */
 	char comm[TASK_COMM_LEN];
 };
 
@@ -145,19 +145,38 @@ struct {
 	__type(value, __u8);
 } pid_filter SEC(".maps");
 
-/* A cgroup subtree the filter wants: the cgroup's id and its depth. */
+/* A cgroup subtree the filter wants: the cgroup's id and its depth, and
+ * the generation of the filter that added it. An unused slot has a level
+ * above CGROUP_MAX_LEVEL and matches nothing. */
 struct cgroup_want {
 	__u64 id;
 	__u32 level;
-	__u32 _pad;
+	__u32 gen;
 };
 
+#define CGROUP_MAX_LEVEL 4095
+
+/*
+ * The cgroup subtrees of --cgroup and --container, slots
+ * [0, filter_cgroups). User space fills them before attach, and may fill
+ * more while tracing runs: --container finds the cgroups of a container
+ * that (re)starts later. A slot added later must not match sockets born
+ * before it, or their later transitions would pass without their first
+ * ones: a socket records cgroup_gen at its birth, and a slot matches only
+ * sockets born at or after its generation. User space writes a slot with
+ * the next generation, then raises cgroup_gen, so a socket that sees the
+ * new generation sees the slot too. Read by cgroup_is.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1); /* resized by user space */
 	__type(key, __u32);
 	__type(value, struct cgroup_want);
 } cgroup_filter SEC(".maps");
+
+/* The cgroup filter's generation (see cgroup_filter), raised by user space
+ * after each slot it adds while tracing runs; at most 65535. */
+__u32 cgroup_gen = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -155,6 +155,7 @@ static __always_inline void filtered(const struct tctx *c, const struct sock *sk
 		.pid = st->pid,
 		.netns = c->netns,
 		.cgroup = filter_cgroups ? sk_cgroup(sk) : NULL,
+		.cgroup_gen = st->cgroup_gen,
 	};
 	struct held *h = bpf_map_lookup_elem(&held, &c->key);
 	if (!h) {
@@ -268,6 +269,10 @@ static __always_inline int on_set_state(const struct sock *sk, int oldstate, int
 		child_born(st);
 	else if (birth)
 		__builtin_memset(st, 0, sizeof(*st));
+	/* The cgroup filter's slots as they are at its birth are the ones
+	 * that may select it (cgroup_filter in maps.h). */
+	if (birth && filter_cgroups)
+		st->cgroup_gen = cgroup_gen;
 	c->last_state = prev;
 	c->prev_loss_seq = prev ? st->loss_seq : 0;
 	/* A state seeded by the snapshot began before state_ts: no duration. */

@@ -67,6 +67,7 @@ struct snap_record {
 	__u64 state_ts;    /* when the programs saw it enter tracked_state (0: unknown) */
 	__u64 ino;         /* inode of its socket file (0: none: orphan, timewait, request) */
 	__u64 listener;    /* a request socket's listener */
+	__u64 cgroup_id;   /* its own cgroup v2 (a request socket: its listener's; a timewait socket has none: 0) */
 	__u32 netns;
 	__u32 uid;
 	__u32 owner_pid;
@@ -87,6 +88,7 @@ struct snap_record {
 /* One socket a task holds, from snap_files. */
 struct holder_record {
 	__u64 skaddr;
+	__u64 cgroup_id; /* the socket's own cgroup v2, not the holder's */
 	__u32 tgid;
 	__u32 fd;
 	__u32 netns;
@@ -185,6 +187,10 @@ int snap_tcp(struct bpf_iter__tcp *ctx)
 		r.kind = SNAP_REQUEST;
 		r.state = TCP_NEW_SYN_RECV;
 		r.listener = (__u64)req->req.req.__req_common.skc_listener;
+		/* The child made from it will copy its listener's cgroup. */
+		struct sock *l = req->req.req.__req_common.skc_listener;
+		if (l && bpf_core_field_exists(struct sock_cgroup_data, cgroup))
+			r.cgroup_id = cgroup_id(BPF_CORE_READ(l, sk_cgrp_data.cgroup));
 	} else {
 		struct tcp_sock *tp = bpf_skc_to_tcp_sock(skc);
 		if (!tp)
@@ -194,6 +200,7 @@ int snap_tcp(struct bpf_iter__tcp *ctx)
 			return 0;
 		r.kind = SNAP_FULL;
 		r.state = state;
+		r.cgroup_id = cgroup_id(sk_cgroup(sk));
 		/* The local port from inet_sport: a socket being closed has
 		 * skc_num 0 (see sk_sport). */
 		r.sport = bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport);
@@ -226,6 +233,7 @@ int snap_files(struct bpf_iter__task_file *ctx)
 	struct snap_record addr = {};
 	snap_common(&addr, &sk->__sk_common);
 	h.skaddr = (__u64)sk;
+	h.cgroup_id = cgroup_id(sk_cgroup(sk));
 	h.tgid = task->tgid;
 	h.fd = ctx->fd;
 	h.family = family;

@@ -115,9 +115,12 @@ type Aggregate struct {
 	Closes [FactValues]uint64
 	Ports  map[PortKey]Count
 	Owners map[uint32]Count
-	// PortOther and OwnerOther count transitions that did not fit the
-	// bounded per-port and per-owner maps.
-	PortOther, OwnerOther uint64
+	// Cgroups counts by the socket's own cgroup v2 id (0: the kernel
+	// recorded none).
+	Cgroups map[uint64]Count
+	// PortOther, OwnerOther and CgroupOther count transitions that did not
+	// fit the bounded per-port, per-owner and per-cgroup maps.
+	PortOther, OwnerOther, CgroupOther uint64
 }
 
 // Transitions sums the matrix.
@@ -134,10 +137,12 @@ func (a *Aggregate) Transitions() uint64 {
 // Sub returns a - prev: what was counted between two readings.
 func (a *Aggregate) Sub(prev *Aggregate) Aggregate {
 	d := Aggregate{
-		Ports:      map[PortKey]Count{},
-		Owners:     map[uint32]Count{},
-		PortOther:  a.PortOther - prev.PortOther,
-		OwnerOther: a.OwnerOther - prev.OwnerOther,
+		Ports:       map[PortKey]Count{},
+		Owners:      map[uint32]Count{},
+		Cgroups:     map[uint64]Count{},
+		PortOther:   a.PortOther - prev.PortOther,
+		OwnerOther:  a.OwnerOther - prev.OwnerOther,
+		CgroupOther: a.CgroupOther - prev.CgroupOther,
 	}
 	for i := range a.Matrix {
 		for j := range a.Matrix[i] {
@@ -165,6 +170,12 @@ func (a *Aggregate) Sub(prev *Aggregate) Aggregate {
 		pc := prev.Owners[p]
 		if c.Transitions != pc.Transitions || c.Opened != pc.Opened {
 			d.Owners[p] = Count{Transitions: c.Transitions - pc.Transitions, Opened: c.Opened - pc.Opened, Comm: c.Comm}
+		}
+	}
+	for id, c := range a.Cgroups {
+		pc := prev.Cgroups[id]
+		if c.Transitions != pc.Transitions || c.Opened != pc.Opened {
+			d.Cgroups[id] = Count{Transitions: c.Transitions - pc.Transitions, Opened: c.Opened - pc.Opened}
 		}
 	}
 	return d
@@ -221,9 +232,14 @@ type SocketInfo struct {
 	Daddr        netip.Addr
 	Dport        uint16
 	Netns        uint32 // inode number of its network namespace
-	Uid          uint32
-	Inode        uint64   // its socket file's inode (0: none)
-	Holders      []Holder // the processes that hold it open (a snapshot), by pid
+	// CgroupID is the socket's own cgroup v2 id (0: not known, or a
+	// timewait socket, which has none); Cgroup is what the id resolved to
+	// (nil: not resolved).
+	CgroupID uint64
+	Cgroup   *CgroupInfo
+	Uid      uint32
+	Inode    uint64   // its socket file's inode (0: none)
+	Holders  []Holder // the processes that hold it open (a snapshot), by pid
 }
 
 // DefaultStuckThresholds are how long a socket may stay in a state before

@@ -9,10 +9,12 @@ import (
 
 func TestAggregateSub(t *testing.T) {
 	prev := &Aggregate{
-		Ports:      map[PortKey]Count{{Port: 80}: {Transitions: 10, Opened: 2}, {Port: 443, Remote: true}: {Transitions: 5, Opened: 1}},
-		Owners:     map[uint32]Count{100: {Transitions: 7, Opened: 1, Comm: "nginx"}, 200: {Transitions: 3, Comm: "curl"}},
-		PortOther:  4,
-		OwnerOther: 1,
+		Ports:       map[PortKey]Count{{Port: 80}: {Transitions: 10, Opened: 2}, {Port: 443, Remote: true}: {Transitions: 5, Opened: 1}},
+		Owners:      map[uint32]Count{100: {Transitions: 7, Opened: 1, Comm: "nginx"}, 200: {Transitions: 3, Comm: "curl"}},
+		Cgroups:     map[uint64]Count{1: {Transitions: 4, Opened: 1}, 7000: {Transitions: 2}},
+		PortOther:   4,
+		OwnerOther:  1,
+		CgroupOther: 3,
 	}
 	prev.Matrix[Close][SynSent] = 3
 	prev.Matrix[SynSent][Established] = 2
@@ -31,8 +33,10 @@ func TestAggregateSub(t *testing.T) {
 			200: {Transitions: 9, Opened: 2, Comm: "curl"},  // grew
 			300: {Transitions: 1, Comm: "sshd"},             // new
 		},
-		PortOther:  6,
-		OwnerOther: 1,
+		Cgroups:     map[uint64]Count{1: {Transitions: 4, Opened: 1}, 7000: {Transitions: 5, Opened: 1}, 7001: {Transitions: 1}},
+		PortOther:   6,
+		OwnerOther:  1,
+		CgroupOther: 5,
 	}
 	cur.Matrix[Close][SynSent] = 5
 	cur.Matrix[SynSent][Established] = 2
@@ -54,8 +58,10 @@ func TestAggregateSub(t *testing.T) {
 	want.Outcomes[OutcomeReset] = 1
 	want.Ports = map[PortKey]Count{{Port: 80}: {Transitions: 5, Opened: 1}, {Port: 8080}: {Transitions: 2, Opened: 2}}
 	want.Owners = map[uint32]Count{200: {Transitions: 6, Opened: 2, Comm: "curl"}, 300: {Transitions: 1, Comm: "sshd"}}
+	want.Cgroups = map[uint64]Count{7000: {Transitions: 3, Opened: 1}, 7001: {Transitions: 1}}
 	want.PortOther = 2
 	want.OwnerOther = 0
+	want.CgroupOther = 2
 	if !reflect.DeepEqual(d, want) {
 		t.Errorf("Sub:\n got %+v\nwant %+v", d, want)
 	}
@@ -182,5 +188,46 @@ func TestDefaultStuckThresholds(t *testing.T) {
 	d[CloseWait] = 0
 	if DefaultStuckThresholds()[CloseWait] != time.Minute {
 		t.Error("DefaultStuckThresholds returned a shared map")
+	}
+}
+
+func TestCgroupRows(t *testing.T) {
+	a := &Aggregate{Cgroups: map[uint64]Count{
+		0:    {Transitions: 1},
+		1:    {Transitions: 9, Opened: 2},
+		5000: {Transitions: 9, Opened: 1},
+		6000: {Transitions: 20, Opened: 4},
+	}}
+	docker := &CgroupInfo{Path: "/system.slice/docker-" + idA + ".scope", Container: Container{ID: idA, Runtime: RuntimeDocker}}
+	info := func(id uint64) *CgroupInfo {
+		switch id {
+		case 1:
+			return &CgroupInfo{Path: "/"}
+		case 6000:
+			return docker
+		}
+		return nil // 5000: removed before it was resolved
+	}
+	rows := a.CgroupRows(info)
+	want := []CgroupRow{
+		{ID: 6000, Path: docker.Path, Container: idA, Runtime: RuntimeDocker, Transitions: 20, Opened: 4, Info: docker},
+		{ID: 1, Path: "/", Transitions: 9, Opened: 2},
+		{ID: 5000, Transitions: 9, Opened: 1},
+		{ID: 0, Transitions: 1},
+	}
+	if len(rows) != len(want) {
+		t.Fatalf("CgroupRows = %+v, want %+v", rows, want)
+	}
+	for i := range want {
+		r := rows[i]
+		r.Info = nil
+		w := want[i]
+		w.Info = nil
+		if r != w || (i == 0 && rows[i].Info != docker) {
+			t.Errorf("row %d = %+v, want %+v", i, rows[i], want[i])
+		}
+	}
+	if rows := a.CgroupRows(nil); len(rows) != 4 || rows[0].Path != "" {
+		t.Errorf("CgroupRows(nil) = %+v: want the ids alone", rows)
 	}
 }

@@ -94,6 +94,40 @@ func (a *Aggregate) OwnerRows() []OwnerRow {
 	return rows
 }
 
+// CgroupRow is one cgroup's counts, with what its id resolved to.
+type CgroupRow struct {
+	ID          uint64 `json:"cgroup_id"`
+	Path        string `json:"cgroup,omitempty"`
+	Container   string `json:"container,omitempty"`
+	Runtime     string `json:"container_runtime,omitempty"`
+	PodUID      string `json:"pod_uid,omitempty"`
+	Transitions uint64 `json:"transitions"`
+	Opened      uint64 `json:"opened"`
+	// Info is what the id resolved to (nil: not resolved), for tables.
+	Info *CgroupInfo `json:"-"`
+}
+
+// CgroupRows lists the per-cgroup counts, most transitions first, with
+// each id resolved by info (which may be nil, or return nil for an id it
+// cannot resolve).
+func (a *Aggregate) CgroupRows(info func(id uint64) *CgroupInfo) []CgroupRow {
+	rows := make([]CgroupRow, 0, len(a.Cgroups))
+	for id, c := range a.Cgroups {
+		r := CgroupRow{ID: id, Transitions: c.Transitions, Opened: c.Opened}
+		if info != nil && id != 0 {
+			r.Info = info(id)
+		}
+		if ci := r.Info; ci != nil {
+			r.Path, r.Container, r.Runtime, r.PodUID = ci.Path, ci.Container.ID, ci.Container.Runtime, ci.Container.PodUID
+		}
+		rows = append(rows, r)
+	}
+	slices.SortFunc(rows, func(x, y CgroupRow) int {
+		return cmp.Or(cmp.Compare(y.Transitions, x.Transitions), cmp.Compare(x.ID, y.ID))
+	})
+	return rows
+}
+
 // OwnerUnknown counts the transitions of sockets whose owner the kernel did
 // not know: they are in no owner's row. Readings are not atomic, so an
 // interval's difference may not add up exactly; never below 0.

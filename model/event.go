@@ -150,6 +150,11 @@ type Event struct {
 	// in the cgroup2 file system): the cgroup of the task that created it,
 	// not of whoever was on the CPU. 0 when the kernel records none.
 	CgroupID uint64
+	// Cgroup is what CgroupID resolved to (its path, the container it
+	// names), or, in a record read back, what the record says; nil when
+	// not known. Resolvers share one CgroupInfo between all the events of
+	// a cgroup: never modify it.
+	Cgroup *CgroupInfo
 	// Netns is the inode number of the socket's network namespace (as in
 	// /proc/PID/ns/net); 0 when not recorded.
 	Netns uint32

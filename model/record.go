@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // The JSON record: one object per line, written by `trace -o json` and read
@@ -27,6 +28,10 @@ import (
 //	old_state_ns  nanoseconds spent in old, null when not measured
 //	last_state    the socket's previous new state as the kernel remembers it (omitted when none)
 //	netns         inode number of the socket's network namespace (omitted when 0)
+//	cgroup_id     the socket's own cgroup v2 id, its creator's (omitted when 0)
+//	cgroup        that cgroup's path from the cgroup2 root (omitted when not resolved)
+//	container, container_runtime  the container (or systemd service) the path names (omitted when none)
+//	pod_uid       the Kubernetes pod the path names (omitted when none)
 //	held          true when the kernel held the event until its socket matched the filters (omitted otherwise)
 //	cause         at -> CLOSE: why it closed (fin, reset_received, reset_sent, refused, timeout, cancelled, listener_closed)
 //	cause_detail  at -> CLOSE: fin's side (active, passive, simultaneous) or timeout's timer (connect, retransmission, keepalive, zero_window_probe); omitted when none
@@ -144,6 +149,15 @@ func (c *RecordEncoder) Append(buf []byte, e *Event, v *Verdict) []byte {
 		buf = append(buf, `,"netns":`...)
 		buf = strconv.AppendUint(buf, uint64(e.Netns), 10)
 	}
+	if e.CgroupID != 0 {
+		buf = append(buf, `,"cgroup_id":`...)
+		buf = strconv.AppendUint(buf, e.CgroupID, 10)
+	}
+	if cg := e.Cgroup; cg != nil && cg.enc != "" {
+		buf = append(buf, cg.enc...)
+	} else if cg != nil {
+		buf = appendCgroup(buf, cg)
+	}
 	if e.Flags&FlagHeld != 0 {
 		buf = append(buf, `,"held":true`...)
 	}
@@ -222,6 +236,33 @@ func AppendCounts(buf []byte, e *Event) []byte {
 	buf = append(buf, `,"srtt_us":`...)
 	return strconv.AppendUint(buf, uint64(e.SrttUs), 10)
 }
+
+// appendCgroup appends what is known of a socket's cgroup.
+func appendCgroup(buf []byte, cg *CgroupInfo) []byte {
+	if cg.Path != "" {
+		buf = append(buf, `,"cgroup":`...)
+		buf = appendJSONString(buf, bytesOf(cg.Path))
+	}
+	if c := &cg.Container; c.ID != "" {
+		buf = append(buf, `,"container":`...)
+		buf = appendJSONString(buf, bytesOf(c.ID))
+		if c.Runtime != "" {
+			buf = append(buf, `,"container_runtime":`...)
+			buf = appendJSONString(buf, bytesOf(c.Runtime))
+		}
+	}
+	// A record read back may hold anything: everything is escaped.
+	if cg.Container.PodUID != "" {
+		buf = append(buf, `,"pod_uid":`...)
+		buf = appendJSONString(buf, bytesOf(cg.Container.PodUID))
+	}
+	return buf
+}
+
+// bytesOf views s as bytes without copying it, for appendJSONString, which
+// only reads them: []byte(s) would allocate for every path longer than 32
+// bytes, on every event.
+func bytesOf(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
 
 // appendHex appends v in lower-case hex without leading zeros.
 func appendHex(buf []byte, v uint64) []byte {
@@ -316,6 +357,11 @@ type jsonRecord struct {
 	OldStateNs *uint64 `json:"old_state_ns"`
 	LastState  string  `json:"last_state"`
 	Netns      uint32  `json:"netns"`
+	CgroupID   uint64  `json:"cgroup_id"`
+	Cgroup     string  `json:"cgroup"`
+	Container  string  `json:"container"`
+	Runtime    string  `json:"container_runtime"`
+	PodUID     string  `json:"pod_uid"`
 	Held       bool    `json:"held"`
 	LossSeq    *uint64 `json:"loss_seq"`
 	CloseFacts uint16  `json:"close_facts"`
@@ -456,6 +502,10 @@ func ParseRecord(line []byte) (Event, Verdict, error) {
 		e.Flags |= FlagDurationKnown
 	}
 	e.Netns = r.Netns
+	e.CgroupID = r.CgroupID
+	if r.Cgroup != "" || r.Container != "" || r.PodUID != "" {
+		e.Cgroup = &CgroupInfo{Path: r.Cgroup, Container: Container{ID: r.Container, Runtime: r.Runtime, PodUID: r.PodUID}}
+	}
 	if r.LastState != "" {
 		if e.LastState, err = ParseState(r.LastState); err != nil {
 			return e, Verdict{}, fmt.Errorf("%w: last_state: %v", ErrNotRecord, err)

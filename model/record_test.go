@@ -15,6 +15,11 @@ func sameEvent(a, b Event) bool {
 		return false
 	}
 	a.Time, b.Time = time.Time{}, time.Time{}
+	// The cgroup by what it says, not by its pointer.
+	if (a.Cgroup == nil) != (b.Cgroup == nil) || a.Cgroup != nil && *a.Cgroup != *b.Cgroup {
+		return false
+	}
+	a.Cgroup, b.Cgroup = nil, nil
 	return a == b
 }
 
@@ -79,6 +84,20 @@ func TestRecordRoundTrip(t *testing.T) {
 	local := sampleEvent()
 	local.Time = time.Unix(1700000000, 1).In(time.Local)
 
+	pod := sampleEvent()
+	pod.Netns, pod.CgroupID = 4026532290, 18446744073709551615
+	pod.Cgroup = &CgroupInfo{
+		Path:      "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + uidSlice + ".slice/cri-containerd-" + idA + ".scope",
+		Container: Container{ID: idA, Runtime: RuntimeContainerd, PodUID: uid},
+	}
+	unresolved := sampleEvent()
+	unresolved.CgroupID = 7021
+	service := sampleEvent()
+	service.CgroupID = 1234
+	service.Cgroup = &CgroupInfo{Path: "/system.slice/a\"b\x1bc.service", Container: Container{ID: "a\"b\x1bc.service", Runtime: RuntimeSystemd}}
+	pathOnly := sampleEvent()
+	pathOnly.CgroupID, pathOnly.Cgroup = 1, &CgroupInfo{Path: "/"}
+
 	for _, tc := range []struct {
 		name string
 		e    Event
@@ -95,6 +114,10 @@ func TestRecordRoundTrip(t *testing.T) {
 		{"extreme numbers", extremes, nil},
 		{"local time", local, nil},
 		{"verdict none is omitted", sampleEvent(), &Verdict{}},
+		{"a kubernetes container's cgroup", pod, nil},
+		{"a cgroup id not resolved", unresolved, nil},
+		{"a service with quotes and escapes in its name", service, nil},
+		{"the root cgroup", pathOnly, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			line := AppendJSON(nil, &tc.e, tc.v)
@@ -162,10 +185,44 @@ func TestRecordGolden(t *testing.T) {
 	}
 }
 
+// The cgroup keys, literally.
+const goldenCgroupRecord = `{"time":"2025-03-14T15:09:26.535897932Z","ts_ns":123456789012345,"skaddr":"0xffff88810a3c0800","pid":4242,"comm":"nginx","owner":"known","cpu_pid":0,"cpu_comm":"swapper/3","family":"ipv4","saddr":"10.1.2.3","sport":443,"daddr":"192.0.2.77","dport":51234,"old":"ESTABLISHED","new":"CLOSE_WAIT","old_state_ns":1500000,"netns":4026532290,"cgroup_id":5309,"cgroup":"/kubepods/burstable/pod` + uid + `/` + idA + `","container":"` + idA + `","container_runtime":"cri","pod_uid":"` + uid + `"}` + "\n"
+
+func TestRecordGoldenCgroup(t *testing.T) {
+	e := sampleEvent()
+	e.Netns, e.CgroupID = 4026532290, 5309
+	path := "/kubepods/burstable/pod" + uid + "/" + idA
+	e.Cgroup = &CgroupInfo{Path: path, Container: ParseCgroupPath(path)}
+	if got := string(AppendJSON(nil, &e, nil)); got != goldenCgroupRecord {
+		t.Errorf("AppendJSON:\n got %s\nwant %s", got, goldenCgroupRecord)
+	}
+	// Encoded once by NewCgroupInfo: the same bytes.
+	e.Cgroup = NewCgroupInfo(path)
+	if got := string(AppendJSON(nil, &e, nil)); got != goldenCgroupRecord {
+		t.Errorf("AppendJSON with NewCgroupInfo's keys:\n got %s\nwant %s", got, goldenCgroupRecord)
+	}
+	hostile := NewCgroupInfo("/user.slice/a\"b\\\x1b\xff")
+	if want := string(appendCgroup(nil, &CgroupInfo{Path: hostile.Path})); hostile.enc != want {
+		t.Errorf("NewCgroupInfo's keys %s, want %s", hostile.enc, want)
+	}
+	// A record of before the cgroup keys reads back without a cgroup.
+	old, _, err := ParseRecord([]byte(goldenRecord))
+	if err != nil || old.CgroupID != 0 || old.Cgroup != nil {
+		t.Errorf("a record without cgroup keys: cgroup id %d, cgroup %+v, err %v", old.CgroupID, old.Cgroup, err)
+	}
+}
+
 func TestAppendJSONDoesNotAllocate(t *testing.T) {
 	e := sampleEvent()
-	v := Verdict{Kind: VerdictIllegal, Reason: "FIN_WAIT2 -> CLOSE is not a transition of model rfc793"}
+	// A cgroup path longer than 32 bytes: []byte(path) would allocate.
+	e.CgroupID = 42
+	e.Cgroup = &CgroupInfo{Path: "/system.slice/docker-" + idA + ".scope", Container: Container{ID: idA, Runtime: RuntimeDocker}}
 	buf := make([]byte, 0, 1024)
+	if n := testing.AllocsPerRun(100, func() { buf = AppendJSON(buf[:0], &e, nil) }); n != 0 {
+		t.Errorf("AppendJSON with a cgroup encoded per event: %v allocations", n)
+	}
+	e.Cgroup = NewCgroupInfo(e.Cgroup.Path)
+	v := Verdict{Kind: VerdictIllegal, Reason: "FIN_WAIT2 -> CLOSE is not a transition of model rfc793"}
 	if n := testing.AllocsPerRun(100, func() { buf = AppendJSON(buf[:0], &e, &v) }); n != 0 {
 		t.Errorf("AppendJSON: %v allocations", n)
 	}

@@ -13,7 +13,7 @@ import (
 // Aggregate reads the aggregation maps (ModeAggregate): cumulative counts
 // since Load, summed over CPUs.
 func (t *Tracer) Aggregate() (*model.Aggregate, error) {
-	a := &model.Aggregate{Ports: map[model.PortKey]model.Count{}, Owners: map[uint32]model.Count{}}
+	a := &model.Aggregate{Ports: map[model.PortKey]model.Count{}, Owners: map[uint32]model.Count{}, Cgroups: map[uint64]model.Count{}}
 	matrix, err := readPerCPUArray(t.maps.Matrix, model.NumStates*model.NumStates)
 	if err != nil {
 		return nil, fmt.Errorf("reading the transition matrix: %w", err)
@@ -47,11 +47,23 @@ func (t *Tracer) Aggregate() (*model.Aggregate, error) {
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("reading per-owner counts: %w", err)
 	}
+	var (
+		cgid uint64
+		cc   tcpstateCount
+	)
+	cit := t.maps.CgroupCounts.Iterate()
+	for cit.Next(&cgid, &cc) {
+		a.Cgroups[cgid] = model.Count{Transitions: cc.Transitions, Opened: cc.Opened}
+	}
+	if err := cit.Err(); err != nil {
+		return nil, fmt.Errorf("reading per-cgroup counts: %w", err)
+	}
 	per, err := t.allCounters()
 	if err != nil {
 		return nil, err
 	}
 	a.OwnerOther = per[tcpstateCounterCNT_PID_OTHER]
+	a.CgroupOther = per[tcpstateCounterCNT_CGROUP_OTHER]
 	return a, nil
 }
 

@@ -48,6 +48,11 @@ func (t *Tracer) VisitSockets(visit func(*model.SocketInfo)) error {
 	br := bufio.NewReaderSize(r, 64<<10)
 	buf := make([]byte, sockRecordSize)
 	var s model.SocketInfo
+	// The walk of the storage map may repeat an entry while sockets of the
+	// host get and lose storage meanwhile (seen here under load: 5 of
+	// 100,000 listed twice): the first record wins, as in Snapshot. (The
+	// set is 8 bytes of key a socket the kernel follows.)
+	seen := map[uint64]struct{}{}
 	for {
 		if _, err := io.ReadFull(br, buf); err != nil {
 			if errors.Is(err, io.EOF) {
@@ -57,6 +62,10 @@ func (t *Tracer) VisitSockets(visit func(*model.SocketInfo)) error {
 		}
 		// Records are the generated struct's layout, host byte order.
 		rec := *(*tcpstateSockRecord)(unsafe.Pointer(&buf[0]))
+		if _, dup := seen[rec.Skaddr]; dup {
+			continue
+		}
+		seen[rec.Skaddr] = struct{}{}
 		st := model.State(rec.State)
 		// Closed (the storage outlives the connection until the socket is
 		// freed), or only an accept() record so far: not live.
@@ -77,6 +86,8 @@ func (t *Tracer) VisitSockets(visit func(*model.SocketInfo)) error {
 			Sport:        rec.Sport,
 			Dport:        rec.Dport,
 			Netns:        rec.Netns,
+			CgroupID:     rec.CgroupId,
+			Cgroup:       t.cgroups.Lookup(rec.CgroupId),
 		}
 		if s.Family == model.AFInet {
 			s.Saddr = netip.AddrFrom4([4]byte(rec.Saddr[:4]))

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -34,8 +36,18 @@ type Tracer struct {
 
 	accept    AcceptHook // the hook in use, after Attach
 	startSnap *Snapshot  // taken by Attach
-	exactLoss bool       // LossSeq counts recursion misses (find_self ran)
-	features  []Feature
+
+	cgroups    *CgroupResolver
+	ownCgroups bool // made by Load: Close closes it
+	// cgroupSlots is the kernel's cgroup filter, slot by slot (an ID 0
+	// slot is unused); cgroupGen its generation (AddCgroups).
+	cgroupMu    sync.Mutex // cgroupSlots, cgroupGen: AddCgroups runs in the watch's goroutine
+	cgroupSlots []model.CgroupWant
+	cgroupGen   uint32
+	watch       *ContainerWatch // Filter.Containers' rescans (nil without)
+	stopWatch   func()
+	exactLoss   bool // LossSeq counts recursion misses (find_self ran)
+	features    []Feature
 
 	// tracefs is where tcpstate mounted tracefs itself (for the accept
 	// syscall tracepoints), "" when it found one mounted; Close unmounts
@@ -73,12 +85,16 @@ func Load(opts Options) (_ *Tracer, err error) {
 	}
 	if kspec, err := btf.LoadKernelSpec(); err == nil {
 		loadResetReasons(kspec)
+		// A listing (ls) filters in user space: any kernel will do.
+		if opts.CgroupFilter() && !opts.ListOnly && !hasMember(kspec, "cgroup", "ancestors") {
+			return nil, fmt.Errorf("--cgroup and --container need Linux 6.1 or later: the kernel's filter walks struct cgroup's ancestors[], which this kernel lacks")
+		}
 	}
 	if err := configure(spec, &opts); err != nil {
 		return nil, err
 	}
 
-	t := &Tracer{opts: opts, spec: spec}
+	t := &Tracer{opts: opts, spec: spec, cgroups: opts.cgroupResolver(), ownCgroups: opts.CgroupResolver == nil}
 	defer func() {
 		if err != nil {
 			t.Close()
@@ -98,6 +114,15 @@ func Load(opts Options) (_ *Tracer, err error) {
 	if err := t.coll.Assign(&t.vars); err != nil {
 		return nil, fmt.Errorf("assigning BPF variables: %w", err)
 	}
+	cf := Feature{Name: "socket cgroups", Active: t.cgroups.FS().Mount != "", Detail: t.cgroups.FS().Describe()}
+	if !cf.Active {
+		cf.Without = "no cgroup paths or containers for sockets, no --cgroup or --container (the kernel's ids name cgroups of a hierarchy not mounted here)"
+	} else if t.cgroups.Stats().ByHandle {
+		cf.Detail += "; ids resolved by file handle"
+	} else {
+		cf.Detail += fmt.Sprintf("; ids resolved by reading the cgroup tree, at most every %v (no CAP_DAC_READ_SEARCH for file handles)", DefaultCgroupRetry)
+	}
+	t.features = append(t.features, cf)
 	if opts.ListOnly {
 		if t.snapTCP, err = t.loadProgram("snap_tcp"); err != nil {
 			return nil, err
@@ -184,6 +209,7 @@ func (t *Tracer) Attach() error {
 	}
 	t.attachAccept()
 	t.attachResets()
+	t.startWatch()
 	if t.rescue != nil {
 		t.features = append(t.features, Feature{Name: "rescue of nested transitions", Active: true, Detail: "rescue_set_state (--rescue-nested)"})
 	}
@@ -240,6 +266,10 @@ func configure(spec *ebpf.CollectionSpec, o *Options) error {
 	if len(o.Pids) > 0 {
 		pids = 1
 	}
+	netns := uint8(0)
+	if len(o.Netns) > 0 {
+		netns = 1
+	}
 	for _, set := range []struct {
 		v   *ebpf.VariableSpec
 		val any
@@ -248,6 +278,8 @@ func configure(spec *ebpf.CollectionSpec, o *Options) error {
 		{s.FilterPorts, uint8(o.KindsInUse())},
 		{s.FilterPids, pids},
 		{s.FilterStates, o.StateMask()},
+		{s.FilterNetns, netns},
+		{s.FilterCgroups, uint8(o.cgroupSlots())},
 		{s.ModeStream, b2u(o.Mode&ModeStream != 0)},
 		{s.ModeAnomalies, b2u(o.Mode&ModeAnomalies != 0)},
 		{s.ModeAggregate, b2u(o.Mode&ModeAggregate != 0)},
@@ -276,12 +308,25 @@ func configure(spec *ebpf.CollectionSpec, o *Options) error {
 	s.MissAddr.MaxEntries = uint32(cpus)
 	s.PortFilter.MaxEntries = uint32(max(1, len(o.PortKinds())))
 	s.PidFilter.MaxEntries = uint32(max(1, len(o.Pids)))
+	s.NetnsFilter.MaxEntries = uint32(max(1, len(o.Netns)))
+	s.CgroupFilter.MaxEntries = uint32(max(1, o.cgroupSlots()))
+	s.CgroupCounts.MaxEntries = uint32(o.MaxCgroups)
 	if o.Mode&ModeAggregate == 0 {
 		// Nothing is counted: keep the aggregation maps minimal.
 		s.PortCounts.MaxEntries = 1
 		s.PidCounts.MaxEntries = 1
+		s.CgroupCounts.MaxEntries = 1
 	}
 	return configureTotals(&s, o)
+}
+
+// cgroupSlots is the size of the kernel's cgroup filter: the filter's
+// cgroups, or every slot when --container may add cgroups later.
+func (o *Options) cgroupSlots() int {
+	if len(o.Containers) > 0 {
+		return model.MaxCgroupWants
+	}
+	return len(o.Cgroups)
 }
 
 func b2u(b bool) uint8 {
@@ -304,8 +349,177 @@ func (t *Tracer) fillFilters() error {
 			return fmt.Errorf("filling the pid filter: %w", err)
 		}
 	}
+	for _, ns := range t.opts.Netns {
+		if err := t.maps.NetnsFilter.Put(ns, uint8(1)); err != nil {
+			return fmt.Errorf("filling the network namespace filter: %w", err)
+		}
+	}
+	wants := t.opts.Cgroups
+	if len(t.opts.Containers) > 0 {
+		// The kernel takes the containers' own cgroups (inside the
+		// --cgroup subtrees): a subtree each.
+		t.watch = &ContainerWatch{t: t, fs: t.cgroups.FS(), args: slices.Clone(t.opts.Containers), within: t.opts.Cgroups}
+		var none []string
+		var err error
+		if wants, none, err = t.watch.find(); err != nil {
+			return err
+		}
+		for _, c := range none {
+			again := "tcpstate does not look again (CgroupRescan < 0)"
+			if t.opts.CgroupRescan >= 0 {
+				again = fmt.Sprintf("tcpstate looks again every %v and follows it from when it appears", t.opts.CgroupRescan)
+			}
+			t.opts.Info(fmt.Sprintf("--container %s: no cgroup names it now; %s", c, again))
+		}
+	}
+	t.cgroupSlots = make([]model.CgroupWant, t.opts.cgroupSlots())
+	if len(wants) > len(t.cgroupSlots) {
+		return fmt.Errorf("the cgroup filter takes %d cgroups, and %d are wanted", len(t.cgroupSlots), len(wants))
+	}
+	for i := range t.cgroupSlots {
+		if i < len(wants) {
+			t.cgroupSlots[i] = wants[i]
+		}
+		if err := t.putCgroupSlot(uint32(i), t.cgroupSlots[i], 0, true); err != nil {
+			return err
+		}
+	}
 	return nil
 }
+
+// cgroupWant is struct cgroup_want (bpf/maps.h); unusedLevel marks a slot
+// that matches nothing.
+type cgroupWant struct {
+	ID    uint64
+	Level uint32
+	Gen   uint32
+}
+
+const unusedLevel = ^uint32(0)
+
+// putCgroupSlot writes one slot of the kernel's cgroup filter. A BPF
+// program may read the slot while it changes, and an array update is a
+// plain copy: so the slot is first made unused, then given its cgroup and
+// generation while still unused, then made used, and a program that reads
+// it half-way sees an unused slot or an old or new whole one.
+func (t *Tracer) putCgroupSlot(i uint32, w model.CgroupWant, gen uint32, fresh bool) error {
+	steps := []cgroupWant{{ID: w.ID, Level: unusedLevel, Gen: gen}}
+	if !fresh {
+		var cur cgroupWant
+		if err := t.maps.CgroupFilter.Lookup(i, &cur); err != nil {
+			return fmt.Errorf("reading the cgroup filter: %w", err)
+		}
+		cur.Level = unusedLevel
+		steps = append([]cgroupWant{cur}, steps...)
+	}
+	if w.ID != 0 {
+		steps = append(steps, cgroupWant{ID: w.ID, Level: w.Level, Gen: gen})
+	}
+	for _, v := range steps {
+		if err := t.maps.CgroupFilter.Put(i, v); err != nil {
+			return fmt.Errorf("filling the cgroup filter: %w", err)
+		}
+	}
+	return nil
+}
+
+// maxCgroupGen is the highest generation the kernel keeps per socket (a u16
+// in struct sock_state): past it, sockets born before a cgroup is added may
+// match it.
+const maxCgroupGen = 0xffff
+
+// AddCgroups adds cgroups to the kernel's cgroup filter while tracing runs
+// (--container: a container that started, or restarted, since the
+// filter was filled). They select only sockets born after this call, so
+// that every socket traced is traced whole; the others of those cgroups
+// are not traced. gone says which cgroups of the filter no longer exist,
+// whose slots may be given to new ones when no slot is free. It returns
+// the cgroups added; a full filter is an error, after adding what fits.
+func (t *Tracer) AddCgroups(wants []model.CgroupWant, gone func(id uint64) bool) ([]model.CgroupWant, error) {
+	t.cgroupMu.Lock()
+	defer t.cgroupMu.Unlock()
+	var added []model.CgroupWant
+	gen := min(t.cgroupGen+1, maxCgroupGen)
+	for _, w := range wants {
+		if slices.ContainsFunc(t.cgroupSlots, func(s model.CgroupWant) bool { return s.ID == w.ID }) {
+			continue
+		}
+		slot := slices.IndexFunc(t.cgroupSlots, func(s model.CgroupWant) bool { return s.ID == 0 })
+		if slot < 0 && gone != nil {
+			slot = slices.IndexFunc(t.cgroupSlots, func(s model.CgroupWant) bool { return gone(s.ID) })
+		}
+		if slot < 0 {
+			return added, fmt.Errorf("the cgroup filter is full (%d cgroups): %s is not followed", len(t.cgroupSlots), w.Path)
+		}
+		fresh := t.cgroupSlots[slot].ID == 0
+		if err := t.putCgroupSlot(uint32(slot), w, gen, fresh); err != nil {
+			return added, err
+		}
+		t.cgroupSlots[slot] = w
+		added = append(added, w)
+	}
+	if len(added) > 0 {
+		// After the slots: a socket that sees the new generation sees
+		// them (bpf/maps.h, cgroup_filter).
+		if err := t.vars.CgroupGen.Set(gen); err != nil {
+			return added, fmt.Errorf("raising the cgroup filter's generation: %w", err)
+		}
+		t.cgroupGen = gen
+	}
+	return added, nil
+}
+
+// ContainerWatch is the watch that follows Filter.Containers' cgroups
+// (nil without containers).
+func (t *Tracer) ContainerWatch() *ContainerWatch { return t.watch }
+
+// startWatch rescans for the containers' cgroups every CgroupRescan while
+// the programs are attached.
+func (t *Tracer) startWatch() {
+	if t.watch == nil || t.opts.CgroupRescan < 0 {
+		return
+	}
+	done, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		tick := time.NewTicker(t.opts.CgroupRescan)
+		defer tick.Stop()
+		failed := ""
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			added, err := t.watch.Scan()
+			for _, w := range added {
+				t.opts.Info(fmt.Sprintf("--container: following the new cgroup %s (its sockets created from now on)", w.Path))
+			}
+			if err != nil && err.Error() != failed {
+				t.opts.Warn(fmt.Sprintf("--container: looking for the containers' cgroups again: %v", err))
+			}
+			failed = ""
+			if err != nil {
+				failed = err.Error() // said once, until it changes
+			}
+		}
+	}()
+	t.stopWatch = func() {
+		close(done)
+		<-stopped
+	}
+}
+
+// CgroupSlots returns the cgroups in the kernel's filter now.
+func (t *Tracer) CgroupSlots() []model.CgroupWant {
+	t.cgroupMu.Lock()
+	defer t.cgroupMu.Unlock()
+	return slices.DeleteFunc(slices.Clone(t.cgroupSlots), func(w model.CgroupWant) bool { return w.ID == 0 })
+}
+
+// Cgroups is the tracer's cgroup resolver: what events' and sockets'
+// cgroup ids name (nil on a host without cgroup2).
+func (t *Tracer) Cgroups() *CgroupResolver { return t.cgroups }
 
 // Features lists the optional parts of the tracer and whether this run has
 // them (after Attach): for --verbose and the summary.
@@ -392,3 +606,18 @@ func (t *Tracer) haveRdonlyCast() bool {
 // ExactLoss reports whether every event's LossSeq includes the recursion
 // misses (find_self ran): then a gap's window of counted loss is exact.
 func (t *Tracer) ExactLoss() bool { return t.exactLoss }
+
+// hasMember reports whether the kernel's struct name has a member called
+// member.
+func hasMember(spec *btf.Spec, name, member string) bool {
+	var st *btf.Struct
+	if spec.TypeByName(name, &st) != nil {
+		return false
+	}
+	for _, m := range st.Members {
+		if m.Name == member {
+			return true
+		}
+	}
+	return false
+}

@@ -13,6 +13,7 @@ const (
 	DefaultRingSize     = 2 << 20 // bytes; ~15k events
 	DefaultMaxSockets   = 65536   // sockets that may wait at once (held events, accept records)
 	DefaultPollInterval = 10 * time.Millisecond
+	DefaultMaxCgroups   = 1024 // cgroups stats counts by
 )
 
 // Mode says what the kernel does with an event that passes the filters.
@@ -117,6 +118,22 @@ type Options struct {
 	// every poll. Tests inject one that steps.
 	Clock ClockSource
 
+	// MaxCgroups bounds the cgroups stats counts by (the kernel's
+	// cgroup_counts map); transitions of more are counted as not counted
+	// (default DefaultMaxCgroups).
+	MaxCgroups int
+	// CgroupResolver resolves cgroup ids (Tracer.Cgroups); nil: the
+	// tracer makes one for the host's cgroup2 mount, and closes it.
+	CgroupResolver *CgroupResolver
+	// CgroupRescan is how often the cgroup tree is read again for the
+	// cgroups of Filter.Containers while tracing runs (0: every
+	// DefaultCgroupRetry; negative: never, the caller calls
+	// ContainerWatch().Scan itself).
+	CgroupRescan time.Duration
+	// Info receives notes on what the tracer does meanwhile (a container's
+	// new cgroup joined the filter). Nil discards them.
+	Info func(string)
+
 	// Warn receives non-fatal problems (for example: no tracefs, so accepted
 	// sockets keep their listener's owner). Nil discards them.
 	Warn func(string)
@@ -140,11 +157,20 @@ func (o *Options) setDefaults() error {
 	if o.Warn == nil {
 		o.Warn = func(string) {}
 	}
+	if o.Info == nil {
+		o.Info = func(string) {}
+	}
+	if o.CgroupRescan == 0 {
+		o.CgroupRescan = DefaultCgroupRetry
+	}
 	if o.Mode == 0 {
 		o.Mode = ModeStream
 	}
 	if o.Accept == "" {
 		o.Accept = AcceptAuto
+	}
+	if o.MaxCgroups == 0 {
+		o.MaxCgroups = DefaultMaxCgroups
 	}
 	if o.Model == nil {
 		m, err := model.ModelByName(model.DefaultModelName)
@@ -154,4 +180,13 @@ func (o *Options) setDefaults() error {
 		o.Model = m
 	}
 	return o.Filter.Validate()
+}
+
+// cgroupResolver is the resolver the options give, or one for the host.
+func (o *Options) cgroupResolver() *CgroupResolver {
+	if o.CgroupResolver != nil {
+		return o.CgroupResolver
+	}
+	fs, _ := FindCgroupFS()
+	return NewCgroupResolver(fs, 0, 0)
 }

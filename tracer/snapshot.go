@@ -207,6 +207,7 @@ func (t *Tracer) Snapshot(o SnapshotOptions) (*Snapshot, error) {
 			return int(int64(a.Fd) - int64(b.Fd))
 		})
 		so.Holders = slices.CompactFunc(so.Holders, func(a, b model.Holder) bool { return a.Pid == b.Pid })
+		so.Cgroup = t.cgroups.Lookup(so.CgroupID)
 		if !so.OwnerKnown && len(so.Holders) > 0 {
 			so.Pid, so.Comm, so.OwnerKnown = so.Holders[0].Pid, so.Holders[0].Comm, true
 		}
@@ -250,6 +251,8 @@ func snapSocket(r *tcpstateSnapRecord) model.SocketInfo {
 		Netns:  r.Netns,
 		Uid:    r.Uid,
 		Inode:  r.Ino,
+		// The socket's own cgroup (a request socket's: its listener's).
+		CgroupID: r.CgroupId,
 	}
 	si.Saddr, si.Daddr = addrs(r.Family, &r.Saddr, &r.Daddr)
 	if r.Flags&uint8(tcpstateSnapFlagSNAPF_OWNER) != 0 {
@@ -273,6 +276,9 @@ func holderSocket(h *tcpstateHolderRecord) model.SocketInfo {
 		Sport:  h.Sport,
 		Dport:  h.Dport,
 		Netns:  h.Netns,
+		// The socket's cgroup, not its holder's: they differ for a socket
+		// passed to (or inherited by) a process in another cgroup.
+		CgroupID: h.CgroupId,
 	}
 	si.Saddr, si.Daddr = addrs(h.Family, &h.Saddr, &h.Daddr)
 	return si

@@ -25,7 +25,7 @@ type tcpstateCgroupWant struct {
 	_     structs.HostLayout
 	Id    uint64
 	Level uint32
-	Pad   uint32
+	Gen   uint32
 }
 
 type tcpstateCloseErr uint32
@@ -168,19 +168,20 @@ const (
 )
 
 type tcpstateHolderRecord struct {
-	_      structs.HostLayout
-	Skaddr uint64
-	Tgid   uint32
-	Fd     uint32
-	Netns  uint32
-	Family uint16
-	Sport  uint16
-	Dport  uint16
-	State  uint8
-	Pad    [5]uint8
-	Saddr  [16]uint8
-	Daddr  [16]uint8
-	Comm   [16]int8
+	_        structs.HostLayout
+	Skaddr   uint64
+	CgroupId uint64
+	Tgid     uint32
+	Fd       uint32
+	Netns    uint32
+	Family   uint16
+	Sport    uint16
+	Dport    uint16
+	State    uint8
+	Pad      [5]uint8
+	Saddr    [16]uint8
+	Daddr    [16]uint8
+	Comm     [16]int8
 }
 
 type tcpstateOwnerCount struct {
@@ -258,6 +259,7 @@ type tcpstateSnapRecord struct {
 	StateTs      uint64
 	Ino          uint64
 	Listener     uint64
+	CgroupId     uint64
 	Netns        uint32
 	Uid          uint32
 	OwnerPid     uint32
@@ -285,23 +287,24 @@ const (
 )
 
 type tcpstateSockRecord struct {
-	_       structs.HostLayout
-	Skaddr  uint64
-	StateTs uint64
-	BornTs  uint64
-	Pid     uint32
-	Netns   uint32
-	Family  uint16
-	Sport   uint16
-	Dport   uint16
-	State   uint8
-	SkState uint8
-	Owner   uint8
-	Flags   uint8
-	Pad     [6]uint8
-	Saddr   [16]uint8
-	Daddr   [16]uint8
-	Comm    [16]int8
+	_        structs.HostLayout
+	Skaddr   uint64
+	StateTs  uint64
+	BornTs   uint64
+	CgroupId uint64
+	Pid      uint32
+	Netns    uint32
+	Family   uint16
+	Sport    uint16
+	Dport    uint16
+	State    uint8
+	SkState  uint8
+	Owner    uint8
+	Flags    uint8
+	Pad      [6]uint8
+	Saddr    [16]uint8
+	Daddr    [16]uint8
+	Comm     [16]int8
 }
 
 type tcpstateSockState struct {
@@ -318,7 +321,7 @@ type tcpstateSockState struct {
 	Rst       uint8
 	Pad       uint8
 	RstReason uint16
-	Pad2      uint16
+	CgroupGen uint16
 	Comm      [16]int8
 }
 
@@ -363,6 +366,7 @@ const (
 	tcpstateProgSnapTcp            = "snap_tcp"
 	tcpstateVarAcceptOwner         = "accept_owner"
 	tcpstateVarAsNumber            = "as_number"
+	tcpstateVarCgroupGen           = "cgroup_gen"
 	tcpstateVarCountOwners         = "count_owners"
 	tcpstateVarCountersMapId       = "counters_map_id"
 	tcpstateVarEdgeMask            = "edge_mask"
@@ -498,6 +502,7 @@ type tcpstateMapSpecs struct {
 type tcpstateVariableSpecs struct {
 	AcceptOwner        *ebpf.VariableSpec `ebpf:"accept_owner"`
 	AsNumber           *ebpf.VariableSpec `ebpf:"as_number"`
+	CgroupGen          *ebpf.VariableSpec `ebpf:"cgroup_gen"`
 	CountOwners        *ebpf.VariableSpec `ebpf:"count_owners"`
 	CountersMapId      *ebpf.VariableSpec `ebpf:"counters_map_id"`
 	EdgeMask           *ebpf.VariableSpec `ebpf:"edge_mask"`
@@ -619,6 +624,7 @@ func (m *tcpstateMaps) Close() error {
 type tcpstateVariables struct {
 	AcceptOwner        *ebpf.Variable `ebpf:"accept_owner"`
 	AsNumber           *ebpf.Variable `ebpf:"as_number"`
+	CgroupGen          *ebpf.Variable `ebpf:"cgroup_gen"`
 	CountOwners        *ebpf.Variable `ebpf:"count_owners"`
 	CountersMapId      *ebpf.Variable `ebpf:"counters_map_id"`
 	EdgeMask           *ebpf.Variable `ebpf:"edge_mask"`

@@ -19,6 +19,10 @@ import (
 // Detach stops new events: it closes the links but keeps maps and the
 // ring, so the ring can be drained and the counters read.
 func (t *Tracer) Detach() error {
+	if t.stopWatch != nil {
+		t.stopWatch()
+		t.stopWatch = nil
+	}
 	var errs []error
 	for _, l := range slices.Backward(t.links) {
 		errs = append(errs, l.Close())
@@ -48,6 +52,10 @@ func (t *Tracer) Close() error {
 	}
 	t.progs, t.names = nil, nil
 	errs = append(errs, t.maps.Close())
+	if t.ownCgroups {
+		t.cgroups.Close()
+		t.ownCgroups = false
+	}
 	if t.coll != nil {
 		t.coll.Close()
 		t.coll = nil

@@ -91,7 +91,7 @@ func main() {
 	flag.StringVar(&o.addr, "addr", "127.0.0.1:18080", "loopback address the server listens on")
 	flag.DurationVar(&o.timeout, "timeout", 5*time.Minute, "give up after this long")
 	flag.BoolVar(&o.newNetns, "new-netns", false, "run in a new network namespace (root), with lo up")
-	flag.BoolVar(&o.wideRange, "wide-port-range", true, "in a new namespace, use ephemeral ports 1024-65535")
+	flag.BoolVar(&o.wideRange, "wide-port-range", true, "in a new namespace, use ephemeral ports 32768-65535 (above the test suite's port blocks, 20000-32767, which a host-wide --port filter in a test running at the same time would otherwise see)")
 	flag.DurationVar(&o.delay, "start-delay", 0, "wait this long after listening before the first dial")
 	flag.StringVar(&o.goFile, "go-file", "", "once listening (and after --start-delay), wait until this file exists before the first dial (at most --timeout): whoever starts loadgen says when")
 	flag.StringVar(&o.pidFile, "pid-file", "", "once listening, write the pid of the process that makes the connections (with --new-netns: the child in the namespace) to this file")
@@ -171,7 +171,7 @@ func setupNetns(wideRange bool) error {
 		return fmt.Errorf("bringing lo up: %w", err)
 	}
 	if wideRange {
-		if err := os.WriteFile("/proc/sys/net/ipv4/ip_local_port_range", []byte("1024 65535\n"), 0o644); err != nil {
+		if err := os.WriteFile("/proc/sys/net/ipv4/ip_local_port_range", []byte("32768 65535\n"), 0o644); err != nil {
 			return fmt.Errorf("widening the ephemeral port range: %w", err)
 		}
 	}

@@ -107,7 +107,7 @@ opened, lines that are not records (reported after the summary), or, with
 	addCheckFlags(f, &o.checkOptions)
 	f.Lookup("anomalies").Usage = "print only anomalies (check's default; kept so that trace and check take the same flags)"
 	f.BoolVar(&o.all, "all", false, "print every transition with its verdict, not only the anomalies")
-	choiceVarP(f, &o.output, "output", "o", outTable, []string{outTable, outWide, outJSON}, "output: table, wide (adds skaddr, on-CPU task, family, owner source) or json (the records, re-checked)")
+	choiceVarP(f, &o.output, "output", "o", outTable, []string{outTable, outWide, outJSON}, "output: table, wide (adds skaddr, on-CPU task, family, owner source, network namespace, cgroup or container) or json (the records, re-checked)")
 	f.IntVar(&o.maxSockets, "max-sockets", model.DefaultMaxSockets, "sockets followed at a time; the least recently seen are evicted (and counted), and their next transition is unknown")
 	return cmd
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -21,7 +23,12 @@ type filterFlags struct {
 	// listing: the command lists sockets (ls), whose --state selects
 	// sockets by their state, TIME_WAIT and ss's groups included; it
 	// parses --state itself (lsStates), and apply leaves it alone.
-	listing bool
+	listing    bool
+	cgroups    []string
+	containers []string
+	netns      []string
+	// findCgroupFS finds the cgroup2 mount (tests give another).
+	findCgroupFS func() (tracer.CgroupFS, error)
 }
 
 // register defines the filter flags on f.
@@ -34,6 +41,10 @@ func (ff *filterFlags) register(f *pflag.FlagSet) {
 	f.BoolVarP(&ff.ipv4, "ipv4", "4", false, "only IPv4 sockets")
 	f.BoolVarP(&ff.ipv6, "ipv6", "6", false, "only IPv6 sockets (IPv4-mapped addresses included)")
 	f.StringSliceVar(&ff.states, "state", nil, "only transitions into or out of this state (ESTABLISHED, SYN_SENT, CLOSE_WAIT, ...; ss's names such as ESTAB or FIN-WAIT-1 too)")
+	f.StringArrayVar(&ff.cgroups, "cgroup", nil, "only sockets of the cgroup v2 at `PATH` or below it: its path from the cgroup2 root, as /proc/PID/cgroup shows it (/system.slice/nginx.service), or its directory; a socket's cgroup is the one its creator was in (repeat for several)")
+	f.StringSliceVar(&ff.containers, "container", nil, "only sockets of the container `ID`: its id or 4 or more of its first hex digits (docker, containerd, cri-o, podman), a systemd service's name (nginx.service), or a Kubernetes pod's uid, as their cgroup paths name them; "+
+		"looked for again every second, so a container that starts or restarts later is followed from then on (its sockets created before are not traced)")
+	f.StringSliceVar(&ff.netns, "netns", nil, "only sockets of the network namespace `NETNS`: its inode number (as in /proc/PID/ns/net, net:[INODE] too) or a path: /run/netns/NAME, /proc/PID/ns/net")
 }
 
 // apply validates the filter flags and sets them in t; a bad value is a
@@ -41,7 +52,8 @@ func (ff *filterFlags) register(f *pflag.FlagSet) {
 func (ff *filterFlags) apply(t *tracer.Options) error {
 	// A filter flag given with nothing in it (--port "$UNSET") would
 	// silently trace everything.
-	for name, vals := range map[string][]string{"port": ff.ports, "lport": ff.lports, "rport": ff.rports, "pid": ff.pids, "state": ff.states} {
+	for name, vals := range map[string][]string{"port": ff.ports, "lport": ff.lports, "rport": ff.rports, "pid": ff.pids, "state": ff.states,
+		"cgroup": ff.cgroups, "container": ff.containers, "netns": ff.netns} {
 		if ff.fs != nil && ff.fs.Changed(name) && len(vals) == 0 {
 			return usagef("--%s needs a value", name)
 		}
@@ -67,10 +79,10 @@ func (ff *filterFlags) apply(t *tracer.Options) error {
 	case ff.ipv6:
 		t.Family = model.AFInet6
 	}
-	if ff.listing {
-		return nil
-	}
 	for _, s := range ff.states {
+		if ff.listing {
+			break // ls parses --state itself (lsStates)
+		}
 		st, err := model.ParseState(s)
 		if err != nil {
 			return usagef("--state: %v", err)
@@ -81,6 +93,95 @@ func (ff *filterFlags) apply(t *tracer.Options) error {
 			return usagef("--state %s would match nothing: %s", st, why)
 		}
 		t.States = append(t.States, st)
+	}
+	for _, v := range ff.netns {
+		ino, err := tracer.ResolveNetns(strings.TrimSpace(v))
+		if err != nil {
+			return usagef("--netns %q: %v", v, err)
+		}
+		if ino == 0 {
+			return usagef("--netns %q: no namespace has inode 0", v)
+		}
+		if !slices.Contains(t.Netns, ino) {
+			t.Netns = append(t.Netns, ino)
+		}
+	}
+	return ff.applyCgroups(t)
+}
+
+// applyCgroups resolves --cgroup to the cgroups' ids and depths, and checks
+// --container: a prefix that names two containers is an error, and one
+// that names a container now is pinned to its whole id (a later container
+// with the same prefix is another). A container with no cgroup now is not
+// an error: the tracer says so and looks again.
+func (ff *filterFlags) applyCgroups(t *tracer.Options) error {
+	if len(ff.cgroups) == 0 && len(ff.containers) == 0 {
+		return nil
+	}
+	for _, c := range ff.cgroups {
+		if strings.TrimSpace(c) == "" {
+			return usagef("--cgroup needs a value")
+		}
+	}
+	for _, c := range ff.containers {
+		if !containerName(strings.TrimSpace(c)) {
+			return usagef("--container %q: want a container id (4 or more of its hex digits), a systemd unit's name (nginx.service) or a Kubernetes pod's uid", c)
+		}
+	}
+	find := ff.findCgroupFS
+	if find == nil {
+		find = tracer.FindCgroupFS
+	}
+	fs, err := find()
+	if err != nil {
+		return err
+	}
+	flag := "--container"
+	if len(ff.cgroups) > 0 {
+		flag = "--cgroup"
+	}
+	if fs.Mount == "" {
+		// The host, not the flag, is at fault: exit status 1.
+		return fmt.Errorf("%s: %w", flag, tracer.ErrNoCgroup2)
+	}
+	for _, c := range ff.cgroups {
+		w, err := fs.ResolveCgroup(c)
+		if err != nil {
+			return usagef("--cgroup %q: %v", c, err)
+		}
+		if !slices.ContainsFunc(t.Cgroups, func(x model.CgroupWant) bool { return x.ID == w.ID }) {
+			t.Cgroups = append(t.Cgroups, w)
+		}
+	}
+	if len(t.Cgroups) > model.MaxCgroupWants {
+		return usagef("--cgroup: %d cgroups; the kernel's filter takes at most %d (give a common parent)", len(t.Cgroups), model.MaxCgroupWants)
+	}
+	if len(ff.containers) == 0 {
+		return nil
+	}
+	cgs, err := fs.Walk()
+	if err != nil {
+		return err
+	}
+	for _, c := range ff.containers {
+		c = strings.TrimSpace(c)
+		_, named, err := tracer.ContainerCgroups(cgs, []string{c}, t.Cgroups)
+		if err != nil {
+			return &usageError{err}
+		}
+		if id, ok := named[c]; ok && !strings.HasPrefix(id, "pod ") {
+			c = id
+		}
+		if !slices.Contains(t.Containers, c) {
+			t.Containers = append(t.Containers, c)
+		}
+	}
+	wants, _, err := tracer.ContainerCgroups(cgs, t.Containers, t.Cgroups)
+	if err != nil {
+		return &usageError{err}
+	}
+	if len(wants) > model.MaxCgroupWants {
+		return usagef("--container: the containers have %d cgroups; the kernel's filter takes at most %d", len(wants), model.MaxCgroupWants)
 	}
 	return nil
 }
@@ -108,4 +209,21 @@ func parsePids(vals []string) ([]uint32, error) {
 		out = append(out, uint32(n))
 	}
 	return out, nil
+}
+
+// containerName reports whether s can name a container: the characters of
+// hex ids, uuids, systemd unit names (with their \x escapes) and LXC names.
+func containerName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range s {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.ContainsRune("-_.@:\\", c):
+		default:
+			return false
+		}
+	}
+	return true
 }

@@ -20,7 +20,6 @@ import (
 
 type lsOptions struct {
 	filterFlags
-	netns   []string
 	output  string
 	summary bool
 	verbose bool
@@ -66,7 +65,6 @@ and comm (0 and "" when no process holds it), holders ([{pid, comm, fd}],
 	}
 	f := cmd.Flags()
 	o.filterFlags.register(f)
-	f.StringSliceVar(&o.netns, "netns", nil, "only this network namespace: an inode number, /run/netns/NAME or /proc/PID/ns/net (repeat for several)")
 	choiceVarP(f, &o.output, "output", "o", outTable, []string{outTable, outWide, outJSON}, "output: table, wide (adds kind, uid, inode, skaddr and every holder) or json (one object per line)")
 	f.BoolVar(&o.summary, "summary", false, "print only the number of sockets in each state")
 	f.BoolVar(&o.verbose, "verbose", false, "print the verifier's full log if the kernel rejects a program, and the namespaces read")
@@ -123,14 +121,7 @@ func runLs(o *lsOptions, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var netns []uint32
-	for _, n := range o.netns {
-		ino, err := tracer.ResolveNetns(n)
-		if err != nil {
-			return usagef("--netns: %v", err)
-		}
-		netns = append(netns, ino)
-	}
+	netns := topts.Netns // --netns, resolved to inodes by the filter flags
 	topts.ListOnly = true
 	topts.Verbose = o.verbose
 	topts.Warn = func(msg string) { fmt.Fprintf(stderr, "tcpstate: warning: %s\n", termsafe.String(msg)) }

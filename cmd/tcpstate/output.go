@@ -68,6 +68,9 @@ func (p *jsonPrinter) appendEvent(buf []byte, e *model.Event, v *model.Verdict) 
 //	ERROR (wide)     12: ECONNREFUSED, the longest socket error a close has
 //	RST_REASON       20; 40: the kernel's reset reason (Linux 6.10+), escaped
 //	(wide)
+//	CGROUP           24: a container ("docker:" and 12 hex digits) or a
+//	                 systemd service; 48, 96, 192: paths (escaped: a
+//	                 cgroup's name is whatever its creator chose)
 //
 // When a cell does not fit, its column grows to the first step that fits,
 // for the rest of the run, and the header is printed again right above
@@ -82,8 +85,8 @@ type tablePrinter struct {
 	headed  bool // the header has been printed
 	grew    bool // a column grew while the current line was formatted
 
-	pid, comm, addr, ms, cpuPid, cpuComm, cause, reason colWidth
-	clock                                               clockCache
+	pid, comm, addr, ms, cpuPid, cpuComm, cause, reason, cgroup colWidth
+	clock                                                       clockCache
 }
 
 // colWidth is the width of a table column that grows.
@@ -99,6 +102,7 @@ var (
 	msSteps     = []int{12, 18}     // 99999999.999, 18446744073709.551 (2^64 ns)
 	causeSteps  = []int{14, 16, 25}
 	reasonSteps = []int{20, 40}
+	cgSteps     = []int{24, 48, 96, 192}
 )
 
 const errW = 12 // ECONNREFUSED
@@ -152,6 +156,7 @@ const (
 	timeW  = 15 // 15:04:05.000000
 	stateW = 11 // ESTABLISHED
 	skW    = 18 // 0xffff888100000000
+	netnsW = 10 // 4294967295
 )
 
 func newTablePrinter(wide, headers bool) *tablePrinter {
@@ -159,7 +164,7 @@ func newTablePrinter(wide, headers bool) *tablePrinter {
 		wide: wide, headers: headers,
 		pid: newColWidth(pidSteps), comm: newColWidth(commSteps), addr: newColWidth(addrSteps), ms: newColWidth(msSteps),
 		cpuPid: newColWidth(pidSteps), cpuComm: newColWidth(commSteps),
-		cause: newColWidth(causeSteps), reason: newColWidth(reasonSteps),
+		cause: newColWidth(causeSteps), reason: newColWidth(reasonSteps), cgroup: newColWidth(cgSteps),
 	}
 }
 
@@ -187,6 +192,8 @@ func (p *tablePrinter) header(buf []byte) []byte {
 		buf = pad(buf, "CPU_COMM", p.cpuComm.w)
 		buf = pad(buf, "FAMILY", 6)
 		buf = pad(buf, "OWNER", 9)
+		buf = pad(buf, "NETNS", netnsW)
+		buf = pad(buf, "CGROUP", p.cgroup.w)
 	}
 	buf = append(buf, "VERDICT"...)
 	return append(trimRight(buf), '\n')
@@ -271,6 +278,14 @@ func (p *tablePrinter) appendLine(buf []byte, e *model.Event, v *model.Verdict) 
 		buf = p.appendName(buf, &p.cpuComm, e.CPUComm.Bytes())
 		buf = pad(buf, e.Family.String(), 6)
 		buf = pad(buf, ownerWord(e), 9)
+		if e.Netns != 0 {
+			start := len(buf)
+			buf = strconv.AppendUint(buf, uint64(e.Netns), 10)
+			buf = fill(buf, netnsW-(len(buf)-start)+1)
+		} else {
+			buf = pad(buf, "-", netnsW)
+		}
+		buf = p.appendCgroup(buf, e)
 	}
 	if v != nil && v.Kind.Anomaly() {
 		buf = append(buf, "!! "...)
@@ -281,6 +296,43 @@ func (p *tablePrinter) appendLine(buf []byte, e *model.Event, v *model.Verdict) 
 		buf, _ = termsafe.Append(buf, v.Reason)
 	}
 	return append(trimRight(buf), '\n')
+}
+
+// appendCgroup writes the socket's cgroup, left-aligned in the CGROUP
+// column and one space: its container ("docker:4f797c539e6c",
+// "systemd:nginx.service"), else its path, else its id ("id:5309") when it
+// was not resolved, "-" when the kernel recorded none. Escaped by
+// termsafe: a cgroup is named by whoever made it. Built from its parts,
+// without a string per event.
+func (p *tablePrinter) appendCgroup(buf []byte, e *model.Event) []byte {
+	n, w := 0, 0
+	cg := e.Cgroup
+	switch {
+	case cg != nil && cg.Container.ID != "":
+		rt := cg.Container.Runtime
+		if rt == "" {
+			rt = "container"
+		}
+		buf, n = termsafe.Append(buf, rt)
+		buf = append(buf, ':')
+		buf, w = termsafe.Append(buf, cg.Container.Short())
+		n += 1 + w
+	case cg != nil && cg.Container.PodUID != "":
+		buf = append(buf, "pod:"...)
+		buf, w = termsafe.Append(buf, cg.Container.PodUID)
+		n = 4 + w
+	case cg != nil && cg.Path != "":
+		buf, n = termsafe.Append(buf, cg.Path)
+	case e.CgroupID != 0:
+		start := len(buf)
+		buf = append(buf, "id:"...)
+		buf = strconv.AppendUint(buf, e.CgroupID, 10)
+		n = len(buf) - start
+	default:
+		buf = append(buf, '-')
+		n = 1
+	}
+	return fill(buf, p.fit(&p.cgroup, n)-n+1)
 }
 
 // appendNum writes v right-aligned in column c.

@@ -17,6 +17,8 @@ import (
 	"github.com/tcpstate/tcpstate/model"
 )
 
+const dockerID = "4f797c539e6c745de61a93ca3ff892358ecbcaccd8414d5db545c38428142970"
+
 // outputEvent is a fixed IPv4 event with every field set.
 func outputEvent() model.Event {
 	return model.Event{
@@ -75,6 +77,11 @@ func TestOutputExact(t *testing.T) {
 	unknown.Flags = 0 // owner and duration unknown
 	unknown.Old, unknown.New = model.Close, model.SynSent
 	unknown.Sport = 0
+	unknown.CgroupID = 7021 // not resolved
+
+	// A docker container's socket.
+	e.CgroupID = 5309
+	e.Cgroup = &model.CgroupInfo{Path: "/system.slice/docker-" + dockerID + ".scope", Container: model.Container{ID: dockerID, Runtime: model.RuntimeDocker}}
 
 	// A close after the peer's reset, and one we aborted (its reason
 	// decoded from BTF: Linux 6.10+).
@@ -101,17 +108,17 @@ func TestOutputExact(t *testing.T) {
 			"15:09:26.123456    4242 curl             127.0.0.1:40312       10.0.0.2:443          ESTABLISHED -> CLOSE              1.235 reset_sent",
 		}},
 		{outWide, []model.Event{e, e, unknown, rst, abort}, []*model.Verdict{ok, gap, nil, ok, ok}, []string{
-			"TIME                PID COMM             LOCAL                 REMOTE                OLD            NEW                   MS CAUSE          ERROR        RST_REASON           SKADDR             CPU_PID CPU_COMM         FAMILY OWNER     VERDICT",
-			"15:09:26.123456    4242 curl             127.0.0.1:40312       10.0.0.2:443          ESTABLISHED -> FIN_WAIT1          1.235 -              -            -                    0xffff88810a3c0800      17 ksoftirqd/1      ipv4   known",
-			"15:09:26.123456    4242 curl             127.0.0.1:40312       10.0.0.2:443          ESTABLISHED -> FIN_WAIT1          1.235 -              -            -                    0xffff88810a3c0800      17 ksoftirqd/1      ipv4   known     !! GAP: old state ESTABLISHED, last seen SYN_SENT",
-			"15:09:26.123456       - -                127.0.0.1:0           10.0.0.2:443          CLOSE       -> SYN_SENT               - -              -            -                    0xffff88810a3c0800      17 ksoftirqd/1      ipv4   unknown",
-			"15:09:26.123456    4242 curl             127.0.0.1:40312       10.0.0.2:443          ESTABLISHED -> CLOSE              1.235 reset_received ECONNRESET   -                    0xffff88810a3c0800      17 ksoftirqd/1      ipv4   known",
-			"15:09:26.123456    4242 curl             127.0.0.1:40312       10.0.0.2:443          ESTABLISHED -> CLOSE              1.235 reset_sent     -            TCP_ABORT_ON_CLOSE   0xffff88810a3c0800      17 ksoftirqd/1      ipv4   known",
+			"TIME                PID COMM             LOCAL                 REMOTE                OLD            NEW                   MS CAUSE          ERROR        RST_REASON           SKADDR             CPU_PID CPU_COMM         FAMILY OWNER     NETNS      CGROUP                   VERDICT",
+			"15:09:26.123456    4242 curl             127.0.0.1:40312       10.0.0.2:443          ESTABLISHED -> FIN_WAIT1          1.235 -              -            -                    0xffff88810a3c0800      17 ksoftirqd/1      ipv4   known     4026531840 docker:4f797c539e6c",
+			"15:09:26.123456    4242 curl             127.0.0.1:40312       10.0.0.2:443          ESTABLISHED -> FIN_WAIT1          1.235 -              -            -                    0xffff88810a3c0800      17 ksoftirqd/1      ipv4   known     4026531840 docker:4f797c539e6c      !! GAP: old state ESTABLISHED, last seen SYN_SENT",
+			"15:09:26.123456       - -                127.0.0.1:0           10.0.0.2:443          CLOSE       -> SYN_SENT               - -              -            -                    0xffff88810a3c0800      17 ksoftirqd/1      ipv4   unknown   4026531840 id:7021",
+			"15:09:26.123456    4242 curl             127.0.0.1:40312       10.0.0.2:443          ESTABLISHED -> CLOSE              1.235 reset_received ECONNRESET   -                    0xffff88810a3c0800      17 ksoftirqd/1      ipv4   known     4026531840 -",
+			"15:09:26.123456    4242 curl             127.0.0.1:40312       10.0.0.2:443          ESTABLISHED -> CLOSE              1.235 reset_sent     -            TCP_ABORT_ON_CLOSE   0xffff88810a3c0800      17 ksoftirqd/1      ipv4   known     4026531840 -",
 		}},
 		{outJSON, []model.Event{e, e, unknown}, []*model.Verdict{ok, gap, nil}, []string{
-			`{"time":"2025-03-14T15:09:26.123456789Z","ts_ns":5000000123,"skaddr":"0xffff88810a3c0800","pid":4242,"comm":"curl","owner":"known","cpu_pid":17,"cpu_comm":"ksoftirqd/1","family":"ipv4","saddr":"127.0.0.1","sport":40312,"daddr":"10.0.0.2","dport":443,"old":"ESTABLISHED","new":"FIN_WAIT1","old_state_ns":1234567,"last_state":"ESTABLISHED","netns":4026531840,"verdict":"ok"}`,
-			`{"time":"2025-03-14T15:09:26.123456789Z","ts_ns":5000000123,"skaddr":"0xffff88810a3c0800","pid":4242,"comm":"curl","owner":"known","cpu_pid":17,"cpu_comm":"ksoftirqd/1","family":"ipv4","saddr":"127.0.0.1","sport":40312,"daddr":"10.0.0.2","dport":443,"old":"ESTABLISHED","new":"FIN_WAIT1","old_state_ns":1234567,"last_state":"ESTABLISHED","netns":4026531840,"verdict":"gap","reason":"old state ESTABLISHED, last seen SYN_SENT"}`,
-			`{"time":"2025-03-14T15:09:26.123456789Z","ts_ns":5000000123,"skaddr":"0xffff88810a3c0800","pid":4242,"comm":"curl","owner":"unknown","cpu_pid":17,"cpu_comm":"ksoftirqd/1","family":"ipv4","saddr":"127.0.0.1","sport":0,"daddr":"10.0.0.2","dport":443,"old":"CLOSE","new":"SYN_SENT","old_state_ns":null,"last_state":"ESTABLISHED","netns":4026531840}`,
+			`{"time":"2025-03-14T15:09:26.123456789Z","ts_ns":5000000123,"skaddr":"0xffff88810a3c0800","pid":4242,"comm":"curl","owner":"known","cpu_pid":17,"cpu_comm":"ksoftirqd/1","family":"ipv4","saddr":"127.0.0.1","sport":40312,"daddr":"10.0.0.2","dport":443,"old":"ESTABLISHED","new":"FIN_WAIT1","old_state_ns":1234567,"last_state":"ESTABLISHED","netns":4026531840,"cgroup_id":5309,"cgroup":"/system.slice/docker-4f797c539e6c745de61a93ca3ff892358ecbcaccd8414d5db545c38428142970.scope","container":"4f797c539e6c745de61a93ca3ff892358ecbcaccd8414d5db545c38428142970","container_runtime":"docker","verdict":"ok"}`,
+			`{"time":"2025-03-14T15:09:26.123456789Z","ts_ns":5000000123,"skaddr":"0xffff88810a3c0800","pid":4242,"comm":"curl","owner":"known","cpu_pid":17,"cpu_comm":"ksoftirqd/1","family":"ipv4","saddr":"127.0.0.1","sport":40312,"daddr":"10.0.0.2","dport":443,"old":"ESTABLISHED","new":"FIN_WAIT1","old_state_ns":1234567,"last_state":"ESTABLISHED","netns":4026531840,"cgroup_id":5309,"cgroup":"/system.slice/docker-4f797c539e6c745de61a93ca3ff892358ecbcaccd8414d5db545c38428142970.scope","container":"4f797c539e6c745de61a93ca3ff892358ecbcaccd8414d5db545c38428142970","container_runtime":"docker","verdict":"gap","reason":"old state ESTABLISHED, last seen SYN_SENT"}`,
+			`{"time":"2025-03-14T15:09:26.123456789Z","ts_ns":5000000123,"skaddr":"0xffff88810a3c0800","pid":4242,"comm":"curl","owner":"unknown","cpu_pid":17,"cpu_comm":"ksoftirqd/1","family":"ipv4","saddr":"127.0.0.1","sport":0,"daddr":"10.0.0.2","dport":443,"old":"CLOSE","new":"SYN_SENT","old_state_ns":null,"last_state":"ESTABLISHED","netns":4026531840,"cgroup_id":7021}`,
 		}},
 	} {
 		got := render(t, c.mode, c.mode != outJSON, c.evs, c.vs)
@@ -128,7 +135,8 @@ func TestOutputExact(t *testing.T) {
 			t.Fatalf("ParseRecord(%s): %v", line, err)
 		}
 		if !back.Time.Equal(e.Time) || back.Skaddr != e.Skaddr || back.Pid != e.Pid || back.Flags != e.Flags ||
-			back.Old != e.Old || back.New != e.New || back.Sport != e.Sport || back.Daddr != e.Daddr {
+			back.Old != e.Old || back.New != e.New || back.Sport != e.Sport || back.Daddr != e.Daddr ||
+			back.CgroupID != e.CgroupID || (e.Cgroup != nil) != (back.Cgroup != nil) || e.Cgroup != nil && *back.Cgroup != *e.Cgroup {
 			t.Errorf("JSON round trip:\n got %+v\nwant %+v", back, e)
 		}
 	}
@@ -277,6 +285,17 @@ func TestOutputAlignment(t *testing.T) {
 		{e: vary(func(e *model.Event) { e.OldStateNs = uint64(30 * 24 * time.Hour) }), growsT: true, growsW: true},
 		{e: vary(func(e *model.Event) { e.Pid, e.CPUPid = 4294967295, 4294967295 }), growsT: true, growsW: true},
 		{e: vary(func(e *model.Event) { e.OldStateNs = 1<<64 - 1 })},
+		// Cgroups: a container fits; paths grow the column, -o wide only.
+		{e: vary(func(e *model.Event) {
+			e.CgroupID, e.Cgroup = 77, &model.CgroupInfo{Path: "/system.slice/docker-" + dockerID + ".scope", Container: model.ParseCgroupPath("/docker/" + dockerID)}
+		})},
+		{e: vary(func(e *model.Event) {
+			e.CgroupID, e.Cgroup = 78, &model.CgroupInfo{Path: "/user.slice/user-1000.slice/session-3.scope"}
+		}), growsW: true},
+		{e: vary(func(e *model.Event) { e.CgroupID = 1<<64 - 1 })}, // not resolved: id:18446744073709551615 fits
+		{e: vary(func(e *model.Event) {
+			e.CgroupID, e.Cgroup = 79, &model.CgroupInfo{Path: "/" + strings.Repeat("\x1b", 30)}
+		}), growsW: true},
 	}
 	for _, mode := range []string{outTable, outWide} {
 		t.Run(mode, func(t *testing.T) {
@@ -440,5 +459,30 @@ func TestCauseColumnGrows(t *testing.T) {
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("got:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// A cgroup's name is its creator's choice (a delegated subtree, a
+// container's own cgroups): -o wide escapes it like a task name.
+func TestOutputEscapesCgroups(t *testing.T) {
+	for _, n := range hostileNames {
+		e := outputEvent()
+		e.CgroupID = 9
+		e.Cgroup = &model.CgroupInfo{Path: "/user.slice/" + n.comm}
+		lines := render(t, outWide, true, []model.Event{e}, nil)
+		out := strings.Join(lines, "\n")
+		assertTerminalSafe(t, "-o wide", out)
+		if !strings.Contains(out, "/user.slice/"+n.shown) {
+			t.Errorf("cgroup %q not shown as %s:\n%s", n.comm, n.shown, out)
+		}
+		// A service with such a name, and a pod.
+		e.Cgroup = &model.CgroupInfo{Container: model.Container{ID: n.comm, Runtime: model.RuntimeSystemd}}
+		if out := strings.Join(render(t, outWide, true, []model.Event{e}, nil), "\n"); !strings.Contains(out, "systemd:"+n.shown) {
+			t.Errorf("service %q not shown as systemd:%s:\n%s", n.comm, n.shown, out)
+		}
+		e.Cgroup = &model.CgroupInfo{Container: model.Container{PodUID: n.comm}}
+		if out := strings.Join(render(t, outWide, true, []model.Event{e}, nil), "\n"); !strings.Contains(out, "pod:"+n.shown) {
+			t.Errorf("pod %q not shown as pod:%s:\n%s", n.comm, n.shown, out)
+		}
 	}
 }

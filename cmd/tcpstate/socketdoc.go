@@ -37,6 +37,12 @@ type socketDoc struct {
 	Daddr      string `json:"daddr"`
 	Dport      uint16 `json:"dport"`
 	Netns      uint32 `json:"netns,omitempty"`
+	// The socket's cgroup (the cgroup its creator was in): its id, path,
+	// and the container and pod it names (absent when unknown).
+	CgroupID  uint64 `json:"cgroup_id,omitempty"`
+	Cgroup    string `json:"cgroup,omitempty"`
+	Container string `json:"container,omitempty"`
+	PodUID    string `json:"pod_uid,omitempty"`
 	// A snapshot's sockets only (Kind set): the socket's uid, its file's
 	// inode (0: none) and the processes that hold it ([] when none).
 	Uid     *uint32        `json:"uid,omitempty"`
@@ -62,6 +68,10 @@ func newSocketDoc(s *model.SocketInfo) socketDoc {
 	}
 	if s.OwnerKnown {
 		d.Pid, d.Comm = s.Pid, s.Comm
+	}
+	d.CgroupID = s.CgroupID
+	if cg := s.Cgroup; cg != nil {
+		d.Cgroup, d.Container, d.PodUID = cg.Path, cg.Container.ID, cg.Container.PodUID
 	}
 	if s.Kind != 0 {
 		uid := s.Uid

@@ -79,9 +79,16 @@ What is counted (each transition that passes the filters, which are trace's):
                 the owner is the process that connected, listened, accepted or
                 closed the socket, also for transitions that fire in softirq).
                 "owner unknown" counts sockets whose owner was never seen.
-                The kernel keeps at most 1024 ports and 1024 owners; what does
-                not fit is counted as "not counted (map full)", never dropped.
-                --top limits the rows printed; the rest are summed as "other".
+  by cgroup     transitions and sockets opened per socket cgroup: the cgroup
+                v2 the socket's creator was in (an accepted socket's is its
+                listener's), with its path and the container the path names
+                (docker, containerd, cri-o, podman, a systemd service, a
+                Kubernetes pod). On a host with only cgroup v1 every socket
+                is in the unified root: one row, unnamed.
+                The kernel keeps at most 1024 ports, 1024 owners and 1024
+                cgroups; what does not fit is counted as "not counted (map
+                full)", never dropped. --top limits the rows printed; the
+                rest are summed as "other".
   histograms    log2 histograms in microseconds, drawn as bcc's tools draw them
                 (row "a -> b": values from a to b; 40 stars for the largest
                 count): time spent in each state (one count per transition
@@ -121,8 +128,8 @@ when standard output is blocked (the reports it could not write are
 counted on stderr). Exit status as trace's.
 
 --state selects the transitions counted in the matrix, the histograms and the
-per-port and per-owner tables; causes and lifetimes count every socket that
-passes the port and pid filters.
+per-port, per-owner and per-cgroup tables; causes and lifetimes count every
+socket that passes the socket filters.
 
 JSON (-o json): one document per line per report; the last one has
 "final": true. Keys: final, seq (interval number; in the final document the
@@ -140,14 +147,16 @@ detail, count}, non-zero, in the table's order),
 ports (list of {port, side: local or remote, transitions, opened}, all of
 them, most first),
 port_other, owners (list of {pid, comm, transitions, opened}), owner_other,
-owner_unknown, histograms (list of {kind: a state name, "active_open",
+owner_unknown, cgroups (list of {cgroup_id, cgroup, container,
+container_runtime, pod_uid, transitions, opened}; the names where known),
+cgroup_other, histograms (list of {kind: a state name, "active_open",
 "passive_open" or "lifetime"; title; unit "usecs"; count; buckets: list of
 {low, high, count}, non-empty buckets}), stuck (list of sockets, in the
 form every tcpstate document uses: {skaddr, state, in_state_s,
 in_state_at_least (true: in the state since before the start, in_state_s is
 a lower bound), age_s (absent when unknown), age_at_least (true: born before the start, age_s counts from then), pid and comm (0
 and "" when the owner is unknown), owner_known, family, saddr, sport, daddr,
-dport, netns}), stuck_thresholds_s ({STATE: seconds}), and in the final
+dport, netns, cgroup_id, cgroup, container, pod_uid}), stuck_thresholds_s ({STATE: seconds}), and in the final
 document kernel (the counters of trace --summary-json), missing
 (transitions missing without any kernel count) and reconciliation (the
 sockets out of step; the README describes each key).`,
@@ -166,7 +175,7 @@ sockets out of step; the README describes each key).`,
 	f.DurationVar(&o.interval, "interval", defaultStatsInterval, "print what happened in each interval this long (0: only the totals at the end)")
 	f.DurationVar(&o.duration, "duration", 0, "stop after this long, e.g. 30s or 5m (0: until interrupted)")
 	f.IntVar(&o.count, "count", 0, "stop after this many interval reports (0: no limit)")
-	f.IntVar(&o.top, "top", defaultStatsTop, "rows of the per-port and per-owner tables; the rest are summed as other (0: all)")
+	f.IntVar(&o.top, "top", defaultStatsTop, "rows of the per-port, per-owner and per-cgroup tables; the rest are summed as other (0: all)")
 	choiceVarP(f, &o.model, "model", "", model.DefaultModelName, model.ModelNames(), "transition model whose missing edges are marked with ! ("+strings.Join(model.ModelNames(), ", ")+")")
 	f.Var(o.stuck, "stuck", "list sockets in STATE longer than DURATION (repeat or comma-separate; overrides that state's default; DURATION 0 or off: never)")
 	o.kernel.register(f)
@@ -224,6 +233,7 @@ func runStats(ctx context.Context, o *statsOptions, stdout, stderr io.Writer) er
 		}
 		defer summaryOut.Close()
 	}
+	topts.Info = infoTo(stderr)
 	t, err := tracer.Open(topts)
 	if err != nil {
 		return err
@@ -232,6 +242,7 @@ func runStats(ctx context.Context, o *statsOptions, stdout, stderr io.Writer) er
 	if o.kernel.verbose {
 		printFeatures(stderr, t)
 	}
+	cgroupNotes(stderr, t, true, false)
 	start := time.Now()
 
 	// As trace: ctx ends at a signal, runCtx also at --duration and when
@@ -275,7 +286,7 @@ func runStats(ctx context.Context, o *statsOptions, stdout, stderr io.Writer) er
 			Transitions:  sat(c.Transitions, prevC.Transitions),
 			LostFiltered: sat(c.LostFiltered(), prevC.LostFiltered()),
 			LostHostWide: sat(c.LostHostWide(), prevC.LostHostWide()),
-			Thresholds:   o.stuck.th, Model: m}
+			Thresholds:   o.stuck.th, Model: m, Cgroups: t.Cgroups().Lookup}
 		socks, err := t.Sockets()
 		if err != nil {
 			fmt.Fprintf(stderr, "tcpstate: warning: %v\n", err)

@@ -39,6 +39,8 @@ type statsReport struct {
 	Stuck           []model.SocketInfo
 	Thresholds      map[model.State]time.Duration
 	Model           *model.Model
+	// Cgroups resolves the per-cgroup counts' ids (nil: shown as ids).
+	Cgroups func(id uint64) *model.CgroupInfo
 }
 
 // ---- tables ----
@@ -110,6 +112,9 @@ func writeStatsTable(w io.Writer, r *statsReport, top int) error {
 			return err
 		}
 		if err := writeOwners(w, a, top); err != nil {
+			return err
+		}
+		if err := writeCgroups(w, a, r.Cgroups, top); err != nil {
 			return err
 		}
 		writeHists(w, a)
@@ -245,7 +250,7 @@ func writePorts(w io.Writer, a *model.Aggregate, top int) error {
 	if a.PortOther > 0 {
 		extra = append(extra, []string{"not counted (map full)", "", fmtU(a.PortOther), "-"})
 	}
-	return writeCountTable(w, []string{"PORT", "SIDE"}, cells, top,
+	return writeCountTable(w, []string{"PORT", "SIDE"}, tw.AlignRight, cells, top,
 		func(n int) []string { return []string{fmt.Sprintf("other (%d ports)", n), ""} }, extra)
 }
 
@@ -267,8 +272,44 @@ func writeOwners(w io.Writer, a *model.Aggregate, top int) error {
 	if unknown > 0 {
 		extra = append(extra, []string{"-", "owner unknown", fmtU(unknown), "-"})
 	}
-	return writeCountTable(w, []string{"PID", "COMM"}, cells, top,
+	return writeCountTable(w, []string{"PID", "COMM"}, tw.AlignRight, cells, top,
 		func(n int) []string { return []string{"other", fmt.Sprintf("(%d owners)", n)} }, extra)
+}
+
+// writeCgroups writes the counts by the sockets' own cgroup: its path (or
+// its id, when it could not be resolved) and the container the path names.
+// Names are escaped: a cgroup is named by whoever made it.
+func writeCgroups(w io.Writer, a *model.Aggregate, info func(uint64) *model.CgroupInfo, top int) error {
+	rows := a.CgroupRows(info)
+	if len(rows) == 0 && a.CgroupOther == 0 {
+		return nil
+	}
+	fmt.Fprintf(w, "\nby cgroup (the socket's own: its creator's):\n")
+	cells := make([]countCells, len(rows))
+	for i, r := range rows {
+		key := r.Path
+		switch {
+		case r.ID == 0:
+			key = "(none recorded)"
+		case key == "":
+			key = "id:" + fmtU(r.ID) // removed before it was resolved
+		}
+		detail := ""
+		if r.Info != nil {
+			c := r.Info.Container
+			detail = c.Label()
+			if c.ID != "" && c.PodUID != "" {
+				detail += " (pod " + c.PodUID + ")"
+			}
+		}
+		cells[i] = countCells{termsafe.String(key), termsafe.String(detail), r.Transitions, r.Opened}
+	}
+	var extra [][]string
+	if a.CgroupOther > 0 {
+		extra = append(extra, []string{"not counted (map full)", "", fmtU(a.CgroupOther), "-"})
+	}
+	return writeCountTable(w, []string{"CGROUP", "CONTAINER"}, tw.AlignLeft, cells, top,
+		func(n int) []string { return []string{fmt.Sprintf("other (%d cgroups)", n), ""} }, extra)
 }
 
 // countCells is one row of the per-port or per-owner table: two key cells
@@ -281,8 +322,8 @@ type countCells struct {
 // writeCountTable prints rows (already sorted) under keys, the first top of
 // them (all when top is 0) and the rest summed in one row labelled by
 // restLabel, then the extra rows: nothing counted is left out.
-func writeCountTable(w io.Writer, keys []string, rows []countCells, top int, restLabel func(n int) []string, extra [][]string) error {
-	t := newStatsTable(w, tw.AlignRight, tw.AlignLeft, tw.AlignRight, tw.AlignRight)
+func writeCountTable(w io.Writer, keys []string, keyAlign tw.Align, rows []countCells, top int, restLabel func(n int) []string, extra [][]string) error {
+	t := newStatsTable(w, keyAlign, tw.AlignLeft, tw.AlignRight, tw.AlignRight)
 	t.Header(keys[0], keys[1], "TRANSITIONS", "OPENED")
 	var rest countCells
 	nrest := 0
@@ -477,6 +518,8 @@ type statsDoc struct {
 	Owners       []model.OwnerRow   `json:"owners"`
 	OwnerOther   uint64             `json:"owner_other"`
 	OwnerUnkn    uint64             `json:"owner_unknown"`
+	Cgroups      []model.CgroupRow  `json:"cgroups"`
+	CgroupOther  uint64             `json:"cgroup_other"`
 	Histograms   []histDoc          `json:"histograms"`
 	Stuck        []socketDoc        `json:"stuck"`
 	Thresholds   map[string]float64 `json:"stuck_thresholds_s"`
@@ -538,6 +581,8 @@ func newStatsDoc(r *statsReport) statsDoc {
 		Owners:       a.OwnerRows(),
 		OwnerOther:   a.OwnerOther,
 		OwnerUnkn:    a.OwnerUnknown(),
+		Cgroups:      a.CgroupRows(r.Cgroups),
+		CgroupOther:  a.CgroupOther,
 		Histograms:   []histDoc{},
 		Stuck:        socketDocs(r.Stuck),
 		Thresholds:   map[string]float64{},

@@ -257,6 +257,7 @@ func TestStatsJSONShape(t *testing.T) {
 	}
 	keys := []string{"final", "seq", "start", "end", "seconds", "model", "transitions", "counted", "illegal", "lost", "lost_filtered", "lost_host_wide",
 		"matrix", "outcomes", "causes", "ports", "port_other", "owners", "owner_other", "owner_unknown",
+		"cgroups", "cgroup_other",
 		"histograms", "stuck", "stuck_thresholds_s"}
 	for i, line := range lines {
 		var doc map[string]any
@@ -1001,5 +1002,97 @@ func TestStatsCommandEscapesNames(t *testing.T) {
 	_, stuck, _ := strings.Cut(stdout, "stuck sockets")
 	if !strings.Contains(stuck, "| CLOSE_WAIT ") || !strings.Contains(stuck, "| "+shown+" ") {
 		t.Errorf("the stuck list does not show the CLOSE_WAIT socket of %s:\n%s", shown, stdout)
+	}
+}
+
+// The counts by cgroup: most first, paths and containers named, ids of
+// cgroups not resolved, --top's rest summed, the map-full count; names
+// escaped. JSON has every row with its names.
+func TestStatsByCgroup(t *testing.T) {
+	const id = "4f797c539e6c745de61a93ca3ff892358ecbcaccd8414d5db545c38428142970"
+	const uid = "3a9f5c2e-7d41-4b8e-9c06-51f2e8a7d3b4"
+	infos := map[uint64]*model.CgroupInfo{
+		1:  {Path: "/"},
+		40: {Path: "/system.slice/docker-" + id + ".scope", Container: model.Container{ID: id, Runtime: model.RuntimeDocker}},
+		41: {Path: "/kubepods/burstable/pod" + uid + "/" + id, Container: model.Container{ID: id, Runtime: model.RuntimeCRI, PodUID: uid}},
+		42: {Path: "/user.slice/\x1b]0;PWN\x07"},
+		43: {Path: "/system.slice/nginx.service", Container: model.Container{ID: "nginx.service", Runtime: model.RuntimeSystemd}},
+	}
+	r := sampleReport(true)
+	r.Agg.Cgroups = map[uint64]model.Count{1: {Transitions: 2}, 40: {Transitions: 9, Opened: 2}, 41: {Transitions: 7, Opened: 1},
+		42: {Transitions: 1}, 43: {Transitions: 3, Opened: 1}, 77: {Transitions: 4, Opened: 1}}
+	r.Agg.CgroupOther = 5
+	r.Cgroups = func(id uint64) *model.CgroupInfo { return infos[id] }
+	var b bytes.Buffer
+	if err := writeStatsTable(&b, r, 4); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	i := strings.Index(out, "by cgroup")
+	if i < 0 {
+		t.Fatalf("no by-cgroup table:\n%s", out)
+	}
+	table := out[i:]
+	table = table[:strings.Index(table, "\n\n")]
+	for _, s := range []string{
+		"| /system.slice/docker-" + id + ".scope", "docker:4f797c539e6c ",
+		"cri:4f797c539e6c (pod " + uid + ")",
+		"| id:77 ", // removed before it was resolved
+		"systemd:nginx.service",
+		"other (2 cgroups)", "not counted (map full)",
+	} {
+		if !strings.Contains(table, s) {
+			t.Errorf("by-cgroup table lacks %q:\n%s", s, table)
+		}
+	}
+	// --top 4: the fifth and sixth rows (/ with 2, the hostile one with 1) summed.
+	if strings.Contains(table, "PWN") || strings.Contains(table, "| /  ") {
+		t.Errorf("rows past --top printed:\n%s", table)
+	}
+	assertTerminalSafe(t, "stats", out)
+	lines := strings.Split(table, "\n")
+	for _, l := range lines[2:] {
+		if strings.HasPrefix(l, "|") && displayWidth(l) != displayWidth(lines[1]) {
+			t.Errorf("row not as wide as the border:\n%s\n%s", lines[1], l)
+		}
+	}
+	// All rows: the hostile path escaped.
+	b.Reset()
+	if err := writeStatsTable(&b, r, 0); err != nil {
+		t.Fatal(err)
+	}
+	assertTerminalSafe(t, "stats --top 0", b.String())
+	if !strings.Contains(b.String(), `/user.slice/\x1b]0;PWN\x07`) {
+		t.Errorf("the hostile cgroup name is not shown escaped:\n%s", b.String())
+	}
+
+	// JSON: every row, with the names the id resolved to.
+	b.Reset()
+	if err := writeStatsJSON(&b, r); err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Cgroups     []map[string]any `json:"cgroups"`
+		CgroupOther uint64           `json:"cgroup_other"`
+	}
+	if err := json.Unmarshal(b.Bytes(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	if len(doc.Cgroups) != 6 || doc.CgroupOther != 5 {
+		t.Fatalf("JSON cgroups %v, other %d: want 6 rows and 5", doc.Cgroups, doc.CgroupOther)
+	}
+	first, k8s := doc.Cgroups[0], doc.Cgroups[1]
+	if first["cgroup_id"] != 40.0 || first["container"] != id || first["container_runtime"] != "docker" || first["transitions"] != 9.0 || first["opened"] != 2.0 {
+		t.Errorf("first row %v", first)
+	}
+	if k8s["pod_uid"] != uid || k8s["container_runtime"] != "cri" {
+		t.Errorf("kubernetes row %v", k8s)
+	}
+	for _, row := range doc.Cgroups {
+		if row["cgroup_id"] == 77.0 {
+			if _, ok := row["cgroup"]; ok {
+				t.Errorf("an unresolved cgroup has a path: %v", row)
+			}
+		}
 	}
 }

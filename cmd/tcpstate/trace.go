@@ -53,11 +53,20 @@ sent (RST_REASON, Linux 6.10+). JSON's ->CLOSE records also carry the data
 bytes acked and received, retransmits, srtt_us and the socket's age.
 
 Filters run in the kernel. Different filters combine with AND, repeated
-values of one filter with OR. Port and pid filters are sticky: once a socket
-matches, all its later transitions pass, and transitions it made before its
-port or owner was known (CLOSE->SYN_SENT, a new child's LISTEN->SYN_RECV) are
-held in the kernel and delivered when it matches (marked "held" in JSON).
---state selects single transitions.
+values of one filter with OR. Port, pid, network namespace and cgroup
+filters are sticky: once a socket matches, all its later transitions pass,
+and transitions it made before its port or owner was known (CLOSE->SYN_SENT,
+a new child's LISTEN->SYN_RECV) are held in the kernel and delivered when it
+matches (marked "held" in JSON). --state selects single transitions.
+
+A socket's cgroup is the cgroup v2 its creator was in when it made the
+socket (an accepted socket's is its listener's), so softirq transitions and
+sockets passed to other processes name the right container. -o wide shows
+it, as the container its path names (docker:ID, cri-o:ID, podman:ID,
+containerd:ID, systemd:UNIT) or the path, and the network namespace; JSON
+adds cgroup_id, cgroup, container, container_runtime and pod_uid. Hosts
+with only cgroup v1 have no cgroup2 mount to name them: nothing is shown,
+and --cgroup and --container are refused.
 
 Every transition is checked against a transition model (--model): an edge
 the model does not have is "illegal", a socket whose old state is not the
@@ -92,7 +101,9 @@ Exit status: 0 success, a signal, or standard output closed or blocked;
   sudo tcpstate trace --port 443 --port 8443 -o wide
   sudo tcpstate trace --pid 1234 -o json --duration 60s > transitions.jsonl
   sudo tcpstate trace --state CLOSE_WAIT --state LAST_ACK -4
-  sudo tcpstate trace --anomalies --model rfc793`,
+  sudo tcpstate trace --anomalies --model rfc793
+  sudo tcpstate trace --container 4f797c539e6c -o wide
+  sudo tcpstate trace --cgroup /kubepods.slice --netns /run/netns/blue -o json`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runTrace(cmd.Context(), o, cmd.OutOrStdout(), cmd.ErrOrStderr())
@@ -101,7 +112,7 @@ Exit status: 0 success, a signal, or standard output closed or blocked;
 	f := cmd.Flags()
 	o.filterFlags.register(f)
 	addCheckFlags(f, &o.check)
-	choiceVarP(f, &o.output, "output", "o", outTable, []string{outTable, outWide, outJSON}, "output: table, wide (adds a close's socket error and reset reason, skaddr, on-CPU task, family, owner source) or json (one object per line)")
+	choiceVarP(f, &o.output, "output", "o", outTable, []string{outTable, outWide, outJSON}, "output: table, wide (adds a close's socket error and reset reason, skaddr, on-CPU task, family, owner source, network namespace, cgroup or container) or json (one object per line)")
 	f.Uint64Var(&o.count, "count", 0, "stop after this many events (0: no limit)")
 	f.DurationVar(&o.duration, "duration", 0, "stop after this long, e.g. 30s or 5m (0: until interrupted)")
 	f.BoolVar(&o.noHeader, "no-header", false, "omit the table header")
@@ -147,7 +158,8 @@ func (o *traceOptions) tracerOptions() (tracer.Options, error) {
 type traceHandler struct {
 	out     *asyncOut
 	p       printer
-	buf     outBuf // formatted lines not handed to the writer yet
+	cgroups *tracer.CgroupResolver // resolves each event's cgroup, where the output shows it
+	buf     outBuf                 // formatted lines not handed to the writer yet
 	giveUp  <-chan struct{}
 	tracker *model.Tracker
 	verdict model.Verdict // the current event's; a field, so it does not escape per event
@@ -172,6 +184,9 @@ func (h *traceHandler) Event(e *model.Event) error {
 	}
 	if h.limit > 0 && h.printed >= h.limit {
 		return nil // past --count: checked, not printed
+	}
+	if h.cgroups != nil {
+		e.Cgroup = h.cgroups.Lookup(e.CgroupID)
 	}
 	h.buf.b = h.p.appendEvent(h.buf.b, e, &h.verdict)
 	h.buf.lines++
@@ -242,6 +257,7 @@ func runTrace(ctx context.Context, o *traceOptions, stdout, stderr io.Writer) er
 		}
 		defer summaryOut.Close()
 	}
+	topts.Info = infoTo(stderr)
 
 	t, err := tracer.Open(topts)
 	if err != nil {
@@ -251,6 +267,7 @@ func runTrace(ctx context.Context, o *traceOptions, stdout, stderr io.Writer) er
 	if o.kernel.verbose {
 		printFeatures(stderr, t)
 	}
+	cgroupNotes(stderr, t, o.output != outTable, false)
 
 	// ctx is done at SIGINT, SIGTERM or SIGHUP (main); the run also ends
 	// at --duration and when standard output ends (the writer fails).
@@ -262,6 +279,9 @@ func runTrace(ctx context.Context, o *traceOptions, stdout, stderr io.Writer) er
 	h := &traceHandler{
 		out: newAsyncOut(stdout, 64<<10, endRun), p: p, buf: outBuf{b: make([]byte, 0, 64<<10)}, giveUp: giveUp,
 		tracker: tracker, anomalies: o.check.Anomalies, limit: o.count,
+	}
+	if o.output != outTable {
+		h.cgroups = t.Cgroups() // -o wide and JSON show each socket's cgroup
 	}
 	if o.output != outJSON && !o.noHeader {
 		h.buf.b = p.header(h.buf.b)
