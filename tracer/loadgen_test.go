@@ -30,6 +30,9 @@ import (
 func buildLoadgen(t *testing.T) string {
 	t.Helper()
 	testnet.RequireRoot(t)
+	if pre, ok := testnet.Prebuilt("loadgen"); ok {
+		return pre
+	}
 	loadgen := filepath.Join(t.TempDir(), "loadgen")
 	cmd := exec.Command("go", "build", "-o", loadgen, "../bench/loadgen")
 	var out bytes.Buffer

@@ -40,6 +40,9 @@ const attachedLine = "tcpstate: tracing TCP state transitions; Ctrl-C to stop"
 // every user (the unprivileged test runs it as nobody).
 func buildBinary(t *testing.T, dir string) string {
 	t.Helper()
+	if pre, ok := testnet.Prebuilt("tcpstate"); ok {
+		return copyBinary(t, pre, dir)
+	}
 	goTool, err := exec.LookPath("go")
 	if err != nil {
 		// sudo's secure_path usually lacks Go: use the toolchain that
@@ -61,6 +64,26 @@ func buildBinary(t *testing.T, dir string) string {
 			t.Skipf("go build failed in this unprivileged environment: %v\n%s", err, out)
 		}
 		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	for _, d := range []string{dir, filepath.Dir(dir)} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return bin
+}
+
+// copyBinary copies a prebuilt tcpstate into dir, as buildBinary would
+// have built it there.
+func copyBinary(t *testing.T, src, dir string) string {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "tcpstate")
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
 	}
 	for _, d := range []string{dir, filepath.Dir(dir)} {
 		if err := os.Chmod(d, 0o755); err != nil {
