@@ -97,27 +97,24 @@ func TestNoSilentLossUnderLoad(t *testing.T) {
 // per socket, in both runs.
 //
 // Retried (testnet.Retry) only for what makes a run prove nothing: the
-// tracer opening after the load began, the witness's ring filling. A drop
+// witness's ring filling. A drop
 // without a count fails the test at once, whatever attempt it is.
 func TestPidFilterNoSilentLossUnderLoad(t *testing.T) {
 	loadgen := buildLoadgen(t)
 	const (
 		conns   = 20000
 		clients = 16
-		// The load dials this long after it listens; the tracers open
-		// meanwhile (loading takes ~0.2 s each).
-		delay = 3 * time.Second
 	)
 	t.Run("pid", func(t *testing.T) {
 		testnet.Retry(t, func(p *testnet.Problems) {
 			begin := time.Now()
-			l := startLoad(t, p, loadgen, conns, clients, delay)
+			l := startLoad(t, p, loadgen, conns, clients)
 			defer l.kill()
 			ss := tracetest.StartAll(t,
 				tracer.Options{Filter: model.Filter{Pids: []uint32{l.Pid}}},
 				tracer.Options{RingSize: 64 << 20}) // the witness: 512k events
 			defer tracetest.StopAll(ss)
-			l.beforeFirstDial(p)
+			l.start(t)
 			res := l.wait(p)
 			checkLoad(p, res, conns)
 			tracetest.StopAll(ss)
@@ -182,11 +179,11 @@ func TestPidFilterNoSilentLossUnderLoad(t *testing.T) {
 	t.Run("default", func(t *testing.T) {
 		testnet.Retry(t, func(p *testnet.Problems) {
 			begin := time.Now()
-			l := startLoad(t, p, loadgen, conns, clients, delay)
+			l := startLoad(t, p, loadgen, conns, clients)
 			defer l.kill()
 			s := tracetest.Start(t, tracer.Options{})
 			defer s.Stop()
-			l.beforeFirstDial(p)
+			l.start(t)
 			res := l.wait(p)
 			checkLoad(p, res, conns)
 			evs := s.Stop()

@@ -152,9 +152,9 @@ func TestPidFilterDeliversHeldEventsInOrder(t *testing.T) {
 	for _, maxSockets := range []int{tracer.DefaultMaxSockets, 16} {
 		t.Run(fmt.Sprintf("max-sockets %d", maxSockets), func(t *testing.T) {
 			testnet.Retry(t, func(p *testnet.Problems) {
-				pidFile := filepath.Join(t.TempDir(), "pid")
+				pidFile, startFile := filepath.Join(t.TempDir(), "pid"), filepath.Join(t.TempDir(), "start")
 				cmd := exec.Command(loadgen, "--new-netns", "--connections", "3000", "--clients", "16",
-					"--timeout", "60s", "--start-delay", "1500ms", "--pid-file", pidFile)
+					"--timeout", "60s", "--start-file", startFile, "--pid-file", pidFile)
 				var stdout bytes.Buffer
 				cmd.Stdout = &stdout
 				if err := cmd.Start(); err != nil {
@@ -163,6 +163,10 @@ func TestPidFilterDeliversHeldEventsInOrder(t *testing.T) {
 				pid := waitPidFile(t, pidFile)
 				opts := tracer.Options{MaxSockets: maxSockets, Filter: model.Filter{Pids: []uint32{pid}}}
 				evs, c, res := traceLoad(t, p, opts, func() func() ([]byte, error) {
+					// The tracer is attached: the load may dial.
+					if err := os.WriteFile(startFile, nil, 0o644); err != nil {
+						t.Fatal(err)
+					}
 					return func() ([]byte, error) { err := cmd.Wait(); return stdout.Bytes(), err }
 				})
 				tr := model.NewTracker(m, 0)

@@ -70,6 +70,7 @@ type options struct {
 	wideRange   bool
 	delay       time.Duration
 	pidFile     string
+	startFile   string
 }
 
 const childEnv = "TCPSTATE_LOADGEN_CHILD"
@@ -84,6 +85,7 @@ func main() {
 	flag.BoolVar(&o.wideRange, "wide-port-range", true, "in a new namespace, use ephemeral ports 1024-65535")
 	flag.DurationVar(&o.delay, "start-delay", 0, "wait this long after listening before the first dial")
 	flag.StringVar(&o.pidFile, "pid-file", "", "once listening, write the pid of the process that makes the connections (with --new-netns: the child in the namespace) to this file")
+	flag.StringVar(&o.startFile, "start-file", "", "once listening (and after --start-delay), wait until this file exists before the first dial: whoever started the load creates it when ready, however long its own setup takes")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintf(os.Stderr, "loadgen: %v\n", err)
@@ -174,6 +176,20 @@ func netnsInode() uint64 {
 	return st.Ino
 }
 
+// waitForFile returns once path exists.
+func waitForFile(ctx context.Context, path string) error {
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for --start-file %s: %w", path, ctx.Err())
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
 func load(o options) (*Result, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
 	defer cancel()
@@ -193,6 +209,11 @@ func load(o options) (*Result, error) {
 	}
 	if o.delay > 0 {
 		time.Sleep(o.delay)
+	}
+	if o.startFile != "" {
+		if err := waitForFile(ctx, o.startFile); err != nil {
+			return nil, err
+		}
 	}
 
 	var (
