@@ -18,6 +18,7 @@ type GuestSpec struct {
 	Packages []Package         // host paths of the test binaries; Timeout per package
 	Modules  []Module          // host paths, in load order
 	Tools    []string          // host programs to copy (AddTools)
+	Commands [][]string        // run before the tests, output on the console
 }
 
 // BuildInitramfs writes the guest's initramfs to out and returns the tools
@@ -39,7 +40,7 @@ func BuildInitramfs(s GuestSpec, out string) (missingTools []string, err error) 
 			return nil, err
 		}
 	}
-	m := Manifest{Label: s.Label, Env: []string{
+	m := Manifest{Label: s.Label, Commands: s.Commands, Env: []string{
 		"PATH=" + GuestBinDir + ":/usr/bin:/usr/sbin:/sbin",
 		"HOME=/root", "TMPDIR=/tmp",
 		BinDirEnv + "=" + GuestBinDir,

@@ -17,8 +17,9 @@ const (
 
 // Manifest is what the guest runs, written by the host into the initramfs.
 type Manifest struct {
-	Label    string    `json:"label"`   // the kernel asked for: 6.1
-	Modules  []Module  `json:"modules"` // Path is the guest's, in load order
-	Packages []Package `json:"packages"`
-	Env      []string  `json:"env"` // the test binaries' environment
+	Label    string     `json:"label"`   // the kernel asked for: 6.1
+	Modules  []Module   `json:"modules"` // Path is the guest's, in load order
+	Packages []Package  `json:"packages"`
+	Commands [][]string `json:"commands,omitempty"` // run first, output on the console (for looking into a kernel)
+	Env      []string   `json:"env"`                // the test binaries' environment
 }

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 	"time"
 
@@ -63,6 +64,10 @@ func run(rep vmtest.Reporter) error {
 	if err := json.Unmarshal(b, &m); err != nil {
 		return fmt.Errorf("reading %s: %w", vmtest.ManifestPath, err)
 	}
+	for _, kv := range m.Env { // PATH, for finding the commands
+		k, v, _ := strings.Cut(kv, "=")
+		os.Setenv(k, v)
+	}
 	if err := linkUp("lo"); err != nil {
 		return err
 	}
@@ -78,6 +83,14 @@ func run(rep vmtest.Reporter) error {
 			e.Err = err.Error()
 		}
 		rep.Send(e)
+	}
+	for _, c := range m.Commands {
+		fmt.Printf("\n==== %s\n", strings.Join(c, " "))
+		cmd := exec.Command(c[0], c[1:]...)
+		cmd.Env, cmd.Stdout, cmd.Stderr = m.Env, os.Stdout, os.Stdout
+		cmd.Dir = "/tmp"
+		err := cmd.Run()
+		fmt.Printf("==== %s: %v\n", c[0], err)
 	}
 	for _, p := range m.Packages {
 		fmt.Printf("\n==== %s (%s)\n", p.Name, p.Binary)

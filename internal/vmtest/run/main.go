@@ -31,6 +31,7 @@ type options struct {
 	cache      string
 	modules    []string
 	tools      []string
+	commands   [][]string
 }
 
 func split(s string) []string {
@@ -52,6 +53,10 @@ func main() {
 	flag.StringVar(&o.cache, "cache", defaultCache(), "where kernel packages are unpacked and logs kept")
 	flag.StringVar(&modules, "modules", "veth,tcp_diag", "kernel modules to load in the guest (with their dependencies), comma-separated: veth for namespace pairs, tcp_diag for ss (without it ss falls back to /proc/net/tcp6, which has no IPV6_V6ONLY, and prints a v6-only listener's peer as *)")
 	flag.StringVar(&tools, "tools", strings.Join(vmtest.GuestTools, ","), "host programs to copy into the guest, comma-separated")
+	flag.Func("cmd", "a command to run in each guest before the tests, output in the console log, e.g. -cmd 'tcpstate trace --verbose --duration 1s' (repeatable; with -packages '' only it)", func(s string) error {
+		o.commands = append(o.commands, strings.Fields(s))
+		return nil
+	})
 	flag.Parse()
 	o.kernels, o.packages, o.modules, o.tools = split(kernels), split(packages), split(modules), split(tools)
 
@@ -289,7 +294,7 @@ func runGuest(ctx context.Context, label string, b built, o options, tmp, logs s
 	}
 	initrd := filepath.Join(tmp, "initramfs-"+kern.Release+".cpio")
 	missing, err := vmtest.BuildInitramfs(vmtest.GuestSpec{
-		Label: label, Init: b.init, Bins: b.bins, Packages: b.pkgs, Modules: mods, Tools: o.tools,
+		Label: label, Init: b.init, Bins: b.bins, Packages: b.pkgs, Modules: mods, Tools: o.tools, Commands: o.commands,
 	}, initrd)
 	if err != nil {
 		return fail(fmt.Errorf("building the initramfs: %w", err))
