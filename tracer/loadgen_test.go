@@ -79,7 +79,7 @@ func startLoad(t *testing.T, p *testnet.Problems, loadgen string, conns, clients
 	l := &load{startFile: filepath.Join(t.TempDir(), "start")}
 	l.cmd = exec.Command(loadgen, "--new-netns", "--addr", fmt.Sprintf("127.0.0.1:%d", loadPort),
 		"--connections", strconv.Itoa(conns), "--clients", strconv.Itoa(clients),
-		"--start-file", l.startFile, "--timeout", "60s")
+		"--start-file", l.startFile, "--timeout", testnet.Scaled(60*time.Second).String())
 	l.cmd.Stdout, l.cmd.Stderr = &l.out, &l.err
 	if err := testnet.StartCmd(l.cmd); err != nil {
 		t.Fatalf("starting the load generator: %v", err)
@@ -117,8 +117,8 @@ func (l *load) start(t *testing.T) {
 	}
 }
 
-// wait waits for loadgen to exit (at most 90 s: it gives up itself after
-// 60) and returns its report, which it prints once every socket it made
+// wait waits for loadgen to exit (at most 90 s, Scaled: it gives up itself
+// after 60) and returns its report, which it prints once every socket it made
 // but its TIME_WAIT ones has closed.
 func (l *load) wait(p *testnet.Problems) loadResult {
 	done := make(chan struct{})
@@ -131,10 +131,10 @@ func (l *load) wait(p *testnet.Problems) loadResult {
 		if l.exited != nil {
 			p.Fatalf("load generator: %v\n%s", l.exited, l.err.String())
 		}
-	case <-time.After(90 * time.Second):
+	case <-time.After(testnet.Scaled(90 * time.Second)):
 		l.cmd.Process.Kill()
 		<-done
-		p.Fatalf("load generator still running after 90s\n%s", l.err.String())
+		p.Fatalf("load generator still running after %v\n%s", testnet.Scaled(90*time.Second), l.err.String())
 	}
 	var res loadResult
 	if err := json.Unmarshal(l.out.Bytes(), &res); err != nil {

@@ -103,7 +103,7 @@ func TestLossSequenceExplainsEveryGap(t *testing.T) {
 	testnet.Retry(t, func(p *testnet.Problems) {
 		opts := tracer.Options{RingSize: os.Getpagesize(), Filter: model.Filter{Ports: []uint16{18080}}}
 		evs, c, res := traceLoad(t, p, opts, func() func() ([]byte, error) {
-			cmd := exec.Command(loadgen, "--new-netns", "--connections", "3000", "--clients", "4", "--timeout", "60s")
+			cmd := exec.Command(loadgen, "--new-netns", "--connections", "3000", "--clients", "4", "--timeout", testnet.Scaled(60*time.Second).String())
 			return cmd.Output
 		})
 		if c.RingbufFull == 0 {
@@ -154,7 +154,7 @@ func TestPidFilterDeliversHeldEventsInOrder(t *testing.T) {
 			testnet.Retry(t, func(p *testnet.Problems) {
 				pidFile, startFile := filepath.Join(t.TempDir(), "pid"), filepath.Join(t.TempDir(), "start")
 				cmd := exec.Command(loadgen, "--new-netns", "--connections", "3000", "--clients", "16",
-					"--timeout", "60s", "--start-file", startFile, "--pid-file", pidFile)
+					"--timeout", testnet.Scaled(60*time.Second).String(), "--start-file", startFile, "--pid-file", pidFile)
 				var stdout bytes.Buffer
 				cmd.Stdout = &stdout
 				if err := cmd.Start(); err != nil {

@@ -19,6 +19,7 @@ type GuestSpec struct {
 	Modules  []Module          // host paths, in load order
 	Tools    []string          // host programs to copy (AddTools)
 	Commands [][]string        // run before the tests, output on the console
+	Slowdown int               // TCPSTATE_TEST_SLOWDOWN (testnet.Slowdown)
 }
 
 // BuildInitramfs writes the guest's initramfs to out and returns the tools
@@ -45,6 +46,7 @@ func BuildInitramfs(s GuestSpec, out string) (missingTools []string, err error) 
 		"HOME=/root", "TMPDIR=/tmp",
 		BinDirEnv + "=" + GuestBinDir,
 		GuestEnv + "=" + s.Label,
+		fmt.Sprintf("TCPSTATE_TEST_SLOWDOWN=%d", max(1, s.Slowdown)),
 	}}
 	for _, mod := range s.Modules {
 		img, err := ReadModule(mod.Path)

@@ -32,6 +32,7 @@ type options struct {
 	modules    []string
 	tools      []string
 	commands   [][]string
+	slowdown   int
 }
 
 func split(s string) []string {
@@ -50,6 +51,7 @@ func main() {
 	flag.DurationVar(&o.pkgTimeout, "pkg-timeout", 25*time.Minute, "the limit of one test package's run (go test -timeout)")
 	flag.StringVar(&o.memory, "memory", vmtest.DefaultMemory, "guest memory (qemu -m)")
 	flag.IntVar(&o.cpus, "cpus", 2, "guest CPUs (qemu -smp)")
+	flag.IntVar(&o.slowdown, "slowdown", 20, "how many times slower the emulated guest runs the tests than the host (TCPSTATE_TEST_SLOWDOWN: bounds on waits grow by it, volume-only loads shrink by it); measured here: loading the tracer 0.2 s on the host, 6-25 s in a guest")
 	flag.StringVar(&o.cache, "cache", defaultCache(), "where kernel packages are unpacked and logs kept")
 	flag.StringVar(&modules, "modules", "veth,tcp_diag", "kernel modules to load in the guest (with their dependencies), comma-separated: veth for namespace pairs, tcp_diag for ss (without it ss falls back to /proc/net/tcp6, which has no IPV6_V6ONLY, and prints a v6-only listener's peer as *)")
 	flag.StringVar(&tools, "tools", strings.Join(vmtest.GuestTools, ","), "host programs to copy into the guest, comma-separated")
@@ -294,7 +296,7 @@ func runGuest(ctx context.Context, label string, b built, o options, tmp, logs s
 	}
 	initrd := filepath.Join(tmp, "initramfs-"+kern.Release+".cpio")
 	missing, err := vmtest.BuildInitramfs(vmtest.GuestSpec{
-		Label: label, Init: b.init, Bins: b.bins, Packages: b.pkgs, Modules: mods, Tools: o.tools, Commands: o.commands,
+		Label: label, Init: b.init, Bins: b.bins, Packages: b.pkgs, Modules: mods, Tools: o.tools, Commands: o.commands, Slowdown: o.slowdown,
 	}, initrd)
 	if err != nil {
 		return fail(fmt.Errorf("building the initramfs: %w", err))
