@@ -48,7 +48,14 @@ func traceLoad(t *testing.T, p *testnet.Problems, opts tracer.Options, start fun
 	}
 	defer tr.Close()
 	if !tr.ExactLoss() {
-		t.Fatalf("the kernel's recursion misses are not in the loss sequence (features %+v): this kernel has what exact attribution needs", tr.Features())
+		// Linux 6.1 and before: recursion misses are not in LossSeq, and
+		// this test checks LossSeq exactly.
+		for _, f := range tr.Features() {
+			if f.Name == "exact loss attribution" {
+				t.Skipf("this kernel has no exact loss attribution, which the test checks: %s", f.Detail)
+			}
+		}
+		t.Fatalf("the kernel's recursion misses are not in the loss sequence (features %+v)", tr.Features())
 	}
 	k := &keepAll{}
 	ctx, cancel := context.WithCancel(context.Background())
