@@ -797,8 +797,11 @@ func TestFilters(t *testing.T) {
 					continue
 				}
 				w.Name, w.Held, w.Only = r, tc.held[r], only
-				if peerLate[r] {
+				if peerLate[r] && len(tc.heldIfPeerLate[r]) > 0 {
+					// Released at SYN_RECV->ESTABLISHED, before accept():
+					// with the listener's owner, inherited.
 					w.Held = slices.Compact(slices.Sorted(slices.Values(slices.Concat(w.Held, tc.heldIfPeerLate[r]))))
+					w.HeldInherited = true
 				}
 				tracetest.CheckSocket(t, l, w)
 			}
