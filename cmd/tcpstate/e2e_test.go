@@ -188,16 +188,17 @@ func startAttached(t *testing.T, bin, attachedLine string, args ...string) *trac
 	case <-attached:
 	case <-p.done:
 		t.Fatalf("tcpstate %v exited before attaching: %v\nstderr:\n%s", args, p.err, p.stderr)
-	case <-time.After(20 * time.Second):
-		t.Fatalf("tcpstate %v did not attach within 20s\nstderr:\n%s", args, p.stderr)
+	case <-time.After(testnet.Scaled(20 * time.Second)):
+		t.Fatalf("tcpstate %v did not attach within %v\nstderr:\n%s", args, testnet.Scaled(20*time.Second), p.stderr)
 	}
 	return p
 }
 
-// wait waits (at most timeout) for the process to exit and returns its
-// exit status.
+// wait waits (at most timeout, testnet.Scaled) for the process to exit and
+// returns its exit status.
 func (p *traceProc) wait(timeout time.Duration) int {
 	p.t.Helper()
+	timeout = testnet.Scaled(timeout)
 	select {
 	case <-p.done:
 	case <-time.After(timeout):
