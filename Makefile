@@ -3,11 +3,16 @@ GO       ?= go
 BIN      ?= bin/tcpstate
 FUZZTIME ?= 200000x
 BENCHFLAGS ?=
+# test-kernels: the Debian kernel series to boot, whether to run on the host
+# kernel too, and more flags of internal/vmtest/run (-run, -timeout, ...).
+KERNELS  ?= 6.1 6.12
+HOST     ?= 1
+KERNELFLAGS ?=
 # What --version prints: the release (a git tag, else devel) and the commit.
 VERSION  ?= $(shell git describe --tags --dirty 2>/dev/null || echo devel)
 COMMIT   ?= $(shell git describe --always --dirty --abbrev=40 --match=NONE 2>/dev/null)
 
-.PHONY: help build generate vmlinux check-generate test test-unit fuzz bench latency gobench lint clean
+.PHONY: help build generate vmlinux check-generate test test-unit test-kernels fuzz bench latency gobench lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -30,6 +35,9 @@ test: ## all tests; the privileged ones run the test binaries as root through su
 
 test-unit: ## only what needs no root (privileged tests skip)
 	$(GO) test -count=1 ./...
+
+test-kernels: ## the privileged tests on the host kernel and in qemu (TCG) guests of Debian's 6.1 and 6.12 kernels, one table (root; ~10 min per kernel; KERNELS="6.12", HOST=0, KERNELFLAGS="-run TestX")
+	GO=$(GO) $(GO) run ./internal/vmtest/run -kernels "$(KERNELS)" -host=$(HOST) $(KERNELFLAGS)
 
 fuzz: ## a short run of every fuzz target (FUZZTIME: inputs, as Nx, or a duration)
 	$(GO) test -run=NONE -fuzz=FuzzParseRecordAndCheck -fuzztime=$(FUZZTIME) -fuzzminimizetime=1s ./model

@@ -128,28 +128,54 @@ static __always_inline bool close_info(struct close_info *ci, const struct sock 
 	ci->rst_reason = st->rst_reason;
 	if (old == TCP_LISTEN)
 		goto out;
-	const struct tcp_sock *tp;
-	if (!have_kfunc(bpf_rdonly_cast))
-		goto out; /* the counts need the typed cast (Linux 6.2) */
-	tp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
+	/* The fields of struct tcp_sock, around the struct sock: a typed cast
+	 * and plain loads where the kernel has bpf_rdonly_cast (Linux 6.2),
+	 * probe reads (a helper call each) before. */
+	__u64 acked, received;
+	__u32 snd_una, write_seq, total_retrans, srtt_us, probes_tstamp = 0;
+	__u8 retransmits, probes_out;
+	if (have_kfunc(bpf_rdonly_cast)) {
+		const struct tcp_sock *tp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
+		acked = tp->bytes_acked;
+		received = tp->bytes_received;
+		snd_una = tp->snd_una;
+		write_seq = tp->write_seq;
+		total_retrans = tp->total_retrans;
+		srtt_us = tp->srtt_us;
+		retransmits = tp->inet_conn.icsk_retransmits;
+		if (bpf_core_field_exists(tp->inet_conn.icsk_probes_tstamp))
+			probes_tstamp = tp->inet_conn.icsk_probes_tstamp;
+		probes_out = tp->inet_conn.icsk_probes_out;
+	} else {
+		const struct tcp_sock *tp = (const struct tcp_sock *)sk;
+		acked = BPF_CORE_READ(tp, bytes_acked);
+		received = BPF_CORE_READ(tp, bytes_received);
+		snd_una = BPF_CORE_READ(tp, snd_una);
+		write_seq = BPF_CORE_READ(tp, write_seq);
+		total_retrans = BPF_CORE_READ(tp, total_retrans);
+		srtt_us = BPF_CORE_READ(tp, srtt_us);
+		retransmits = BPF_CORE_READ(tp, inet_conn.icsk_retransmits);
+		if (bpf_core_field_exists(tp->inet_conn.icsk_probes_tstamp))
+			probes_tstamp = BPF_CORE_READ(tp, inet_conn.icsk_probes_tstamp);
+		probes_out = BPF_CORE_READ(tp, inet_conn.icsk_probes_out);
+	}
 	/* Data bytes only. The kernel counts sequence numbers: bytes_acked
 	 * (snd_una's advances, tcp_snd_una_update) includes the SYN of an
 	 * active open (acked in SYN_SENT by tcp_ack) and our FIN once it is
 	 * acknowledged (every byte written, FIN included, is acked: snd_una ==
 	 * write_seq); bytes_received (rcv_nxt's, tcp_rcv_nxt_update) includes
 	 * the peer's FIN, and tcp_fin() sets SOCK_DONE when it takes one. */
-	__u64 acked = tp->bytes_acked, received = tp->bytes_received;
 	if ((visited & (1 << TCP_SYN_SENT)) && acked)
 		acked--;
 	if ((visited & ((1 << TCP_FIN_WAIT1) | (1 << TCP_LAST_ACK) | (1 << TCP_CLOSING))) &&
-	    tp->snd_una == tp->write_seq && acked)
+	    snd_una == write_seq && acked)
 		acked--;
 	if ((sk->__sk_common.skc_flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE))) && received)
 		received--;
 	ci->bytes_acked = acked;
 	ci->bytes_received = received;
-	ci->total_retrans = tp->total_retrans;
-	ci->srtt_us = tp->srtt_us >> 3;
+	ci->total_retrans = total_retrans;
+	ci->srtt_us = srtt_us >> 3;
 	counts = true;
 	if (err) {
 		/* tcp_done_with_error() purges the write queue before tcp_done()
@@ -160,13 +186,12 @@ static __always_inline bool close_info(struct close_info *ci, const struct sock 
 		 * zero-window probe timer only (5.11), cleared when the window
 		 * opens; icsk_probes_out counts the unanswered keepalive or
 		 * window probes. */
-		const struct inet_connection_sock *icsk = &tp->inet_conn;
 		__u32 timer = CT_NONE;
-		if (icsk->icsk_retransmits)
+		if (retransmits)
 			timer = CT_RETRANS;
-		else if (bpf_core_field_exists(icsk->icsk_probes_tstamp) && icsk->icsk_probes_tstamp)
+		else if (probes_tstamp)
 			timer = CT_PROBE0;
-		else if (icsk->icsk_probes_out) {
+		else if (probes_out) {
 			if (sk->__sk_common.skc_flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_KEEPOPEN)))
 				timer = CT_KEEPALIVE;
 			else

@@ -168,6 +168,7 @@ static __always_inline void filtered(const struct tctx *c, const struct sock *sk
 			if (!h)
 				return;
 			struct event *e = held_slot(h);
+			barrier_var(e); /* see below */
 			if (e) {
 				fill(e, c, sk, st);
 				e->flags |= EVF_HELD;
@@ -179,8 +180,14 @@ static __always_inline void filtered(const struct tctx *c, const struct sock *sk
 		return;
 	}
 
-	/* Events are held: append this one behind them, then take turns. */
+	/* Events are held: append this one behind them, then take turns.
+	 * barrier_var keeps e's own NULL checks: without it clang tests the
+	 * queue's length again instead (e is NULL iff it was full), kept in a
+	 * 32-bit stack spill, and the 6.1 verifier does not keep the bounds of
+	 * such spills (later ones do): it then saw the later `if (e)` pass
+	 * with e NULL and rejected the program. */
 	struct event *e = held_slot(h);
+	barrier_var(e);
 	if (e) {
 		fill(e, c, sk, st);
 		e->flags |= EVF_HELD;

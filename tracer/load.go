@@ -22,6 +22,7 @@ import (
 type Tracer struct {
 	opts  Options
 	spec  *ebpf.CollectionSpec
+	kspec *btf.Spec            // the running kernel's BTF, for probing (nil if unreadable)
 	coll  *ebpf.Collection     // the data sections (.rodata, .bss)
 	all   map[string]*ebpf.Map // every map, for loading programs against them
 	maps  tcpstateMaps
@@ -83,18 +84,21 @@ func Load(opts Options) (_ *Tracer, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading the embedded BPF object: %w", err)
 	}
-	if kspec, err := btf.LoadKernelSpec(); err == nil {
+	kspec, err := btf.LoadKernelSpec()
+	if err == nil {
 		loadResetReasons(kspec)
 		// A listing (ls) filters in user space: any kernel will do.
 		if opts.CgroupFilter() && !opts.ListOnly && !hasMember(kspec, "cgroup", "ancestors") {
 			return nil, fmt.Errorf("--cgroup and --container need Linux 6.1 or later: the kernel's filter walks struct cgroup's ancestors[], which this kernel lacks")
 		}
+	} else {
+		kspec = nil // loading says what is missing instead
 	}
 	if err := configure(spec, &opts); err != nil {
 		return nil, err
 	}
 
-	t := &Tracer{opts: opts, spec: spec, cgroups: opts.cgroupResolver(), ownCgroups: opts.CgroupResolver == nil}
+	t := &Tracer{opts: opts, spec: spec, kspec: kspec, cgroups: opts.cgroupResolver(), ownCgroups: opts.CgroupResolver == nil}
 	defer func() {
 		if err != nil {
 			t.Close()
@@ -124,16 +128,16 @@ func Load(opts Options) (_ *Tracer, err error) {
 	}
 	t.features = append(t.features, cf)
 	if opts.ListOnly {
-		if t.snapTCP, err = t.loadProgram("snap_tcp"); err != nil {
+		if t.snapTCP, err = t.loadOptional("snap_tcp"); err != nil {
 			return nil, err
 		}
-		if t.snapFiles, err = t.loadProgram("snap_files"); err != nil {
+		if t.snapFiles, err = t.loadOptional("snap_files"); err != nil {
 			return nil, err
 		}
 		return t, nil
 	}
 	if t.setState, err = t.loadProgram("handle_set_state"); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w; handle_set_state needs %s (this kernel is %s)", err, programInfo("handle_set_state").Needs, kernelRelease())
 	}
 	t.loadListing()
 	t.loadSnapshot()
@@ -547,14 +551,11 @@ func (t *Tracer) resolveMisses() {
 	info := programInfo("find_self")
 	fail := func(err error) {
 		t.features = append(t.features, Feature{Name: name, Detail: err.Error(), Without: info.Without})
+		t.opts.Warn(fmt.Sprintf("%s: %v", info.Without, err))
 	}
 	p, err := t.loadOptional("find_self")
 	if err != nil {
 		fail(err)
-		return
-	}
-	if !t.haveRdonlyCast() {
-		fail(fmt.Errorf("%s needs bpf_rdonly_cast (Linux 6.2)", info.Name))
 		return
 	}
 	pi, err := t.setState.Info()
@@ -590,17 +591,6 @@ func (t *Tracer) resolveMisses() {
 	}
 	t.exactLoss = true
 	t.features = append(t.features, Feature{Name: name, Active: true, Detail: fmt.Sprintf("handle_set_state reads its own recursion misses on %d CPUs", cpus)})
-}
-
-// haveRdonlyCast reports whether the running kernel has the bpf_rdonly_cast
-// kfunc (Linux 6.2), which the exact miss counting reads through.
-func (t *Tracer) haveRdonlyCast() bool {
-	spec, err := btf.LoadKernelSpec()
-	if err != nil {
-		return false
-	}
-	var fn *btf.Func
-	return spec.TypeByName("bpf_rdonly_cast", &fn) == nil
 }
 
 // ExactLoss reports whether every event's LossSeq includes the recursion

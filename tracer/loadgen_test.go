@@ -30,6 +30,9 @@ import (
 func buildLoadgen(t *testing.T) string {
 	t.Helper()
 	testnet.RequireRoot(t)
+	if pre, ok := testnet.Prebuilt("loadgen"); ok {
+		return pre
+	}
 	loadgen := filepath.Join(t.TempDir(), "loadgen")
 	cmd := exec.Command("go", "build", "-o", loadgen, "../bench/loadgen")
 	var out bytes.Buffer
@@ -69,13 +72,14 @@ const loadPort = 18080
 
 // startLoad starts loadgen and waits until its child listens: from then on
 // the child waits for Go before its first dial, so a tracer opened now,
-// filtered on Pid, sees every connection but not the listener's birth.
+// filtered on Pid, sees every connection but not the listener's birth,
+// however long it takes to load (seconds on an emulated CPU).
 func startLoad(t *testing.T, p *testnet.Problems, loadgen string, conns, clients int) *load {
 	t.Helper()
 	l := &load{goFile: filepath.Join(t.TempDir(), "go")}
 	l.cmd = exec.Command(loadgen, "--new-netns", "--addr", fmt.Sprintf("127.0.0.1:%d", loadPort),
 		"--connections", strconv.Itoa(conns), "--clients", strconv.Itoa(clients),
-		"--go-file", l.goFile, "--timeout", "60s")
+		"--go-file", l.goFile, "--timeout", testnet.Scaled(60*time.Second).String())
 	l.cmd.Stdout, l.cmd.Stderr = &l.out, &l.err
 	if err := testnet.StartCmd(l.cmd); err != nil {
 		t.Fatalf("starting the load generator: %v", err)
@@ -112,8 +116,8 @@ func (l *load) Go(p *testnet.Problems) {
 	}
 }
 
-// wait waits for loadgen to exit (at most 90 s: it gives up itself after
-// 60) and returns its report, which it prints once every socket it made
+// wait waits for loadgen to exit (at most 90 s, Scaled: it gives up itself
+// after 60) and returns its report, which it prints once every socket it made
 // but its TIME_WAIT ones has closed.
 func (l *load) wait(p *testnet.Problems) loadResult {
 	done := make(chan struct{})
@@ -126,10 +130,10 @@ func (l *load) wait(p *testnet.Problems) loadResult {
 		if l.exited != nil {
 			p.Fatalf("load generator: %v\n%s", l.exited, l.err.String())
 		}
-	case <-time.After(90 * time.Second):
+	case <-time.After(testnet.Scaled(90 * time.Second)):
 		l.cmd.Process.Kill()
 		<-done
-		p.Fatalf("load generator still running after 90s\n%s", l.err.String())
+		p.Fatalf("load generator still running after %v\n%s", testnet.Scaled(90*time.Second), l.err.String())
 	}
 	var res loadResult
 	if err := json.Unmarshal(l.out.Bytes(), &res); err != nil {

@@ -48,7 +48,14 @@ func traceLoad(t *testing.T, p *testnet.Problems, opts tracer.Options, start fun
 	}
 	defer tr.Close()
 	if !tr.ExactLoss() {
-		t.Fatalf("the kernel's recursion misses are not in the loss sequence (features %+v): this kernel has what exact attribution needs", tr.Features())
+		// Linux 6.1 and before: recursion misses are not in LossSeq, and
+		// this test checks LossSeq exactly.
+		for _, f := range tr.Features() {
+			if f.Name == "exact loss attribution" {
+				t.Skipf("this kernel has no exact loss attribution, which the test checks: %s", f.Detail)
+			}
+		}
+		t.Fatalf("the kernel's recursion misses are not in the loss sequence (features %+v)", tr.Features())
 	}
 	k := &keepAll{}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -103,7 +110,7 @@ func TestLossSequenceExplainsEveryGap(t *testing.T) {
 	testnet.Retry(t, func(p *testnet.Problems) {
 		opts := tracer.Options{RingSize: os.Getpagesize(), Filter: model.Filter{Ports: []uint16{18080}}}
 		evs, c, res := traceLoad(t, p, opts, func() func() ([]byte, error) {
-			cmd := exec.Command(loadgen, "--new-netns", "--connections", "3000", "--clients", "4", "--timeout", "60s")
+			cmd := exec.Command(loadgen, "--new-netns", "--connections", "3000", "--clients", "4", "--timeout", testnet.Scaled(60*time.Second).String())
 			return cmd.Output
 		})
 		if c.RingbufFull == 0 {
@@ -155,7 +162,7 @@ func TestPidFilterDeliversHeldEventsInOrder(t *testing.T) {
 				dir := t.TempDir()
 				pidFile, goFile := filepath.Join(dir, "pid"), filepath.Join(dir, "go")
 				cmd := exec.Command(loadgen, "--new-netns", "--connections", "3000", "--clients", "16",
-					"--timeout", "60s", "--go-file", goFile, "--pid-file", pidFile)
+					"--timeout", testnet.Scaled(60*time.Second).String(), "--go-file", goFile, "--pid-file", pidFile)
 				var stdout bytes.Buffer
 				cmd.Stdout = &stdout
 				if err := cmd.Start(); err != nil {

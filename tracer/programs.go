@@ -27,6 +27,7 @@ type progInfo struct {
 	What    string // what it does
 	Needs   string // the kernel feature it needs, and since when
 	Without string // what the user loses without it
+	needs   []need // probed in the kernel's BTF before loading (probe.go)
 }
 
 // programs is every program of the object, in load order. The messages
@@ -38,19 +39,19 @@ var programs = []progInfo{
 	{Name: "dump_sock_states", role: optional,
 		What:    "lists the sockets the kernel follows (stuck-socket lists)",
 		Needs:   "the bpf_sk_storage_map iterator (Linux 5.9 or later)",
-		Without: "no stuck-socket lists"},
+		Without: "no stuck-socket lists", needs: []need{needIterStore}},
 	{Name: "snap_tcp", role: optional,
 		What:    "reads every TCP socket of a network namespace, timewait and request sockets included (iter/tcp)",
 		Needs:   "iter/tcp (Linux 5.9)",
-		Without: "sockets older than the tracer are known only from their next transition"},
+		Without: "sockets older than the tracer are known only from their next transition", needs: []need{needIterTCP}},
 	{Name: "snap_files", role: optional,
 		What:    "reads the sockets every process holds open, in every namespace (iter/task_file)",
 		Needs:   "iter/task_file with bpf_sock_from_file (Linux 5.11)",
-		Without: "sockets older than the tracer are known only from their next transition"},
+		Without: "sockets older than the tracer are known only from their next transition", needs: []need{needIterFile, needSockFile}},
 	{Name: "accept_fexit", role: optional,
 		What:    "names the owner of an accepted socket at accept() (fexit/inet_csk_accept)",
 		Needs:   "BPF trampolines (fexit, Linux 5.5 or later; some kernel builds refuse them)",
-		Without: "the accept syscall tracepoints name accepted sockets' owners instead, at a cost to every system call"},
+		Without: "the accept syscall tracepoints name accepted sockets' owners instead, at a cost to every system call", needs: []need{needAcceptFunc}},
 	{Name: "accept4_exit", role: optional,
 		What:    "names the owner of a socket accepted with accept4() (tracepoint syscalls:sys_exit_accept4)",
 		Needs:   "tracefs and syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
@@ -62,25 +63,26 @@ var programs = []progInfo{
 	{Name: "find_self", role: optional,
 		What:    "counts recursion misses into the loss sequence exactly (iter/bpf_prog, run once)",
 		Needs:   "iter/bpf_prog (Linux 5.9), bpf_loop (5.17), bpf_map_lookup_percpu_elem (5.19) and bpf_rdonly_cast (6.2)",
-		Without: "recursion misses are matched to gaps by when they were read (every poll interval), not exactly"},
+		Without: "recursion misses are matched to gaps by when they were read (every poll interval), not exactly",
+		needs:   []need{needIterProg, needLoop, needPercpuElem, needRdonlyCast}},
 	{Name: "handle_send_reset", role: optional,
 		What:    "marks a socket that sends a reset, with the reason (tp_btf/tcp_send_reset)",
 		Needs:   "the tcp:tcp_send_reset tracepoint with its reason argument (Linux 6.10)",
-		Without: "the older tracepoint is used, without reasons"},
+		Without: "resets sent have no reason (the older tracepoint marks them)", needs: []need{needResetWhy}},
 	{Name: "handle_send_reset_v1", role: optional,
 		What:    "marks a socket that sends a reset (tp_btf/tcp_send_reset before Linux 6.10)",
 		Needs:   "the tcp:tcp_send_reset tracepoint (Linux 4.16)",
-		Without: "resets sent are inferred from how a socket closed, and have no reason"},
+		Without: "resets sent are inferred from how a socket closed, and have no reason", needs: []need{needResetV1}},
 	{Name: "handle_receive_reset", role: optional,
 		What:    "marks a socket that receives a reset (tp_btf/tcp_receive_reset)",
 		Needs:   "the tcp:tcp_receive_reset tracepoint (Linux 4.16)",
-		Without: "resets received are known from the socket error alone"},
+		Without: "resets received are known from the socket error alone", needs: []need{needRecvReset}},
 	{Name: "rescue_set_state", role: onRequest,
 		What:  "handles transitions the kernel skipped as nested runs (--rescue-nested)",
 		Needs: "a second tp_btf program on the same tracepoint"},
 	{Name: "replay_set_state", role: testOnly,
 		What:  "replays transitions the kernel never makes, for tests",
-		Needs: "iter/tcp (Linux 5.9 or later)"},
+		Needs: "iter/tcp (Linux 5.9 or later)", needs: []need{needIterTCP}},
 }
 
 func programInfo(name string) progInfo {
@@ -131,10 +133,15 @@ func (t *Tracer) loadProgram(name string) (*ebpf.Program, error) {
 // loadOptional loads a program the tracer can do without, and says why
 // not when the kernel refuses it.
 func (t *Tracer) loadOptional(name string) (*ebpf.Program, error) {
+	info := programInfo(name)
+	// What the kernel's BTF shows it lacks is not even tried: the message
+	// names what and since when, not a verifier error.
+	if err := probe(t.kspec, name, info.needs); err != nil {
+		return nil, err
+	}
 	p, err := t.loadProgram(name)
 	if err != nil {
-		info := programInfo(name)
-		return nil, fmt.Errorf("%s needs %s: %w", info.Name, info.Needs, err)
+		return nil, fmt.Errorf("%s needs %s (this kernel is %s): %w", info.Name, info.Needs, kernelRelease(), err)
 	}
 	return p, nil
 }
@@ -277,13 +284,16 @@ func (t *Tracer) attachResets() {
 	}
 	if err := attach("handle_send_reset"); err != nil {
 		if err1 := attach("handle_send_reset_v1"); err1 != nil {
-			missing = append(missing, programInfo("handle_send_reset_v1").Without+": "+err1.Error())
+			missing = append(missing, programInfo("handle_send_reset_v1").Without+": "+err.Error())
 		} else {
-			missing = append(missing, "no reset reasons: "+err.Error())
+			missing = append(missing, programInfo("handle_send_reset").Without+": "+err.Error())
 		}
 	}
 	if err := attach("handle_receive_reset"); err != nil {
 		missing = append(missing, programInfo("handle_receive_reset").Without+": "+err.Error())
+	}
+	for _, m := range missing {
+		t.opts.Warn(m)
 	}
 	f := Feature{Name: name, Active: len(active) > 0, Detail: strings.Join(active, ", ")}
 	if len(missing) > 0 {

@@ -120,9 +120,7 @@ func (c fds) file(f *os.File, err error) *os.File {
 // `ss -tanp` run in each namespace lists them.
 func TestSnapshotMatchesSS(t *testing.T) {
 	testnet.RequireRoot(t)
-	if _, err := exec.LookPath("ss"); err != nil {
-		t.Fatalf("ss (iproute2) is the oracle of this test: %v", err)
-	}
+	testnet.NeedTools(t, "ss", "nsenter") // the oracle
 	ns1, ns2 := testnet.New(t), testnet.New(t)
 	v4 := netip.AddrFrom4([4]byte{127, 0, 0, 1})
 	must := fds{t}

@@ -104,7 +104,7 @@ func TestLife(t *testing.T) {
 
 	// Six lines (TIME_WAIT's end is not a socket's: the client's ->CLOSE
 	// came at FIN_WAIT2 -> TIME_WAIT's handover).
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(testnet.Scaled(10 * time.Second))
 	for strings.Count(p.stdout.String(), "\n") < 6 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -46,7 +46,7 @@ states of minisockets) and big (all but bucket). The other filters are trace's, 
 the listed sockets; --pid matches any process that holds the socket.
 
 The owner is the socket's first holder in pid order (a master before its
-workers); -o wide and JSON list every holder. ls needs no tracefs and leaves
+workers, unless pids wrapped between them); -o wide and JSON list every holder. ls needs no tracefs and leaves
 nothing behind; it needs CAP_BPF and CAP_PERFMON.
 
 JSON (-o json): one object per socket: state, kind (full, timewait,

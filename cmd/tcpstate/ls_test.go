@@ -81,6 +81,7 @@ func ssAddrPort(t *testing.T, s string) string {
 // groups; the table ends with the count per state.
 func TestLsMatchesSS(t *testing.T) {
 	testnet.RequireRoot(t)
+	testnet.NeedTools(t, "ss", "nsenter") // the oracle
 	bin := buildBinary(t, t.TempDir())
 	ns1, ns2 := testnet.New(t), testnet.New(t)
 	v4, v6 := netip.AddrFrom4([4]byte{127, 0, 0, 1}), netip.IPv6Loopback()

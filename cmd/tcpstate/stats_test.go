@@ -659,14 +659,14 @@ func runStatsCLI(t *testing.T, args ...string) (wait func() (string, string, err
 	case <-errw.ready:
 	case err := <-done:
 		t.Fatalf("stats %v ended before attaching: %v\n%s", args, err, errw.String())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("stats %v did not attach in 30 s", args)
+	case <-time.After(testnet.Scaled(30 * time.Second)):
+		t.Fatalf("stats %v did not attach in %v", args, testnet.Scaled(30*time.Second))
 	}
 	return func() (string, string, error) {
 		select {
 		case err := <-done:
 			return out.String(), errw.String(), err
-		case <-time.After(30 * time.Second):
+		case <-time.After(testnet.Scaled(30 * time.Second)):
 			t.Fatalf("stats %v did not end", args)
 			return "", "", nil
 		}

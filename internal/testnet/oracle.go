@@ -27,7 +27,8 @@ import (
 // The event's default output has the addresses but not skaddr; the "fields"
 // option prints skaddr but not the 16-byte IPv6 addresses. The trace file
 // is read twice (recording stopped), once each way, and the two views are
-// joined line by line.
+// joined line by line. Kernels before 6.3 have no "fields" option: there
+// the oracle decodes the binary buffers instead (rawtrace.go).
 
 const tracefsDir = "/sys/kernel/tracing"
 
@@ -86,6 +87,7 @@ func (e OracleEvent) String() string {
 // Oracle is a private tracefs instance recording inet_sock_set_state.
 type Oracle struct {
 	dir  string
+	raw  bool // read the binary buffers (rawtrace.go), not the text views
 	once sync.Once
 	evs  []OracleEvent
 	err  error
@@ -149,6 +151,7 @@ func NewOracleSize(t testing.TB, filter string, kb int) *Oracle {
 	if err := os.Mkdir(o.dir, 0o755); err != nil {
 		t.Fatalf("testnet: creating tracefs instance: %v", err)
 	}
+	o.raw = !o.hasFieldsOption()
 	t.Cleanup(func() {
 		o.write("events/sock/inet_sock_set_state/enable", "0")
 		// rmdir answers EBUSY while a reader (another test's stale-
@@ -246,6 +249,9 @@ func (o *Oracle) readView(fields bool) ([]traceLine, error) {
 func (o *Oracle) read() ([]OracleEvent, error) {
 	if err := o.write("tracing_on", "0"); err != nil {
 		return nil, err
+	}
+	if o.raw {
+		return o.readRaw()
 	}
 	raw, err := o.readView(true)
 	if err != nil {

@@ -194,8 +194,8 @@ func (p *Proc) ListenBacklog(ap netip.AddrPort, backlog int) (int, error) {
 }
 
 // BulkTimeout bounds one bulk request of a helper (ConnectMany,
-// AcceptMany, ResetAll).
-const BulkTimeout = 60 * time.Second
+// AcceptMany, ResetAll): a minute, Scaled.
+var BulkTimeout = Scaled(60 * time.Second)
 
 // ConnectMany makes n connections to remote in the child, one after the
 // other, each from an autobound port and blocking until its handshake ends.

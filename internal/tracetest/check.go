@@ -68,6 +68,10 @@ type SockWant struct {
 	InheritedOwner uint32
 	// Held: indexes (in Edges) of the events that must carry FlagHeld.
 	Held []int
+	// HeldInherited: the held events were released before accept() named
+	// the owner (a port filter decided once the kernel set the child's
+	// peer), so they carry the inherited owner, not the acceptor.
+	HeldInherited bool
 	// Bound: the client bound its port before connect(), so even
 	// CLOSE->SYN_SENT has it.
 	Bound bool
@@ -136,7 +140,7 @@ func CheckSocket(t Reporter, l *Life, w SockWant) {
 		// these tests the socket's final owner (its acceptor, for a
 		// child held until accept()).
 		held := slices.Contains(w.Held, i)
-		owner, inherited := w.Owner, i < w.Inherited && !held
+		owner, inherited := w.Owner, i < w.Inherited && (!held || w.HeldInherited)
 		if inherited && w.InheritedOwner != 0 {
 			owner = w.InheritedOwner
 		}

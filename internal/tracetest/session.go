@@ -232,8 +232,8 @@ func (s *Session) Stop() []model.Event {
 			if err != nil {
 				t.Errorf("tracer Run: %v", err)
 			}
-		case <-time.After(5 * time.Second):
-			t.Errorf("tracer Run did not return within 5s of its context's end")
+		case <-time.After(testnet.Scaled(5 * time.Second)):
+			t.Errorf("tracer Run did not return within %v of its context's end", testnet.Scaled(5*time.Second))
 		}
 		if err := s.tr.Detach(); err != nil {
 			t.Errorf("tracer Detach: %v", err)
@@ -278,12 +278,13 @@ func quiesce() {
 	}
 }
 
-// WaitCloses waits (at most 5s) until the events of netns contain n
-// transitions into CLOSE: every socket of a scenario ends with one.
+// WaitCloses waits (at most 5s, testnet.Scaled) until the events of netns
+// contain n transitions into CLOSE: every socket of a scenario ends with one.
 func (s *Session) WaitCloses(netns uint32, n int) {
 	s.t.Helper()
-	if got, ok := s.col.WaitCloses(netns, n, 5*time.Second); !ok {
-		s.t.Errorf("waited 5s for %d ->CLOSE events in netns %d, saw %d", n, netns, got)
+	d := testnet.Scaled(5 * time.Second)
+	if got, ok := s.col.WaitCloses(netns, n, d); !ok {
+		s.t.Errorf("waited %v for %d ->CLOSE events in netns %d, saw %d", d, n, netns, got)
 	}
 }
 
