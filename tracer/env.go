@@ -21,6 +21,7 @@ const (
 	capPerfmon    = 38
 	capBPF        = 39
 	capSysAdmin   = 21
+	capSysPtrace  = 19
 	tracepointBTF = "btf_trace_inet_sock_set_state"
 )
 
@@ -76,12 +77,11 @@ func checkKernel(btfPath string, load func() (*btf.Spec, error)) error {
 // missingCaps names the capabilities the effective set lacks. CAP_SYS_ADMIN
 // covers both on any kernel.
 func missingCaps() []string {
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var data [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &data[0]); err != nil {
+	eff, ok := effectiveCaps()
+	if !ok {
 		return nil // let the loader report it
 	}
-	has := func(c uint) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
+	has := func(c uint) bool { return eff&(1<<c) != 0 }
 	if has(capSysAdmin) {
 		return nil
 	}
@@ -93,6 +93,23 @@ func missingCaps() []string {
 		missing = append(missing, "CAP_PERFMON")
 	}
 	return missing
+}
+
+// effectiveCaps is this thread's effective capability set (capget(2)).
+func effectiveCaps() (uint64, bool) {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return 0, false
+	}
+	return uint64(data[0].Effective) | uint64(data[1].Effective)<<32, true
+}
+
+// hasCap reports whether the effective set has capability c (true when it
+// cannot be read: the kernel will say).
+func hasCap(c uint) bool {
+	eff, ok := effectiveCaps()
+	return !ok || eff&(1<<c) != 0
 }
 
 // tracefsEnv is what finding tracefs looks at and does: the host's, or a

@@ -145,14 +145,25 @@ func runLs(o *lsOptions, stdout, stderr io.Writer) error {
 	}
 	for _, want := range netns {
 		if !slices.ContainsFunc(snap.Namespaces, func(n tracer.NetnsScan) bool { return n.Inode == want }) {
-			fmt.Fprintf(stderr, "tcpstate: warning: no process or name (/run/netns) leads to network namespace %d: only its sockets that a process holds are listed\n", want)
+			hint := ""
+			if snap.ProcessesUnasked > 0 {
+				hint = " that this process may look at (without CAP_SYS_PTRACE, other users' /proc/PID/ns/net are closed to it)"
+			}
+			fmt.Fprintf(stderr, "tcpstate: warning: no process or name (/run/netns) leads to network namespace %d%s: only its sockets that a process holds are listed\n", want, hint)
 		}
 	}
-	for _, n := range snap.Namespaces {
-		if n.Err != "" {
-			fmt.Fprintf(stderr, "tcpstate: warning: network namespace %d not read (its sockets that a process holds are listed from the process's files): %s\n", n.Inode, termsafe.String(n.Err))
-		} else if o.verbose {
-			fmt.Fprintf(stderr, "tcpstate: network namespace %d (%s): %d sockets\n", n.Inode, n.Path, n.Sockets)
+	// What could not be read, one line per cause, naming the capability;
+	// each namespace with --verbose.
+	for _, l := range snap.Limits(tracer.LostListed) {
+		fmt.Fprintf(stderr, "tcpstate: warning: %s\n", termsafe.String(l))
+	}
+	if o.verbose {
+		for _, n := range snap.Namespaces {
+			if n.Err != "" {
+				fmt.Fprintf(stderr, "tcpstate: network namespace %d not read: %s\n", n.Inode, termsafe.String(n.Err))
+			} else {
+				fmt.Fprintf(stderr, "tcpstate: network namespace %d (%s): %d sockets\n", n.Inode, n.Path, n.Sockets)
+			}
 		}
 	}
 
