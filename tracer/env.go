@@ -40,6 +40,10 @@ func checkEnvironment() error {
 		return fmt.Errorf("%w: tcpstate needs CAP_BPF and CAP_PERFMON (or root) to load its eBPF programs; this process lacks %s: run it as root (sudo tcpstate ...) or grant the capabilities",
 			ErrPrivileges, strings.Join(missing, " and "))
 	}
+	if ok, uidMap := initialUserNS(); !ok {
+		return fmt.Errorf("%w: tcpstate runs in a user namespace (uid_map %q), where capabilities do not count for BPF: the kernel wants CAP_BPF and CAP_PERFMON in the host's user namespace; run it outside the user namespace",
+			ErrPrivileges, uidMap)
+	}
 	return checkKernel(kernelBTF, btf.LoadKernelSpec)
 }
 
@@ -181,7 +185,7 @@ func (e tracefsEnv) ensure() (mounted string, err error) {
 		case err == nil:
 			return "", nil
 		case errors.Is(err, fs.ErrPermission):
-			return "", fmt.Errorf("tracefs is mounted on %s, but this process may not read it (permission denied): it needs root", p.dir)
+			return "", fmt.Errorf("tracefs is mounted on %s, but this process may not read it (permission denied): reading it needs root or CAP_DAC_READ_SEARCH", p.dir)
 		default:
 			return "", fmt.Errorf("tracefs is mounted on %s, but its events cannot be read: %v", p.dir, err)
 		}
@@ -193,7 +197,7 @@ func (e tracefsEnv) ensure() (mounted string, err error) {
 	if err := e.mount(tracefsMount); err != nil {
 		hint := ""
 		if errors.Is(err, unix.EPERM) {
-			hint = " (mounting needs root)"
+			hint = " (mounting needs CAP_SYS_ADMIN)"
 		}
 		return "", fmt.Errorf("%s, and mounting it on %s failed: %v%s", msg, tracefsMount, err, hint)
 	}
@@ -234,10 +238,21 @@ func loadError(name string, err error, verbose bool) error {
 }
 
 func privilegeHint(err error) error {
-	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
-		return fmt.Errorf("%w: %w (tcpstate needs CAP_BPF and CAP_PERFMON, or root)", ErrPrivileges, err)
+	return privilegeHintFor(err, missingCaps())
+}
+
+// privilegeHintFor explains an EPERM or EACCES from the kernel: missing
+// capabilities if missing names some, else a refusal that capabilities do
+// not lift (checkEnvironment has checked them, and the user namespace,
+// before anything was loaded).
+func privilegeHintFor(err error, missing []string) error {
+	if !errors.Is(err, unix.EPERM) && !errors.Is(err, unix.EACCES) {
+		return err
 	}
-	return err
+	if len(missing) > 0 {
+		return fmt.Errorf("%w: %w (tcpstate needs CAP_BPF and CAP_PERFMON, or root; this process lacks %s)", ErrPrivileges, err, strings.Join(missing, " and "))
+	}
+	return fmt.Errorf("%w (refused although this process has CAP_BPF and CAP_PERFMON: the kernel build, its lockdown mode, a security module or a seccomp filter forbids it)", err)
 }
 
 // cleanKernelError drops the library's guess that a refusal is about the

@@ -1,6 +1,10 @@
 package tracer
 
-import "fmt"
+import (
+	"fmt"
+	"os"
+	"strings"
+)
 
 // What a snapshot misses without the capabilities it needs beyond CAP_BPF
 // and CAP_PERFMON (measured as uid 65534 and as uid 0 with a reduced
@@ -56,4 +60,17 @@ func count(n int, one, many string) string {
 		return "1 " + one
 	}
 	return fmt.Sprintf("%d %s", n, many)
+}
+
+// initialUserNS reports whether this process is in the host's user
+// namespace, where the kernel checks CAP_BPF and CAP_PERFMON (bpf(2) asks
+// capable(), not ns_capable()). A user namespace maps a part of the ids;
+// only the initial one maps all 2^32 of them from 0.
+func initialUserNS() (bool, string) {
+	b, err := os.ReadFile("/proc/self/uid_map")
+	if err != nil {
+		return true, "" // cannot tell: let the kernel say
+	}
+	m := strings.Join(strings.Fields(string(b)), " ")
+	return m == "0 0 4294967295", m
 }
