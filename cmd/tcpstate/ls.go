@@ -34,11 +34,16 @@ func newLsCmd() *cobra.Command {
 		Long: `List every TCP socket that exists now, one line each: its state, local and
 remote address, the process that owns it and the network namespace it is in.
 Host-wide by default: tcpstate reads the TCP tables of every network namespace
-(it enters each one; that needs CAP_SYS_ADMIN) and every process's open files
-(the processes that hold each socket). Timewait sockets show their substate,
-as ss does (one closed in FIN_WAIT2 stays FIN_WAIT2 until the peer's FIN);
-connections still in their handshake (request sockets) show SYN_RECV. Sockets
-in CLOSE are in no table and are not listed, as ss does not list them.
+and every process's open files (the processes that hold each socket). Its own
+namespace and the open files need only CAP_BPF and CAP_PERFMON; finding the
+namespaces of other users' processes needs CAP_SYS_PTRACE, entering them
+CAP_SYS_ADMIN. Without those, ls lists only the sockets processes hold there
+(no TIME_WAIT, orphans or connections not yet accepted), and says so.
+
+Timewait sockets show their substate, as ss does (one closed in FIN_WAIT2
+stays FIN_WAIT2 until the peer's FIN); connections still in their handshake
+(request sockets) show SYN_RECV. Sockets in CLOSE are in no table and are
+not listed, as ss does not list them.
 
 --state takes the kernel's names and ss's (ESTABLISHED or ESTAB, FIN-WAIT-1,
 TIME-WAIT, ...), and ss's groups: all, connected (all but LISTEN and CLOSE),
@@ -48,7 +53,7 @@ the listed sockets; --pid matches any process that holds the socket.
 
 The owner is the socket's first holder in pid order (a master before its
 workers); -o wide and JSON list every holder. ls needs no tracefs and leaves
-nothing behind; it needs CAP_BPF and CAP_PERFMON.
+nothing behind.
 
 JSON (-o json): one object per socket: state, kind (full, timewait,
 request), family, saddr, sport, daddr, dport, netns, skaddr, uid, inode, pid
