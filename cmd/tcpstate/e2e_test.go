@@ -96,6 +96,8 @@ type traceProc struct {
 	stderr *syncBuffer
 	done   chan struct{}
 	err    error // cmd.Wait's, once done is closed
+	// attached is closed when the process printed its attached line.
+	attached chan struct{}
 }
 
 // startTrace runs `tcpstate trace args...` and waits until it is attached.
@@ -108,8 +110,24 @@ func startTrace(t *testing.T, bin string, args ...string) *traceProc {
 // attached on stderr.
 func startAttached(t *testing.T, bin, attachedLine string, args ...string) *traceProc {
 	t.Helper()
-	p := &traceProc{t: t, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(bin, args...)
+	return startCmdAttached(t, exec.Command(bin, args...), attachedLine)
+}
+
+// startCmdAttached starts cmd, a tcpstate command however wrapped, and
+// waits until it prints the line attached on stderr.
+func startCmdAttached(t *testing.T, cmd *exec.Cmd, attachedLine string) *traceProc {
+	t.Helper()
+	p := launch(t, cmd, attachedLine)
+	p.waitAttached()
+	return p
+}
+
+// launch starts cmd and returns at once; waitAttached waits for its
+// attached line. Several tracers can load at the same time.
+func launch(t *testing.T, cmd *exec.Cmd, attachedLine string) *traceProc {
+	t.Helper()
+	p := &traceProc{t: t, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{}), attached: make(chan struct{})}
+	p.cmd = cmd
 	p.cmd.Stdout = p.stdout
 	errPipe, err := p.cmd.StderrPipe()
 	if err != nil {
@@ -118,7 +136,6 @@ func startAttached(t *testing.T, bin, attachedLine string, args ...string) *trac
 	if err := testnet.StartCmd(p.cmd); err != nil {
 		t.Fatal(err)
 	}
-	attached := make(chan struct{})
 	copied := make(chan struct{})
 	go func() {
 		defer close(copied)
@@ -128,7 +145,7 @@ func startAttached(t *testing.T, bin, attachedLine string, args ...string) *trac
 			line, err := r.ReadString('\n')
 			p.stderr.Write([]byte(line))
 			if strings.TrimSuffix(line, "\n") == attachedLine {
-				once.Do(func() { close(attached) })
+				once.Do(func() { close(p.attached) })
 			}
 			if err != nil {
 				return
@@ -148,14 +165,20 @@ func startAttached(t *testing.T, bin, attachedLine string, args ...string) *trac
 			<-p.done
 		}
 	})
-	select {
-	case <-attached:
-	case <-p.done:
-		t.Fatalf("tcpstate %v exited before attaching: %v\nstderr:\n%s", args, p.err, p.stderr)
-	case <-time.After(20 * time.Second):
-		t.Fatalf("tcpstate %v did not attach within 20s\nstderr:\n%s", args, p.stderr)
-	}
 	return p
+}
+
+// waitAttached waits until the process printed its attached line.
+func (p *traceProc) waitAttached() {
+	p.t.Helper()
+	args := p.cmd.Args[1:]
+	select {
+	case <-p.attached:
+	case <-p.done:
+		p.t.Fatalf("tcpstate %v exited before attaching: %v\nstderr:\n%s", args, p.err, p.stderr)
+	case <-time.After(20 * time.Second):
+		p.t.Fatalf("tcpstate %v did not attach within 20s\nstderr:\n%s", args, p.stderr)
+	}
 }
 
 // wait waits (at most timeout) for the process to exit and returns its
