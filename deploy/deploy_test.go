@@ -60,6 +60,9 @@ func TestDaemonSet(t *testing.T) {
 		add = append(add, string(a))
 	}
 	slices.Sort(add)
+	// serve's set as measured (README, Privileges; TestLeastPrivilege in
+	// cmd/tcpstate runs serve with it and with each one dropped): no
+	// DAC_READ_SEARCH, serve reads no tracefs.
 	if want := []string{"BPF", "PERFMON", "SYS_ADMIN", "SYS_PTRACE"}; !slices.Equal(add, want) {
 		t.Errorf("capabilities added %v, want exactly %v", add, want)
 	}
@@ -212,6 +215,7 @@ func TestSystemdUnit(t *testing.T) {
 		t.Fatal(err)
 	}
 	text := string(unit)
+	// The capabilities: serve's measured set, as for the DaemonSet.
 	for _, want := range []string{
 		"DynamicUser=yes",
 		"AmbientCapabilities=CAP_BPF CAP_PERFMON CAP_SYS_ADMIN CAP_SYS_PTRACE\n",

@@ -21,6 +21,7 @@ const (
 	capPerfmon    = 38
 	capBPF        = 39
 	capSysAdmin   = 21
+	capSysPtrace  = 19
 	tracepointBTF = "btf_trace_inet_sock_set_state"
 )
 
@@ -38,6 +39,10 @@ func checkEnvironment() error {
 	if missing := missingCaps(); len(missing) > 0 {
 		return fmt.Errorf("%w: tcpstate needs CAP_BPF and CAP_PERFMON (or root) to load its eBPF programs; this process lacks %s: run it as root (sudo tcpstate ...) or grant the capabilities",
 			ErrPrivileges, strings.Join(missing, " and "))
+	}
+	if ok, uidMap := initialUserNS(); !ok {
+		return fmt.Errorf("%w: tcpstate runs in a user namespace (uid_map %q), where capabilities do not count for BPF: the kernel wants CAP_BPF and CAP_PERFMON in the host's user namespace; run it outside the user namespace",
+			ErrPrivileges, uidMap)
 	}
 	return checkKernel(kernelBTF, btf.LoadKernelSpec)
 }
@@ -76,12 +81,11 @@ func checkKernel(btfPath string, load func() (*btf.Spec, error)) error {
 // missingCaps names the capabilities the effective set lacks. CAP_SYS_ADMIN
 // covers both on any kernel.
 func missingCaps() []string {
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var data [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &data[0]); err != nil {
+	eff, ok := effectiveCaps()
+	if !ok {
 		return nil // let the loader report it
 	}
-	has := func(c uint) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
+	has := func(c uint) bool { return eff&(1<<c) != 0 }
 	if has(capSysAdmin) {
 		return nil
 	}
@@ -93,6 +97,23 @@ func missingCaps() []string {
 		missing = append(missing, "CAP_PERFMON")
 	}
 	return missing
+}
+
+// effectiveCaps is this thread's effective capability set (capget(2)).
+func effectiveCaps() (uint64, bool) {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return 0, false
+	}
+	return uint64(data[0].Effective) | uint64(data[1].Effective)<<32, true
+}
+
+// hasCap reports whether the effective set has capability c (true when it
+// cannot be read: the kernel will say).
+func hasCap(c uint) bool {
+	eff, ok := effectiveCaps()
+	return !ok || eff&(1<<c) != 0
 }
 
 // tracefsEnv is what finding tracefs looks at and does: the host's, or a
@@ -164,7 +185,7 @@ func (e tracefsEnv) ensure() (mounted string, err error) {
 		case err == nil:
 			return "", nil
 		case errors.Is(err, fs.ErrPermission):
-			return "", fmt.Errorf("tracefs is mounted on %s, but this process may not read it (permission denied): it needs root", p.dir)
+			return "", fmt.Errorf("tracefs is mounted on %s, but this process may not read it (permission denied): reading it needs root or CAP_DAC_READ_SEARCH", p.dir)
 		default:
 			return "", fmt.Errorf("tracefs is mounted on %s, but its events cannot be read: %v", p.dir, err)
 		}
@@ -176,7 +197,7 @@ func (e tracefsEnv) ensure() (mounted string, err error) {
 	if err := e.mount(tracefsMount); err != nil {
 		hint := ""
 		if errors.Is(err, unix.EPERM) {
-			hint = " (mounting needs root)"
+			hint = " (mounting needs CAP_SYS_ADMIN)"
 		}
 		return "", fmt.Errorf("%s, and mounting it on %s failed: %v%s", msg, tracefsMount, err, hint)
 	}
@@ -217,16 +238,21 @@ func loadError(name string, err error, verbose bool) error {
 }
 
 func privilegeHint(err error) error {
+	return privilegeHintFor(err, missingCaps())
+}
+
+// privilegeHintFor explains an EPERM or EACCES from the kernel: missing
+// capabilities if missing names some, else a refusal that capabilities do
+// not lift (checkEnvironment has checked them, and the user namespace,
+// before anything was loaded).
+func privilegeHintFor(err error, missing []string) error {
 	if !errors.Is(err, unix.EPERM) && !errors.Is(err, unix.EACCES) {
 		return err
 	}
-	if missing := missingCaps(); len(missing) > 0 {
+	if len(missing) > 0 {
 		return fmt.Errorf("%w: %w (tcpstate needs CAP_BPF and CAP_PERFMON, or root; this process lacks %s)", ErrPrivileges, err, strings.Join(missing, " and "))
 	}
-	// The capabilities are there: the kernel itself refuses this kind of
-	// program (a build or a security policy: lockdown, an LSM, a VM that
-	// forbids trampolines), which more privileges would not change.
-	return fmt.Errorf("%w (the kernel refuses it although this process has CAP_BPF and CAP_PERFMON: its build or security policy forbids this kind of program)", err)
+	return fmt.Errorf("%w (refused although this process has CAP_BPF and CAP_PERFMON: the kernel build, its lockdown mode, a security module or a seccomp filter forbids it)", err)
 }
 
 // cleanKernelError drops the library's guess that a refusal is about the

@@ -64,15 +64,20 @@ func TestLoadErrorExplainsVerifierRejection(t *testing.T) {
 			t.Errorf("with --verbose the error lacks log line %q:\n%s", line, full)
 		}
 	}
-	// EPERM means missing privileges only when the process lacks them;
-	// with them, the kernel refuses the kind of program (here: fexit).
-	err := loadError("handle_set_state", unix.EPERM, false)
-	if missing := missingCaps(); len(missing) > 0 {
-		if !errors.Is(err, ErrPrivileges) || !strings.Contains(err.Error(), "CAP_BPF and CAP_PERFMON") || !strings.Contains(err.Error(), missing[0]) {
-			t.Errorf("EPERM without %v: %v; want ErrPrivileges naming CAP_BPF and CAP_PERFMON and what is missing", missing, err)
-		}
-	} else if errors.Is(err, ErrPrivileges) || !strings.Contains(err.Error(), "refuses it although this process has CAP_BPF and CAP_PERFMON") {
-		t.Errorf("EPERM with the capabilities: %v; want the kernel's refusal, not missing privileges", err)
+	// EPERM: missing capabilities only when some are missing. With them
+	// (checkEnvironment checked before loading) the kernel refused for
+	// another reason, which must not read as missing privileges: on the
+	// project's 6.18 machines fexit is refused to root.
+	if err := privilegeHintFor(fmt.Errorf("loading: %w", unix.EPERM), []string{"CAP_PERFMON"}); !errors.Is(err, ErrPrivileges) ||
+		!strings.Contains(err.Error(), "CAP_BPF and CAP_PERFMON") || !strings.Contains(err.Error(), "lacks CAP_PERFMON") {
+		t.Errorf("EPERM without CAP_PERFMON: %v; want ErrPrivileges naming what is missing", err)
+	}
+	if err := privilegeHintFor(fmt.Errorf("loading: %w", unix.EPERM), nil); errors.Is(err, ErrPrivileges) || !errors.Is(err, unix.EPERM) ||
+		!strings.Contains(err.Error(), "refused although this process has CAP_BPF and CAP_PERFMON") {
+		t.Errorf("EPERM with the capabilities: %v; want EPERM, not ErrPrivileges, saying the kernel refused anyway", err)
+	}
+	if err := privilegeHintFor(unix.ENOENT, []string{"CAP_BPF"}); err != unix.ENOENT {
+		t.Errorf("ENOENT: %v; want it unchanged", err)
 	}
 	// The library's memlock guess is dropped: memlock is not what refuses
 	// programs on kernels that account BPF memory to the cgroup.
@@ -206,13 +211,13 @@ func TestEnsureTracefs(t *testing.T) {
 			host: fakeTracefs{tracefs: map[string]error{debugTracing: nil}}},
 		{name: "mounted but not accessible",
 			host: fakeTracefs{mountinfo: []string{tracefsMount}, tracefs: map[string]error{tracefsMount: unix.EACCES}},
-			msg:  []string{"tracefs is mounted on /sys/kernel/tracing, but this process may not read it (permission denied)"}, notMsg: "not mounted"},
+			msg:  []string{"tracefs is mounted on /sys/kernel/tracing, but this process may not read it (permission denied): reading it needs root or CAP_DAC_READ_SEARCH"}, notMsg: "not mounted"},
 		{name: "not mounted: mounted here",
 			host:    fakeTracefs{statfs: map[string]error{debugTracing: unix.ENOENT}},
 			mounted: tracefsMount},
 		{name: "not mounted and may not mount",
 			host: fakeTracefs{statfs: map[string]error{debugTracing: unix.EACCES}, mountErr: unix.EPERM},
-			msg:  []string{"tracefs is not mounted (this process may not look into /sys/kernel/debug/tracing: permission denied), and mounting it on /sys/kernel/tracing failed: operation not permitted (mounting needs root)"}},
+			msg:  []string{"tracefs is not mounted (this process may not look into /sys/kernel/debug/tracing: permission denied), and mounting it on /sys/kernel/tracing failed: operation not permitted (mounting needs CAP_SYS_ADMIN)"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			mounted, err := c.host.env().ensure()

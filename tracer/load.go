@@ -5,6 +5,7 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -246,6 +247,21 @@ func (t *Tracer) seed() {
 		Detail: fmt.Sprintf("%d sockets in %d network namespaces, %d seeded, in %v", len(s.Sockets), len(s.Namespaces), s.Seeded, s.End.Sub(s.Start).Round(time.Millisecond))}
 	if len(skipped) > 0 {
 		f.Detail += fmt.Sprintf("; %d namespaces not entered (their sockets that processes hold are seen through the processes' files): %s", len(skipped), skipped[0])
+	}
+	if s.ProcessesRefused > 0 {
+		f.Detail += fmt.Sprintf("; the network namespace of %d processes could not be looked up (permission denied despite CAP_SYS_PTRACE)", s.ProcessesRefused)
+	}
+	// What the snapshot could not see, for lack of a capability, is said
+	// once, at the start: serve's later snapshots see no more.
+	lost := lostSeeded
+	if t.opts.Totals {
+		lost = lostCounted
+	}
+	if limits := s.Limits(lost); len(limits) > 0 {
+		f.Without = strings.Join(limits, "; ")
+		for _, l := range limits {
+			t.opts.Warn(l)
+		}
 	}
 	t.features = append(t.features, f)
 }

@@ -23,29 +23,60 @@ type Netns struct {
 // process's and thread's (/proc/*/task/*/ns/net) and the named ones (/run/netns, ip netns add),
 // one path each, in inode order. A namespace no process lives in and
 // nothing names cannot be found; its sockets that a process holds are still
-// seen through the process's files.
+// seen through the process's files. Namespaces of processes whose
+// /proc/PID/ns/net this process may not look at (another user's, without
+// CAP_SYS_PTRACE) are not found either: listNetns counts those processes.
 func ListNetns() ([]Netns, error) {
+	l, err := listNetns()
+	return l.found, err
+}
+
+// netnsList is what listNetns found, and how many processes it could not
+// ask.
+type netnsList struct {
+	found []Netns
+	// denied counts the processes whose /proc/PID/ns/net gave EACCES or
+	// EPERM: ptrace access mode read, which another user's process (or a
+	// process with more capabilities) grants only with CAP_SYS_PTRACE.
+	// With CAP_SYS_PTRACE, refusals that remain (a security module's: on
+	// the project's machines even root may not look at PID 1's) are
+	// counted in deniedAnyway: no capability would help.
+	denied, deniedAnyway int
+}
+
+func listNetns() (netnsList, error) {
 	seen := map[uint32]string{}
-	add := func(path string) {
+	add := func(path string) error {
 		var st unix.Stat_t
-		if unix.Stat(path, &st) != nil {
-			return
+		if err := unix.Stat(path, &st); err != nil {
+			return err
 		}
 		ino := uint32(st.Ino)
 		if _, ok := seen[ino]; !ok {
 			seen[ino] = path
 		}
+		return nil
 	}
+	var l netnsList
+	ptrace := hasCap(capSysPtrace)
 	add("/proc/thread-self/ns/net")
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
-		return nil, fmt.Errorf("listing /proc: %w", err)
+		return l, fmt.Errorf("listing /proc: %w", err)
 	}
 	for _, e := range entries {
 		if _, err := strconv.Atoi(e.Name()); err != nil {
 			continue
 		}
-		add(filepath.Join("/proc", e.Name(), "ns", "net"))
+		if err := add(filepath.Join("/proc", e.Name(), "ns", "net")); errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
+			// Its threads answer the same.
+			if ptrace {
+				l.deniedAnyway++
+			} else {
+				l.denied++
+			}
+			continue
+		}
 		// A thread may live in another namespace than its process (a Go
 		// program that entered one on a locked thread, a CNI plugin).
 		tasks, _ := os.ReadDir(filepath.Join("/proc", e.Name(), "task"))
@@ -61,12 +92,12 @@ func ListNetns() ([]Netns, error) {
 			add(filepath.Join(dir, e.Name()))
 		}
 	}
-	out := make([]Netns, 0, len(seen))
+	l.found = make([]Netns, 0, len(seen))
 	for ino, p := range seen {
-		out = append(out, Netns{Inode: ino, Path: p})
+		l.found = append(l.found, Netns{Inode: ino, Path: p})
 	}
-	slices.SortFunc(out, func(a, b Netns) int { return int(int64(a.Inode) - int64(b.Inode)) })
-	return out, nil
+	slices.SortFunc(l.found, func(a, b Netns) int { return int(int64(a.Inode) - int64(b.Inode)) })
+	return l, nil
 }
 
 // ResolveNetns turns what a user gives for a namespace (an inode number, or
@@ -82,6 +113,9 @@ func ResolveNetns(arg string) (uint32, error) {
 	}
 	var st unix.Stat_t
 	if err := unix.Stat(arg, &st); err != nil {
+		if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
+			return 0, fmt.Errorf("%s: %w (another user's /proc/PID/ns/net needs CAP_SYS_PTRACE)", arg, err)
+		}
 		return 0, fmt.Errorf("%s: %w", arg, err)
 	}
 	var fs unix.Statfs_t
@@ -91,12 +125,19 @@ func ResolveNetns(arg string) (uint32, error) {
 	return uint32(st.Ino), nil
 }
 
-// errNoSetns marks a namespace the tracer could not enter.
-var errNoSetns = errors.New("cannot enter the namespace")
+// errNoSetns marks a namespace the tracer could not enter; errSetnsDenied
+// one it was not allowed to (no CAP_SYS_ADMIN).
+var (
+	errNoSetns     = errors.New("cannot enter the namespace")
+	errSetnsDenied = errors.New("entering another network namespace needs CAP_SYS_ADMIN")
+)
 
-// inNetns runs f on an OS thread that has entered the namespace at path, and
+// inNetns runs f on an OS thread that is in the namespace at path, and
 // returns the thread to its own namespace afterwards. If it cannot return,
 // the thread stays locked and the runtime drops it when f's goroutine ends.
+// The tracer's own namespace is not entered: setns(2), even into the
+// namespace a thread is in, needs CAP_SYS_ADMIN, and without it the
+// tracer's own sockets are still its to read.
 func inNetns(path string, f func() error) error {
 	errc := make(chan error, 1)
 	go func() {
@@ -111,14 +152,24 @@ func inNetns(path string, f func() error) error {
 		target, err := os.Open(path)
 		if err != nil {
 			runtime.UnlockOSThread()
+			if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
+				err = fmt.Errorf("%v (another user's /proc/PID/ns/net needs CAP_SYS_PTRACE)", err)
+			}
 			errc <- fmt.Errorf("%w %s: %v", errNoSetns, path, err)
 			return
 		}
 		defer target.Close()
+		if sameFile(own, target) {
+			err := f()
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
 		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
 			runtime.UnlockOSThread()
 			if errors.Is(err, unix.EPERM) {
-				err = fmt.Errorf("%v (entering another network namespace needs CAP_SYS_ADMIN)", err)
+				errc <- fmt.Errorf("%w %s: %v (%w)", errNoSetns, path, err, errSetnsDenied)
+				return
 			}
 			errc <- fmt.Errorf("%w %s: %v", errNoSetns, path, err)
 			return
@@ -130,4 +181,14 @@ func inNetns(path string, f func() error) error {
 		errc <- ferr
 	}()
 	return <-errc
+}
+
+// sameFile reports whether two open files are the same inode of the same
+// file system (two handles of one namespace).
+func sameFile(a, b *os.File) bool {
+	var sa, sb unix.Stat_t
+	if unix.Fstat(int(a.Fd()), &sa) != nil || unix.Fstat(int(b.Fd()), &sb) != nil {
+		return false
+	}
+	return sa.Dev == sb.Dev && sa.Ino == sb.Ino
 }

@@ -3,6 +3,7 @@ package tracer
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -252,7 +253,14 @@ func (t *Tracer) attachSyscalls() error {
 				attached = append(attached, l)
 				continue
 			}
-			err = fmt.Errorf("attaching tracepoint syscalls/%s: %w", tp.event, err)
+			var pe *fs.PathError
+			if errors.As(err, &pe) && errors.Is(pe, fs.ErrPermission) {
+				// A tracefs that tcpstate mounted itself (with
+				// CAP_SYS_ADMIN) keeps its files root's.
+				err = fmt.Errorf("attaching tracepoint syscalls/%s: tracefs is mounted, but this process may not read its event files (%w): reading them needs root or CAP_DAC_READ_SEARCH", tp.event, pe)
+			} else {
+				err = fmt.Errorf("attaching tracepoint syscalls/%s: %w", tp.event, err)
+			}
 		}
 		for _, l := range attached {
 			l.Close()

@@ -28,6 +28,15 @@ type Snapshot struct {
 	// could not be entered: their sockets held by a process are still in
 	// Sockets, from the process's files).
 	Namespaces []NetnsScan
+	// ProcessesUnasked counts the processes whose network namespace could
+	// not be looked up (another user's /proc/PID/ns/net, without
+	// CAP_SYS_PTRACE): a namespace only they are in was not walked.
+	// Limits says what that loses.
+	ProcessesUnasked int
+	// ProcessesRefused counts the processes whose namespace could not be
+	// looked up although this process has CAP_SYS_PTRACE (a security
+	// module's refusal; no capability helps).
+	ProcessesRefused int
 	// Seeded counts the sockets whose kernel state this snapshot seeded
 	// (SnapshotOptions.Seed).
 	Seeded int
@@ -41,6 +50,8 @@ type NetnsScan struct {
 	Netns
 	Sockets int    `json:"sockets"`
 	Err     string `json:"error,omitempty"`
+	// NeedsCap names the capability whose lack made Err, if that was it.
+	NeedsCap string `json:"needs_cap,omitempty"`
 }
 
 // OutOfStep is one socket whose state the programs last saw (Tracked) is not
@@ -113,12 +124,17 @@ func (t *Tracer) Snapshot(o SnapshotOptions) (*Snapshot, error) {
 		}
 	}
 
-	namespaces, err := ListNetns()
+	found, err := listNetns()
 	if err != nil {
 		return nil, err
 	}
+	namespaces := found.found
+	s.ProcessesUnasked, s.ProcessesRefused = found.denied, found.deniedAnyway
 	if len(o.Netns) > 0 {
 		namespaces = slices.DeleteFunc(namespaces, func(n Netns) bool { return !slices.Contains(o.Netns, n.Inode) })
+		if len(namespaces) == len(o.Netns) {
+			s.ProcessesUnasked, s.ProcessesRefused = 0, 0 // every namespace asked for was found
+		}
 	}
 	l, err := link.AttachIter(link.IterOptions{Program: t.snapTCP})
 	if err != nil {
@@ -179,6 +195,9 @@ func (t *Tracer) Snapshot(o SnapshotOptions) (*Snapshot, error) {
 		})
 		if err != nil {
 			scan.Err = err.Error()
+			if errors.Is(err, errSetnsDenied) {
+				scan.NeedsCap = "CAP_SYS_ADMIN"
+			}
 		}
 		s.Namespaces = append(s.Namespaces, scan)
 	}

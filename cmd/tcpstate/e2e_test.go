@@ -132,6 +132,8 @@ type traceProc struct {
 	stderr *syncBuffer
 	done   chan struct{}
 	err    error // cmd.Wait's, once done is closed
+	// attached is closed when the process printed its ready line.
+	attached chan struct{}
 }
 
 // startTrace runs `tcpstate trace args...` and waits until it is attached.
@@ -148,12 +150,24 @@ const statsAttachedLine = "tcpstate: counting TCP state transitions in the kerne
 // goes (nil: p.stdout).
 func startTcpstate(t *testing.T, ready string, stdout *os.File, argv ...string) *traceProc {
 	t.Helper()
-	p := &traceProc{t: t, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(argv[0], argv[1:]...)
-	args := argv[1:]
-	p.cmd.Stdout = p.stdout
+	cmd := exec.Command(argv[0], argv[1:]...)
 	if stdout != nil {
-		p.cmd.Stdout = stdout
+		cmd.Stdout = stdout
+	}
+	p := launch(t, cmd, ready)
+	p.waitAttached()
+	return p
+}
+
+// launch starts cmd and returns at once; waitAttached waits for its line
+// ready on stderr. Several tracers can load at the same time. Its standard
+// output goes to p.stdout unless cmd has one.
+func launch(t *testing.T, cmd *exec.Cmd, ready string) *traceProc {
+	t.Helper()
+	p := &traceProc{t: t, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{}), attached: make(chan struct{})}
+	p.cmd = cmd
+	if p.cmd.Stdout == nil {
+		p.cmd.Stdout = p.stdout
 	}
 	errPipe, err := p.cmd.StderrPipe()
 	if err != nil {
@@ -162,7 +176,6 @@ func startTcpstate(t *testing.T, ready string, stdout *os.File, argv ...string) 
 	if err := testnet.StartCmd(p.cmd); err != nil {
 		t.Fatal(err)
 	}
-	attached := make(chan struct{})
 	copied := make(chan struct{})
 	go func() {
 		defer close(copied)
@@ -172,7 +185,7 @@ func startTcpstate(t *testing.T, ready string, stdout *os.File, argv ...string) 
 			line, err := r.ReadString('\n')
 			p.stderr.Write([]byte(line))
 			if strings.TrimSuffix(line, "\n") == ready {
-				once.Do(func() { close(attached) })
+				once.Do(func() { close(p.attached) })
 			}
 			if err != nil {
 				return
@@ -192,14 +205,22 @@ func startTcpstate(t *testing.T, ready string, stdout *os.File, argv ...string) 
 			<-p.done
 		}
 	})
-	select {
-	case <-attached:
-	case <-p.done:
-		t.Fatalf("%v exited before attaching: %v\nstderr:\n%s", args, p.err, p.stderr)
-	case <-time.After(testnet.Scaled(20 * time.Second)):
-		t.Fatalf("%v did not attach within %v\nstderr:\n%s", args, testnet.Scaled(20*time.Second), p.stderr)
-	}
 	return p
+}
+
+// waitAttached waits (at most 20 s, testnet.Scaled) until the process
+// printed its ready line.
+func (p *traceProc) waitAttached() {
+	p.t.Helper()
+	args := p.cmd.Args
+	limit := testnet.Scaled(20 * time.Second)
+	select {
+	case <-p.attached:
+	case <-p.done:
+		p.t.Fatalf("%v exited before attaching: %v\nstderr:\n%s", args, p.err, p.stderr)
+	case <-time.After(limit):
+		p.t.Fatalf("%v did not attach within %v\nstderr:\n%s", args, limit, p.stderr)
+	}
 }
 
 // wait waits (at most timeout, testnet.Scaled) for the process to exit and

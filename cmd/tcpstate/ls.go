@@ -33,11 +33,16 @@ func newLsCmd() *cobra.Command {
 		Long: `List every TCP socket that exists now, one line each: its state, local and
 remote address, the process that owns it and the network namespace it is in.
 Host-wide by default: tcpstate reads the TCP tables of every network namespace
-(it enters each one; that needs CAP_SYS_ADMIN) and every process's open files
-(the processes that hold each socket). Timewait sockets show their substate,
-as ss does (one closed in FIN_WAIT2 stays FIN_WAIT2 until the peer's FIN);
-connections still in their handshake (request sockets) show SYN_RECV. Sockets
-in CLOSE are in no table and are not listed, as ss does not list them.
+and every process's open files (the processes that hold each socket). Its own
+namespace and the open files need only CAP_BPF and CAP_PERFMON; finding the
+namespaces of other users' processes needs CAP_SYS_PTRACE, entering them
+CAP_SYS_ADMIN. Without those, ls lists only the sockets processes hold there
+(no TIME_WAIT, orphans or connections not yet accepted), and says so.
+
+Timewait sockets show their substate, as ss does (one closed in FIN_WAIT2
+stays FIN_WAIT2 until the peer's FIN); connections still in their handshake
+(request sockets) show SYN_RECV. Sockets in CLOSE are in no table and are
+not listed, as ss does not list them.
 
 --state takes the kernel's names and ss's (ESTABLISHED or ESTAB, FIN-WAIT-1,
 TIME-WAIT, ...), and ss's groups: all, connected (all but LISTEN and CLOSE),
@@ -46,8 +51,8 @@ states of minisockets) and big (all but bucket). The other filters are trace's, 
 the listed sockets; --pid matches any process that holds the socket.
 
 The owner is the socket's first holder in pid order (a master before its
-workers, unless pids wrapped between them); -o wide and JSON list every holder. ls needs no tracefs and leaves
-nothing behind; it needs CAP_BPF and CAP_PERFMON.
+workers, unless pids wrapped between them); -o wide and JSON list every
+holder. ls needs no tracefs and leaves nothing behind.
 
 JSON (-o json): one object per socket: state, kind (full, timewait,
 request), family, saddr, sport, daddr, dport, netns, skaddr, uid, inode, pid
@@ -136,14 +141,25 @@ func runLs(o *lsOptions, stdout, stderr io.Writer) error {
 	}
 	for _, want := range netns {
 		if !slices.ContainsFunc(snap.Namespaces, func(n tracer.NetnsScan) bool { return n.Inode == want }) {
-			fmt.Fprintf(stderr, "tcpstate: warning: no process or name (/run/netns) leads to network namespace %d: only its sockets that a process holds are listed\n", want)
+			hint := ""
+			if snap.ProcessesUnasked > 0 {
+				hint = " that this process may look at (without CAP_SYS_PTRACE, other users' /proc/PID/ns/net are closed to it)"
+			}
+			fmt.Fprintf(stderr, "tcpstate: warning: no process or name (/run/netns) leads to network namespace %d%s: only its sockets that a process holds are listed\n", want, hint)
 		}
 	}
-	for _, n := range snap.Namespaces {
-		if n.Err != "" {
-			fmt.Fprintf(stderr, "tcpstate: warning: network namespace %d not read (its sockets that a process holds are listed from the process's files): %s\n", n.Inode, termsafe.String(n.Err))
-		} else if o.verbose {
-			fmt.Fprintf(stderr, "tcpstate: network namespace %d (%s): %d sockets\n", n.Inode, n.Path, n.Sockets)
+	// What could not be read, one line per cause, naming the capability;
+	// each namespace with --verbose.
+	for _, l := range snap.Limits(tracer.LostListed) {
+		fmt.Fprintf(stderr, "tcpstate: warning: %s\n", termsafe.String(l))
+	}
+	if o.verbose {
+		for _, n := range snap.Namespaces {
+			if n.Err != "" {
+				fmt.Fprintf(stderr, "tcpstate: network namespace %d not read: %s\n", n.Inode, termsafe.String(n.Err))
+			} else {
+				fmt.Fprintf(stderr, "tcpstate: network namespace %d (%s): %d sockets\n", n.Inode, n.Path, n.Sockets)
+			}
 		}
 	}
 

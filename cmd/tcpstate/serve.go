@@ -94,9 +94,10 @@ serve attaches no accept hook: it exports no per-process data, so it needs
 no tracefs and costs other system calls nothing; nor does it count per
 owner or per cgroup, so no kernel map grows with the pids and cgroups that
 come and go. Its kernel maps are arrays of fixed size: memory stays flat
-for weeks. It needs CAP_BPF and CAP_PERFMON, and CAP_SYS_ADMIN to enter
-the other network namespaces for the snapshot (without it, only the
-sockets processes hold are seen there).
+for weeks. It needs CAP_BPF and CAP_PERFMON, and for the snapshot of the
+other network namespaces CAP_SYS_PTRACE (to find them in other users'
+/proc/PID/ns/net) and CAP_SYS_ADMIN (to enter them): without them it says
+so at start, and tcpstate_sockets leaves those namespaces out.
 
 Bad flags, a --listen address that is in use or not this host's, and a bad
 --port-label exit with status 2 and one line.`,

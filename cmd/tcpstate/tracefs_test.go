@@ -96,3 +96,49 @@ func mustMode(t *testing.T, path string) os.FileMode {
 	}
 	return st.Mode().Perm()
 }
+
+// TestTracefsMountedWithoutReadAccess: as uid 65534 with CAP_SYS_ADMIN
+// (and CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE: the snapshot says nothing) but
+// no CAP_DAC_READ_SEARCH, where nothing has
+// mounted tracefs, trace mounts it, cannot read the event files of what it
+// mounted (they are root's, mode 0440), says so in one warning naming the
+// capability, runs without the accept hook, and unmounts it at exit. In a
+// mount namespace of its own, as above.
+func TestTracefsMountedWithoutReadAccess(t *testing.T) {
+	testnet.RequireRoot(t)
+	tools := findPrivTools(t)
+	dir := t.TempDir()
+	bin := buildBinary(t, dir)
+	script := `
+set -e
+for d in /sys/kernel/debug/tracing /sys/kernel/tracing /sys/kernel/debug; do
+	while grep -q " $d " /proc/self/mountinfo; do umount -l "$d"; done
+done
+"$0" --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all,+bpf,+perfmon,+sys_admin,+sys_ptrace \
+	--ambient-caps=-all,+bpf,+perfmon,+sys_admin,+sys_ptrace --bounding-set=-all,+bpf,+perfmon,+sys_admin,+sys_ptrace \
+	-- "$1" trace --accept-hook syscalls --port 1 --duration 300ms >/dev/null
+echo "after exit:"
+grep " - tracefs " /proc/self/mountinfo || echo "no tracefs"
+`
+	var out bytes.Buffer
+	cmd := exec.Command(tools.unshare, "-m", "--propagation", "private", "sh", "-c", script, tools.setpriv, bin)
+	cmd.Dir = "/"
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := testnet.RunCmd(cmd); err != nil {
+		t.Fatalf("%v\n%s", err, &out)
+	}
+	var warnings []string
+	for _, l := range strings.Split(out.String(), "\n") {
+		if strings.Contains(l, "warning") {
+			warnings = append(warnings, l)
+		}
+	}
+	if len(warnings) != 1 || !strings.Contains(warnings[0], "keep their listener's owner") ||
+		!strings.Contains(warnings[0], "may not read its event files") || !strings.Contains(warnings[0], "reading them needs root or CAP_DAC_READ_SEARCH") {
+		t.Errorf("warnings %q; want one saying the event files of tracefs may not be read, naming CAP_DAC_READ_SEARCH\n%s", warnings, &out)
+	}
+	after := out.String()[strings.Index(out.String(), "after exit:"):]
+	if !strings.Contains(after, "no tracefs") {
+		t.Errorf("tracefs is still mounted after trace exited:\n%s", &out)
+	}
+}
