@@ -116,8 +116,9 @@ func TestCLICgroups(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 		p.interrupt()
-		// A column that grows (the CAUSE of the listener's close) prints
-		// the header again; every record line is checked under its header.
+		// A column that grows prints the header again (none should here:
+		// CAUSE's first step holds listener_closed); every record line is
+		// checked under its header.
 		lines := strings.Split(strings.TrimSuffix(p.stdout.String(), "\n"), "\n")
 		var records int
 		for _, l := range lines {

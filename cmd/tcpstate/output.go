@@ -62,9 +62,11 @@ func (p *jsonPrinter) appendEvent(buf []byte, e *model.Event, v *model.Verdict) 
 //	LOCAL, REMOTE    21: any IPv4 address and port; 30: any IPv4-mapped IPv6
 //	                 one; 47: any IPv6 one (the two columns share a width)
 //	MS               12: up to 27 hours; 18: any duration
-//	CAUSE            14: reset_received, fin/active, ...; 16: fin/simultaneous;
-//	                 25: timeout/zero_window_probe (model.CloseCause; "-" on
-//	                 every line that is not a ->CLOSE)
+//	CAUSE            16: every cause but the timeouts' (listener_closed,
+//	                 fin/simultaneous, timeout/keepalive, ...); 25:
+//	                 timeout/zero_window_probe, timeout/retransmission
+//	                 (model.CloseCause; "-" on every line that is not a
+//	                 ->CLOSE)
 //	ERROR (wide)     12: ECONNREFUSED, the longest socket error a close has
 //	RST_REASON       20; 40: the kernel's reset reason (Linux 6.10+), escaped
 //	(wide)
@@ -100,7 +102,7 @@ var (
 	commSteps   = []int{16, 32, 64}
 	addrSteps   = []int{21, 30, 47} // 255.255.255.255:65535, [::ffff:255.255.255.255]:65535, [ffff:...:ffff]:65535
 	msSteps     = []int{12, 18}     // 99999999.999, 18446744073709.551 (2^64 ns)
-	causeSteps  = []int{14, 16, 25}
+	causeSteps  = []int{16, 25}
 	reasonSteps = []int{20, 40}
 	cgSteps     = []int{24, 48, 96, 192}
 )

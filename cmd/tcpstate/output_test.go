@@ -100,20 +100,20 @@ func TestOutputExact(t *testing.T) {
 		want []string
 	}{
 		{outTable, []model.Event{e, e, unknown, rst, abort}, []*model.Verdict{ok, gap, nil, ok, ok}, []string{
-			"TIME                PID COMM             LOCAL                 REMOTE                OLD            NEW                   MS CAUSE          VERDICT",
+			"TIME                PID COMM             LOCAL                 REMOTE                OLD            NEW                   MS CAUSE            VERDICT",
 			"15:09:26.123456    4242 curl             127.0.0.1:40312       10.0.0.2:443          ESTABLISHED -> FIN_WAIT1          1.235 -",
-			"15:09:26.123456    4242 curl             127.0.0.1:40312       10.0.0.2:443          ESTABLISHED -> FIN_WAIT1          1.235 -              !! GAP: old state ESTABLISHED, last seen SYN_SENT",
+			"15:09:26.123456    4242 curl             127.0.0.1:40312       10.0.0.2:443          ESTABLISHED -> FIN_WAIT1          1.235 -                !! GAP: old state ESTABLISHED, last seen SYN_SENT",
 			"15:09:26.123456       - -                127.0.0.1:0           10.0.0.2:443          CLOSE       -> SYN_SENT               - -",
 			"15:09:26.123456    4242 curl             127.0.0.1:40312       10.0.0.2:443          ESTABLISHED -> CLOSE              1.235 reset_received",
 			"15:09:26.123456    4242 curl             127.0.0.1:40312       10.0.0.2:443          ESTABLISHED -> CLOSE              1.235 reset_sent",
 		}},
 		{outWide, []model.Event{e, e, unknown, rst, abort}, []*model.Verdict{ok, gap, nil, ok, ok}, []string{
-			"TIME                PID COMM             LOCAL                 REMOTE                OLD            NEW                   MS CAUSE          ERROR        RST_REASON           SKADDR             CPU_PID CPU_COMM         FAMILY OWNER     NETNS      CGROUP                   VERDICT",
-			"15:09:26.123456    4242 curl             127.0.0.1:40312       10.0.0.2:443          ESTABLISHED -> FIN_WAIT1          1.235 -              -            -                    0xffff88810a3c0800      17 ksoftirqd/1      ipv4   known     4026531840 docker:4f797c539e6c",
-			"15:09:26.123456    4242 curl             127.0.0.1:40312       10.0.0.2:443          ESTABLISHED -> FIN_WAIT1          1.235 -              -            -                    0xffff88810a3c0800      17 ksoftirqd/1      ipv4   known     4026531840 docker:4f797c539e6c      !! GAP: old state ESTABLISHED, last seen SYN_SENT",
-			"15:09:26.123456       - -                127.0.0.1:0           10.0.0.2:443          CLOSE       -> SYN_SENT               - -              -            -                    0xffff88810a3c0800      17 ksoftirqd/1      ipv4   unknown   4026531840 id:7021",
-			"15:09:26.123456    4242 curl             127.0.0.1:40312       10.0.0.2:443          ESTABLISHED -> CLOSE              1.235 reset_received ECONNRESET   -                    0xffff88810a3c0800      17 ksoftirqd/1      ipv4   known     4026531840 -",
-			"15:09:26.123456    4242 curl             127.0.0.1:40312       10.0.0.2:443          ESTABLISHED -> CLOSE              1.235 reset_sent     -            TCP_ABORT_ON_CLOSE   0xffff88810a3c0800      17 ksoftirqd/1      ipv4   known     4026531840 -",
+			"TIME                PID COMM             LOCAL                 REMOTE                OLD            NEW                   MS CAUSE            ERROR        RST_REASON           SKADDR             CPU_PID CPU_COMM         FAMILY OWNER     NETNS      CGROUP                   VERDICT",
+			"15:09:26.123456    4242 curl             127.0.0.1:40312       10.0.0.2:443          ESTABLISHED -> FIN_WAIT1          1.235 -                -            -                    0xffff88810a3c0800      17 ksoftirqd/1      ipv4   known     4026531840 docker:4f797c539e6c",
+			"15:09:26.123456    4242 curl             127.0.0.1:40312       10.0.0.2:443          ESTABLISHED -> FIN_WAIT1          1.235 -                -            -                    0xffff88810a3c0800      17 ksoftirqd/1      ipv4   known     4026531840 docker:4f797c539e6c      !! GAP: old state ESTABLISHED, last seen SYN_SENT",
+			"15:09:26.123456       - -                127.0.0.1:0           10.0.0.2:443          CLOSE       -> SYN_SENT               - -                -            -                    0xffff88810a3c0800      17 ksoftirqd/1      ipv4   unknown   4026531840 id:7021",
+			"15:09:26.123456    4242 curl             127.0.0.1:40312       10.0.0.2:443          ESTABLISHED -> CLOSE              1.235 reset_received   ECONNRESET   -                    0xffff88810a3c0800      17 ksoftirqd/1      ipv4   known     4026531840 -",
+			"15:09:26.123456    4242 curl             127.0.0.1:40312       10.0.0.2:443          ESTABLISHED -> CLOSE              1.235 reset_sent       -            TCP_ABORT_ON_CLOSE   0xffff88810a3c0800      17 ksoftirqd/1      ipv4   known     4026531840 -",
 		}},
 		{outJSON, []model.Event{e, e, unknown}, []*model.Verdict{ok, gap, nil}, []string{
 			`{"time":"2025-03-14T15:09:26.123456789Z","ts_ns":5000000123,"skaddr":"0xffff88810a3c0800","pid":4242,"comm":"curl","owner":"known","cpu_pid":17,"cpu_comm":"ksoftirqd/1","family":"ipv4","saddr":"127.0.0.1","sport":40312,"daddr":"10.0.0.2","dport":443,"old":"ESTABLISHED","new":"FIN_WAIT1","old_state_ns":1234567,"last_state":"ESTABLISHED","netns":4026531840,"cgroup_id":5309,"cgroup":"/system.slice/docker-4f797c539e6c745de61a93ca3ff892358ecbcaccd8414d5db545c38428142970.scope","container":"4f797c539e6c745de61a93ca3ff892358ecbcaccd8414d5db545c38428142970","container_runtime":"docker","verdict":"ok"}`,
@@ -444,18 +444,27 @@ func closeFactsOf(old model.State, err model.ErrClass) model.CloseFacts {
 	return model.CloseFacts(old) | model.CloseFacts(err)<<model.FactErrShift
 }
 
-// TestCauseColumnGrows: a cause wider than the column's first step widens
-// it and prints the header again, as every growing column does.
+// TestCauseColumnGrows: the first step holds every cause but the longest
+// timeouts (a listener's close does not print the header again); a wider
+// one widens it and prints the header again, as every growing column does.
 func TestCauseColumnGrows(t *testing.T) {
 	e := outputEvent()
 	e.Old, e.New = model.Closing, model.Close
 	e.CloseFacts = model.CloseFacts(model.Closing) | model.FactClosing
-	got := render(t, outTable, true, []model.Event{outputEvent(), e}, nil)
+	l := outputEvent()
+	l.Old, l.New = model.Listen, model.Close
+	l.CloseFacts = model.CloseFacts(model.Listen)
+	z := outputEvent()
+	z.Old, z.New = model.Established, model.Close
+	z.CloseFacts = closeFactsOf(model.Established, model.ErrTimedOut) | model.CloseFacts(model.TimerProbe0)<<model.FactTimerShift
+	got := render(t, outTable, true, []model.Event{outputEvent(), e, l, z}, nil)
 	want := []string{
-		"TIME                PID COMM             LOCAL                 REMOTE                OLD            NEW                   MS CAUSE          VERDICT",
-		"15:09:26.123456    4242 curl             127.0.0.1:40312       10.0.0.2:443          ESTABLISHED -> FIN_WAIT1          1.235 -",
 		"TIME                PID COMM             LOCAL                 REMOTE                OLD            NEW                   MS CAUSE            VERDICT",
+		"15:09:26.123456    4242 curl             127.0.0.1:40312       10.0.0.2:443          ESTABLISHED -> FIN_WAIT1          1.235 -",
 		"15:09:26.123456    4242 curl             127.0.0.1:40312       10.0.0.2:443          CLOSING     -> CLOSE              1.235 fin/simultaneous",
+		"15:09:26.123456    4242 curl             127.0.0.1:40312       10.0.0.2:443          LISTEN      -> CLOSE              1.235 listener_closed",
+		"TIME                PID COMM             LOCAL                 REMOTE                OLD            NEW                   MS CAUSE                     VERDICT",
+		"15:09:26.123456    4242 curl             127.0.0.1:40312       10.0.0.2:443          ESTABLISHED -> CLOSE              1.235 timeout/zero_window_probe",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("got:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
