@@ -613,6 +613,10 @@ func (t *Tracer) resolveMisses() {
 // misses (find_self ran): then a gap's window of counted loss is exact.
 func (t *Tracer) ExactLoss() bool { return t.exactLoss }
 
+// Rescuing says whether the rescue program runs (Options.RescueNested):
+// without it, Counters.Rescued is 0 because nothing tried.
+func (t *Tracer) Rescuing() bool { return t.rescue != nil }
+
 // hasMember reports whether the kernel's struct name has a member called
 // member.
 func hasMember(spec *btf.Spec, name, member string) bool {

@@ -106,7 +106,7 @@ func TestSummaryHeadline(t *testing.T) {
 	for _, want := range []string{
 		"  delivered:       120 events (120 printed)\n",
 		"  lost, counted:   3 of the events that passed the filters (ring buffer full 3, held-back queue full 0, no held-back queue 0, owner never learnt 0)\n" +
-			"                   recursion misses 48 host-wide, filters or not: the kernel does not say whose (0 nested events rescued)\n",
+			"                   recursion misses 48 host-wide, filters or not: the kernel does not say whose (no rescue program: --rescue-nested)\n",
 		"  missing:         3 transitions without any kernel count (2 in gaps between a socket's events, beyond the counted loss; 1 found by the reconciliation)\n",
 		"  reconciliation:  1 socket out of step at the end, in a snapshot of 17 sockets (1 transition never delivered, 1 of them with no loss counted since the socket's last event)\n",
 		"                   0xffff8881: believed ESTABLISHED, is gone: 1 transition missing; no loss counted since its last event\n",

@@ -325,7 +325,7 @@ func runTrace(ctx context.Context, o *traceOptions, stdout, stderr io.Writer) er
 		Transitions: c.Transitions, Events: h.events, Printed: written, NotWritten: h.printed - written, Output: end,
 		Lost: c.Lost(), LostFiltered: c.LostFiltered(), LostHostWide: c.LostHostWide(),
 		MissingGaps: st.MissingUncounted, MissingEstimate: !t.ExactLoss(),
-		Kernel: c, AcceptHook: t.AcceptHook(), Model: m.Name(), Check: st, Stuck: []socketDoc{},
+		Kernel: c, AcceptHook: t.AcceptHook(), RescueNested: t.Rescuing(), Model: m.Name(), Check: st, Stuck: []socketDoc{},
 	}
 	s.Reconciliation = reconcileDoc{Error: "no snapshot", OutOfStep: []outOfStepDoc{}}
 	switch {
@@ -405,15 +405,18 @@ type traceSummary struct {
 	// beyond what the kernel counted, plus the reconciliation's
 	// missing_uncounted. MissingEstimate: the loss sequence lacks the
 	// recursion misses on this kernel, so some of them may be counted.
-	Missing         uint64             `json:"missing"`
-	MissingGaps     uint64             `json:"missing_gaps"`
-	MissingEstimate bool               `json:"missing_estimate"`
-	Reconciliation  reconcileDoc       `json:"reconciliation"`
-	Kernel          tracer.Counters    `json:"kernel"`
-	AcceptHook      tracer.AcceptHook  `json:"accept_hook"`
-	Model           string             `json:"model"`
-	Check           model.TrackerStats `json:"check"`
-	Stuck           []socketDoc        `json:"stuck"`
+	Missing         uint64            `json:"missing"`
+	MissingGaps     uint64            `json:"missing_gaps"`
+	MissingEstimate bool              `json:"missing_estimate"`
+	Reconciliation  reconcileDoc      `json:"reconciliation"`
+	Kernel          tracer.Counters   `json:"kernel"`
+	AcceptHook      tracer.AcceptHook `json:"accept_hook"`
+	// RescueNested: the rescue program ran (--rescue-nested); without
+	// it kernel.rescued is 0 because nothing tried.
+	RescueNested bool               `json:"rescue_nested"`
+	Model        string             `json:"model"`
+	Check        model.TrackerStats `json:"check"`
+	Stuck        []socketDoc        `json:"stuck"`
 
 	reconcileNote   string
 	snapshotSockets int
@@ -423,7 +426,7 @@ func (s *traceSummary) write(w io.Writer) {
 	c := s.Kernel
 	fmt.Fprintf(w, "\ntcpstate summary\n")
 	fmt.Fprintf(w, "  delivered:       %d events (%d printed%s)\n", s.Events, s.Printed, fmtOutputEnd(s.Output, s.NotWritten, "line", "lines"))
-	fmt.Fprintf(w, "  lost, counted:   %s\n", fmtLost(&c, "                   "))
+	fmt.Fprintf(w, "  lost, counted:   %s\n", fmtLost(&c, s.RescueNested, "                   "))
 	fmt.Fprintf(w, "  missing:         %s\n", fmtMissing(s.Missing, s.MissingGaps, &s.Reconciliation, s.MissingEstimate))
 	fmt.Fprintf(w, "  reconciliation:  %s\n", fmtReconciliation(&s.Reconciliation, s.snapshotSockets, s.reconcileNote))
 	writeOutOfStep(w, &s.Reconciliation)
@@ -454,11 +457,16 @@ func fmtOutputEnd(end outputEnd, n uint64, one, many string) string {
 
 // fmtLost says what the kernel counted lost: the events that had passed
 // the filters, and on a line of its own (indent), the recursion misses,
-// which are the host's.
-func fmtLost(c *tracer.Counters, indent string) string {
+// which are the host's, and what the rescue program saved of them where
+// it ran.
+func fmtLost(c *tracer.Counters, rescue bool, indent string) string {
+	rescued := "no rescue program: --rescue-nested"
+	if rescue {
+		rescued = fmt.Sprintf("%d nested events rescued", c.Rescued)
+	}
 	return fmt.Sprintf("%d of the events that passed the filters (ring buffer full %d, held-back queue full %d, no held-back queue %d, owner never learnt %d)\n"+
-		"%srecursion misses %d host-wide, filters or not: the kernel does not say whose (%d nested events rescued)",
-		c.LostFiltered(), c.RingbufFull, c.HeldOverflow, c.HeldNoSpace, c.UndecidedClosed, indent, c.RecursionMisses, c.Rescued)
+		"%srecursion misses %d host-wide, filters or not: the kernel does not say whose (%s)",
+		c.LostFiltered(), c.RingbufFull, c.HeldOverflow, c.HeldNoSpace, c.UndecidedClosed, indent, c.RecursionMisses, rescued)
 }
 
 // fmtMissing says what is known missing without any count.
