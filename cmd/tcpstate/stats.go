@@ -286,7 +286,7 @@ func runStats(ctx context.Context, o *statsOptions, stdout, stderr io.Writer) er
 			Transitions:  sat(c.Transitions, prevC.Transitions),
 			LostFiltered: sat(c.LostFiltered(), prevC.LostFiltered()),
 			LostHostWide: sat(c.LostHostWide(), prevC.LostHostWide()),
-			Thresholds:   o.stuck.th, Model: m, Cgroups: t.Cgroups().Lookup}
+			Thresholds:   o.stuck.th, Model: m, Cgroups: t.Cgroups().Lookup, Rescuing: t.Rescuing()}
 		socks, err := t.Sockets()
 		if err != nil {
 			fmt.Fprintf(stderr, "tcpstate: warning: %v\n", err)

@@ -36,9 +36,11 @@ type statsReport struct {
 	Reconciliation  *reconcileDoc
 	SnapshotSockets int
 	MissingEstimate bool
-	Stuck           []model.SocketInfo
-	Thresholds      map[model.State]time.Duration
-	Model           *model.Model
+	// Rescuing: the rescue program ran (--rescue-nested).
+	Rescuing   bool
+	Stuck      []model.SocketInfo
+	Thresholds map[model.State]time.Duration
+	Model      *model.Model
 	// Cgroups resolves the per-cgroup counts' ids (nil: shown as ids).
 	Cgroups func(id uint64) *model.CgroupInfo
 }
@@ -81,9 +83,13 @@ func writeStatsTable(w io.Writer, r *statsReport, top int) error {
 		fmt.Fprintf(w, "=== totals %s -> %s (%s): %d transitions counted, %d illegal under model %s ===\n",
 			r.Start.Format("15:04:05"), r.End.Format("15:04:05"), fmtSeconds(span), total, ill, r.Model.Name())
 		if c := r.Kernel; c != nil {
+			rescued := "no rescue program: --rescue-nested"
+			if r.Rescuing {
+				rescued = fmt.Sprintf("%d nested transitions rescued", c.Rescued)
+			}
 			fmt.Fprintf(w, "lost, counted:  %d of the transitions that passed the filters (held-back queue full %d, no held-back queue %d, owner never learnt %d)\n"+
-				"                recursion misses %d host-wide, filters or not: the kernel does not say whose (%d nested transitions rescued)\n",
-				c.LostFiltered(), c.HeldOverflow, c.HeldNoSpace, c.UndecidedClosed, c.RecursionMisses, c.Rescued)
+				"                recursion misses %d host-wide, filters or not: the kernel does not say whose (%s)\n",
+				c.LostFiltered(), c.HeldOverflow, c.HeldNoSpace, c.UndecidedClosed, c.RecursionMisses, rescued)
 		}
 		if rec := r.Reconciliation; rec != nil {
 			est := ""

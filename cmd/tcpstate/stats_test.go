@@ -444,7 +444,7 @@ func TestStatsTables(t *testing.T) {
 	for _, want := range []string{
 		"=== totals 03:04:05 -> 03:04:10 (5.00s): 21 transitions counted, 1 illegal under model linux ===\n",
 		"lost, counted:  0 of the transitions that passed the filters (held-back queue full 0, no held-back queue 0, owner never learnt 0)\n" +
-			"                recursion misses 7 host-wide, filters or not: the kernel does not say whose (0 nested transitions rescued)\n",
+			"                recursion misses 7 host-wide, filters or not: the kernel does not say whose (no rescue program: --rescue-nested)\n",
 		"missing:        2 transitions without any kernel count, found by the reconciliation",
 		"reconciliation: 1 socket out of step at the end, in a snapshot of 40 sockets (2 transitions never delivered, 2 of them with no loss counted since the socket's last event)\n",
 		"0xffff888012340000: believed ESTABLISHED, is LAST_ACK: 2 transitions missing; no loss counted since its last event\n",
