@@ -168,7 +168,7 @@ func (t *Tracer) loadListing() {
 	p, err := t.loadOptional(info.Name)
 	if err != nil {
 		t.features = append(t.features, Feature{Name: "socket listing", Detail: err.Error(), Without: info.Without})
-		t.opts.Warn(fmt.Sprintf("%s: %v", info.Without, err))
+		t.warnLoss(fmt.Sprintf("%s: %v", info.Without, err), err)
 		return
 	}
 	t.dump = p
@@ -186,7 +186,7 @@ func (t *Tracer) loadSnapshot() {
 			t.snapTCP, t.snapFiles = nil, nil
 			info := programInfo(p.name)
 			t.features = append(t.features, Feature{Name: "snapshot", Detail: err.Error(), Without: info.Without})
-			t.opts.Warn(fmt.Sprintf("%s: %v", info.Without, err))
+			t.warnLoss(fmt.Sprintf("%s: %v", info.Without, err), err)
 			return
 		}
 	}
@@ -233,7 +233,7 @@ func (t *Tracer) seed() {
 	if err != nil {
 		info := programInfo("snap_tcp")
 		t.features = append(t.features, Feature{Name: "snapshot at start", Detail: err.Error(), Without: info.Without})
-		t.opts.Warn(fmt.Sprintf("%s: %v", info.Without, err))
+		t.warnLoss(fmt.Sprintf("%s: %v", info.Without, err), err)
 		return
 	}
 	t.startSnap = s
@@ -567,7 +567,7 @@ func (t *Tracer) resolveMisses() {
 	info := programInfo("find_self")
 	fail := func(err error) {
 		t.features = append(t.features, Feature{Name: name, Detail: err.Error(), Without: info.Without})
-		t.opts.Warn(fmt.Sprintf("%s: %v", info.Without, err))
+		t.warnLoss(fmt.Sprintf("%s: %v", info.Without, err), err)
 	}
 	p, err := t.loadOptional("find_self")
 	if err != nil {

@@ -137,6 +137,11 @@ type Options struct {
 	// Warn receives non-fatal problems (for example: no tracefs, so accepted
 	// sockets keep their listener's owner). Nil discards them.
 	Warn func(string)
+	// Lacks receives the warnings of optional parts that this kernel
+	// lacks what they need (a *LacksError: the feature and the Linux
+	// version that has it), which no setting of tcpstate's changes. Nil:
+	// Warn receives them too.
+	Lacks func(string)
 	// Verbose puts the verifier's whole log into a load error.
 	Verbose bool
 }
@@ -156,6 +161,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.Warn == nil {
 		o.Warn = func(string) {}
+	}
+	if o.Lacks == nil {
+		o.Lacks = o.Warn
 	}
 	if o.Info == nil {
 		o.Info = func(string) {}

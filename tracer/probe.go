@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 
@@ -109,6 +110,16 @@ type LacksError struct {
 
 func (e *LacksError) Error() string {
 	return fmt.Sprintf("%s needs %s (%s; this kernel is %s)", e.Program, e.Need.what, e.Need.versions(), kernelRelease())
+}
+
+// warnLoss says that an optional part is lost (msg), to Lacks where err
+// says the kernel lacks what it needs, else to Warn.
+func (t *Tracer) warnLoss(msg string, err error) {
+	if _, ok := errors.AsType[*LacksError](err); ok {
+		t.opts.Lacks(msg)
+		return
+	}
+	t.opts.Warn(msg)
 }
 
 // probe returns a *LacksError for the first need of program the kernel

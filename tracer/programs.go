@@ -276,7 +276,12 @@ func (t *Tracer) attachSyscalls() error {
 // 6.10), and the receive hook.
 func (t *Tracer) attachResets() {
 	const name = "reset marks"
-	var active, missing []string
+	var active []string
+	type loss struct {
+		msg string
+		err error
+	}
+	var missing []loss
 	attach := func(prog string) error {
 		p, err := t.loadOptional(prog)
 		if err != nil {
@@ -292,20 +297,22 @@ func (t *Tracer) attachResets() {
 	}
 	if err := attach("handle_send_reset"); err != nil {
 		if err1 := attach("handle_send_reset_v1"); err1 != nil {
-			missing = append(missing, programInfo("handle_send_reset_v1").Without+": "+err.Error())
+			missing = append(missing, loss{programInfo("handle_send_reset_v1").Without + ": " + err.Error(), err1})
 		} else {
-			missing = append(missing, programInfo("handle_send_reset").Without+": "+err.Error())
+			missing = append(missing, loss{programInfo("handle_send_reset").Without + ": " + err.Error(), err})
 		}
 	}
 	if err := attach("handle_receive_reset"); err != nil {
-		missing = append(missing, programInfo("handle_receive_reset").Without+": "+err.Error())
+		missing = append(missing, loss{programInfo("handle_receive_reset").Without + ": " + err.Error(), err})
 	}
+	var without []string
 	for _, m := range missing {
-		t.opts.Warn(m)
+		t.warnLoss(m.msg, m.err)
+		without = append(without, m.msg)
 	}
 	f := Feature{Name: name, Active: len(active) > 0, Detail: strings.Join(active, ", ")}
 	if len(missing) > 0 {
-		f.Without = strings.Join(missing, "; ")
+		f.Without = strings.Join(without, "; ")
 	}
 	t.features = append(t.features, f)
 }
