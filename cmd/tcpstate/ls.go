@@ -32,23 +32,25 @@ func newLsCmd() *cobra.Command {
 		Short: "List every TCP socket of the host, like ss -tanp, in every network namespace",
 		Long: `List every TCP socket that exists now, one line each: its state, local and
 remote address, the process that owns it and the network namespace it is in.
-Host-wide by default: tcpstate reads the TCP tables of every network namespace
-and every process's open files (the processes that hold each socket). Its own
-namespace and the open files need only CAP_BPF and CAP_PERFMON; finding the
-namespaces of other users' processes needs CAP_SYS_PTRACE, entering them
-CAP_SYS_ADMIN. Without those, ls lists only the sockets processes hold there
-(no TIME_WAIT, orphans or connections not yet accepted), and says so.
+Host-wide by default: tcpstate reads the TCP tables of every network
+namespace and every process's open files (the processes that hold each
+socket). Its own namespace and the open files need only CAP_BPF and
+CAP_PERFMON; finding the namespaces of other users' processes needs
+CAP_SYS_PTRACE, entering them CAP_SYS_ADMIN. Without those, ls lists only
+the sockets processes hold there (no TIME_WAIT, orphans or connections not
+yet accepted), and says so.
 
 Timewait sockets show their substate, as ss does (one closed in FIN_WAIT2
 stays FIN_WAIT2 until the peer's FIN); connections still in their handshake
 (request sockets) show SYN_RECV. Sockets in CLOSE are in no table and are
 not listed, as ss does not list them.
 
---state takes the kernel's names and ss's (ESTABLISHED or ESTAB, FIN-WAIT-1,
-TIME-WAIT, ...), and ss's groups: all, connected (all but LISTEN and CLOSE),
-synchronized (connected but SYN_SENT), bucket (TIME_WAIT and SYN_RECV: the
-states of minisockets) and big (all but bucket). The other filters are trace's, applied to
-the listed sockets; --pid matches any process that holds the socket.
+--state takes the kernel's names and ss's (ESTABLISHED or ESTAB,
+FIN-WAIT-1, TIME-WAIT, ...), and ss's groups: all, connected (all but
+LISTEN and CLOSE), synchronized (connected but SYN_SENT), bucket
+(TIME_WAIT and SYN_RECV: the states of minisockets) and big (all but
+bucket). The other filters are trace's, applied to the listed sockets;
+--pid matches any process that holds the socket.
 
 The owner is the socket's first holder in pid order (a master before its
 workers, unless pids wrapped between them); -o wide and JSON list every
@@ -78,6 +80,7 @@ no process holds it), holders ([{pid, comm, fd}], [] when none).
 		},
 	}
 	f := cmd.Flags()
+	o.filterFlags.listing = true // --state and --pid worded for a listing
 	o.filterFlags.register(f)
 	choiceVarP(f, &o.output, "output", "o", outTable, []string{outTable, outWide, outJSON}, "output: table, wide (adds kind, uid, inode, skaddr, cgroup or container, and every holder) or json (one object per line)")
 	f.BoolVar(&o.summary, "summary", false, "print only the number of sockets in each state")
