@@ -84,7 +84,7 @@ no process holds it), holders ([{pid, comm, fd}], [] when none).
 	o.filterFlags.register(f)
 	choiceVarP(f, &o.output, "output", "o", outTable, []string{outTable, outWide, outJSON}, "output: table, wide (adds kind, uid, inode, skaddr, cgroup or container, and every holder) or json (one object per line)")
 	f.BoolVar(&o.summary, "summary", false, "print only the number of sockets in each state")
-	f.BoolVar(&o.verbose, "verbose", false, "print the verifier's full log if the kernel rejects a program, and the namespaces read")
+	f.BoolVar(&o.verbose, "verbose", false, "print the verifier's full log if the kernel rejects a program, the namespaces read, and where socket cgroups are resolved")
 	return cmd
 }
 
