@@ -19,7 +19,7 @@ enum event_flag {
 	EVF_ACTIVE = 0x40,         /* the socket connect()ed: it went through SYN_SENT */
 	EVF_CPU_TASK = 0x80,       /* cpu_pid/cpu_comm were read */
 	EVF_AGE_AT_LEAST = 0x100,  /* age_ns counts from the snapshot: the socket is older */
-	EVF_COUNTS = 0x200,        /* bytes_acked..srtt_us were read (a ->CLOSE, Linux 6.2+) */
+	EVF_COUNTS = 0x200,        /* bytes_acked..srtt_us were read (a ->CLOSE, not a listener's) */
 };
 
 /* One state transition. Naturally aligned, never packed. Integers are in

@@ -80,7 +80,8 @@ const (
 	// existed before): a lower bound.
 	FlagAgeAtLeast uint16 = 1 << 8
 	// FlagCounts: BytesAcked, BytesReceived, TotalRetrans and SrttUs were
-	// read (a ->CLOSE of a connection, on Linux 6.2 or later).
+	// read: every ->CLOSE but a listener's, on every kernel (probe reads
+	// before Linux 6.2).
 	FlagCounts uint16 = 1 << 9
 )
 

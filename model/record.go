@@ -40,7 +40,7 @@ import (
 //	              of SO_LINGER 0, connect(AF_UNSPEC) and a close with unread data follow the close: none); omitted when none
 //	close_facts   at -> CLOSE: the facts the cause was decided from (model.CloseFacts)
 //	bytes_acked, bytes_received, retransmits, srtt_us  at -> CLOSE: the connection's counts, null when the
-//	              kernel could not read them (before Linux 6.2); the bytes are data only (Event.BytesAcked)
+//	              kernel did not read them (a listener's close); the bytes are data only (Event.BytesAcked)
 //	age_ns        at -> CLOSE: nanoseconds since its birth; null when unknown
 //	age_at_least  at -> CLOSE: true when the socket existed before tracing began (age_ns counts from then)
 //	loss_seq      events the kernel had counted lost, host-wide, when it handled this one

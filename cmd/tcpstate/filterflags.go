@@ -22,8 +22,13 @@ type filterFlags struct {
 	states                []string
 	// listing: the command lists sockets (ls), whose --state selects
 	// sockets by their state, TIME_WAIT and ss's groups included; it
-	// parses --state itself (lsStates), and apply leaves it alone.
-	listing    bool
+	// parses --state itself (lsStates), and apply leaves it alone. Its
+	// --pid matches any process that holds the socket (lsSelect).
+	listing bool
+	// closing: the command prints connections as they close (life): the
+	// kernel sends only ->CLOSE, so --state keeps the connections that
+	// closed from that state.
+	closing    bool
 	cgroups    []string
 	containers []string
 	netns      []string
@@ -31,19 +36,34 @@ type filterFlags struct {
 	findCgroupFS func() (tracer.CgroupFS, error)
 }
 
-// register defines the filter flags on f.
+// register defines the filter flags on f, --state and --pid worded for
+// the command (listing and closing are set before).
 func (ff *filterFlags) register(f *pflag.FlagSet) {
 	ff.fs = f
+	pidHelp := "only sockets owned by this process id"
+	stateHelp := "only transitions into or out of this state (ESTABLISHED, SYN_SENT, CLOSE_WAIT, ...; ss's names such as ESTAB or FIN-WAIT-1 too)"
+	switch {
+	case ff.listing:
+		pidHelp = "only sockets this process id holds open (any of their holders, not only the owner shown)"
+		stateHelp = "only sockets in this state (ESTABLISHED, TIME_WAIT, CLOSE_WAIT, ...; ss's names such as ESTAB or FIN-WAIT-1 too) or in one of ss's groups: all, connected, synchronized, bucket, big"
+	case ff.closing:
+		pidHelp = "only connections owned by this process id (the owner life prints, not the task on the CPU at the close)"
+		stateHelp = "only connections that closed from this state, their last before CLOSE (ESTABLISHED, SYN_SENT, LAST_ACK, FIN_WAIT2, ...; ss's names such as ESTAB or LAST-ACK too)"
+	}
 	f.StringSliceVar(&ff.ports, "port", nil, "only sockets with this local or remote port (repeat or comma-separate for several)")
 	f.StringSliceVar(&ff.lports, "lport", nil, "only sockets with this local port")
 	f.StringSliceVar(&ff.rports, "rport", nil, "only sockets with this remote port")
-	f.StringSliceVar(&ff.pids, "pid", nil, "only sockets owned by this process id")
+	f.StringSliceVar(&ff.pids, "pid", nil, pidHelp)
 	f.BoolVarP(&ff.ipv4, "ipv4", "4", false, "only IPv4 sockets")
 	f.BoolVarP(&ff.ipv6, "ipv6", "6", false, "only IPv6 sockets (IPv4-mapped addresses included)")
-	f.StringSliceVar(&ff.states, "state", nil, "only transitions into or out of this state (ESTABLISHED, SYN_SENT, CLOSE_WAIT, ...; ss's names such as ESTAB or FIN-WAIT-1 too)")
+	f.StringSliceVar(&ff.states, "state", nil, stateHelp)
 	f.StringArrayVar(&ff.cgroups, "cgroup", nil, "only sockets of the cgroup v2 at `PATH` or below it: its path from the cgroup2 root, as /proc/PID/cgroup shows it (/system.slice/nginx.service), or its directory; a socket's cgroup is the one its creator was in (repeat for several)")
-	f.StringSliceVar(&ff.containers, "container", nil, "only sockets of the container `ID`: its id or 4 or more of its first hex digits (docker, containerd, cri-o, podman), a systemd service's name (nginx.service), or a Kubernetes pod's uid, as their cgroup paths name them; "+
-		"looked for again every second, so a container that starts or restarts later is followed from then on (its sockets created before are not traced)")
+	containerHelp := "only sockets of the container `ID`: its id or 4 or more of its first hex digits (docker, containerd, cri-o, podman), a systemd service's name (nginx.service), or a Kubernetes pod's uid, as their cgroup paths name them"
+	if !ff.listing {
+		// A listing looks once, at every socket there is.
+		containerHelp += "; looked for again every second, so a container that starts or restarts later is followed from then on (its sockets created before are not traced)"
+	}
+	f.StringSliceVar(&ff.containers, "container", nil, containerHelp)
 	f.StringSliceVar(&ff.netns, "netns", nil, "only sockets of the network namespace `NETNS`: its inode number (as in /proc/PID/ns/net, net:[INODE] too) or a path: /run/netns/NAME, /proc/PID/ns/net")
 }
 

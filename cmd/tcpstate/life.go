@@ -49,22 +49,25 @@ retransmitted, its smoothed round-trip time, and why it ended:
   listener_closed   a listening socket closed (with --listeners)
 
 The counts are read in the kernel at the socket's -> CLOSE (tcp_sock's
-bytes_acked, bytes_received, total_retrans, srtt_us; they need Linux 6.2's
-bpf_rdonly_cast: "-" in the table and null in JSON on older kernels): no event per packet, and only
-the close crosses to user space. A connection that existed before
-life started is known from the snapshot taken at start: its duration counts
-from then (">=" in the table, "duration_at_least" in JSON).
+bytes_acked, bytes_received, total_retrans, srtt_us), on every kernel
+tcpstate runs on (plain loads from Linux 6.2, probe reads before): no
+event per packet, and only the close crosses to user space. A listener
+has none: with --listeners its line shows "-" and its JSON null. A
+connection that existed before life started is known from the snapshot
+taken at start: its duration counts from then (">=" in the table,
+"duration_at_least" in JSON).
 
-The filters are trace's and run in the kernel. Listeners are left out
-unless --listeners. The summary on stderr counts what was lost, by cause.
+The filters are trace's and run in the kernel; --state keeps the
+connections that closed from that state. Listeners are left out unless
+--listeners. The summary on stderr counts what was lost, by cause.
 
 JSON (-o json): one object per connection: time (its close, RFC 3339),
 pid, comm (its owner), family, saddr, sport, daddr, dport, netns,
 duration_ns (null when unknown), duration_at_least, bytes_acked,
-bytes_received, retransmits, srtt_us (the four null when not read), cause, cause_detail (fin's side or
-timeout's timer, "" when none), error (the socket error's name, "" when
-none), reset_reason (the kernel's reason for a reset it sent, Linux 6.10+,
-"" when none).`,
+bytes_received, retransmits, srtt_us (the four null for a listener),
+cause, cause_detail (fin's side or timeout's timer, "" when none), error
+(the socket error's name, "" when none), reset_reason (the kernel's
+reason for a reset it sent, Linux 6.10+, "" when none).`,
 		Example: `  sudo tcpstate life
   sudo tcpstate life --port 443 -o json
   sudo tcpstate life --pid 1234 --duration 1m`,
@@ -74,6 +77,7 @@ none), reset_reason (the kernel's reason for a reset it sent, Linux 6.10+,
 		},
 	}
 	f := cmd.Flags()
+	o.filterFlags.closing = true // --state and --pid worded for closes
 	o.filterFlags.register(f)
 	o.kernel.register(f)
 	choiceVarP(f, &o.output, "output", "o", outTable, []string{outTable, outJSON}, "output: table or json (one object per connection)")

@@ -187,7 +187,7 @@ func TestLife(t *testing.T) {
 	}
 }
 
-func mustLocalPort(t *testing.T, ns *testnet.NS, fd int) uint16 {
+func mustLocalPort(t *testing.T, ns testnet.Sockets, fd int) uint16 {
 	t.Helper()
 	ap, err := ns.LocalAddr(fd)
 	if err != nil {

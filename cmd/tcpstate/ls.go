@@ -32,32 +32,43 @@ func newLsCmd() *cobra.Command {
 		Short: "List every TCP socket of the host, like ss -tanp, in every network namespace",
 		Long: `List every TCP socket that exists now, one line each: its state, local and
 remote address, the process that owns it and the network namespace it is in.
-Host-wide by default: tcpstate reads the TCP tables of every network namespace
-and every process's open files (the processes that hold each socket). Its own
-namespace and the open files need only CAP_BPF and CAP_PERFMON; finding the
-namespaces of other users' processes needs CAP_SYS_PTRACE, entering them
-CAP_SYS_ADMIN. Without those, ls lists only the sockets processes hold there
-(no TIME_WAIT, orphans or connections not yet accepted), and says so.
+Host-wide by default: tcpstate reads the TCP tables of every network
+namespace and every process's open files (the processes that hold each
+socket). Its own namespace and the open files need only CAP_BPF and
+CAP_PERFMON; finding the namespaces of other users' processes needs
+CAP_SYS_PTRACE, entering them CAP_SYS_ADMIN. Without those, ls lists only
+the sockets processes hold there (no TIME_WAIT, orphans or connections not
+yet accepted), and says so.
 
 Timewait sockets show their substate, as ss does (one closed in FIN_WAIT2
 stays FIN_WAIT2 until the peer's FIN); connections still in their handshake
 (request sockets) show SYN_RECV. Sockets in CLOSE are in no table and are
 not listed, as ss does not list them.
 
---state takes the kernel's names and ss's (ESTABLISHED or ESTAB, FIN-WAIT-1,
-TIME-WAIT, ...), and ss's groups: all, connected (all but LISTEN and CLOSE),
-synchronized (connected but SYN_SENT), bucket (TIME_WAIT and SYN_RECV: the
-states of minisockets) and big (all but bucket). The other filters are trace's, applied to
-the listed sockets; --pid matches any process that holds the socket.
+--state takes the kernel's names and ss's (ESTABLISHED or ESTAB,
+FIN-WAIT-1, TIME-WAIT, ...), and ss's groups: all, connected (all but
+LISTEN and CLOSE), synchronized (connected but SYN_SENT), bucket
+(TIME_WAIT and SYN_RECV: the states of minisockets) and big (all but
+bucket). The other filters are trace's, applied to the listed sockets;
+--pid matches any process that holds the socket.
 
 The owner is the socket's first holder in pid order (a master before its
 workers, unless pids wrapped between them); -o wide and JSON list every
 holder. ls needs no tracefs and leaves nothing behind.
 
+A socket's cgroup is the cgroup v2 its creator was in (a request
+socket's: its listener's, which the connection will have); -o wide shows
+it as trace does: the container its path names (docker:ID, podman:ID,
+systemd:UNIT, ...), else the path, else id:N when it could not be
+resolved. A timewait socket keeps no cgroup: "-", absent from JSON, and
+--cgroup and --container leave it out.
+
 JSON (-o json): one object per socket: state, kind (full, timewait,
-request), family, saddr, sport, daddr, dport, netns, skaddr, uid, inode, pid
-and comm (0 and "" when no process holds it), holders ([{pid, comm, fd}],
-[] when none). --summary prints only the count per state.`,
+request), family, saddr, sport, daddr, dport, netns, cgroup_id, cgroup,
+container, container_runtime, pod_uid (as in trace's record: each absent
+when none or not known), skaddr, uid, inode, pid and comm (0 and "" when
+no process holds it), holders ([{pid, comm, fd}], [] when none).
+--summary prints only the count per state.`,
 		Example: `  sudo tcpstate ls
   sudo tcpstate ls --state established --port 443
   sudo tcpstate ls --netns /run/netns/blue -o wide
@@ -69,10 +80,11 @@ and comm (0 and "" when no process holds it), holders ([{pid, comm, fd}],
 		},
 	}
 	f := cmd.Flags()
+	o.filterFlags.listing = true // --state and --pid worded for a listing
 	o.filterFlags.register(f)
-	choiceVarP(f, &o.output, "output", "o", outTable, []string{outTable, outWide, outJSON}, "output: table, wide (adds kind, uid, inode, skaddr and every holder) or json (one object per line)")
+	choiceVarP(f, &o.output, "output", "o", outTable, []string{outTable, outWide, outJSON}, "output: table, wide (adds kind, uid, inode, skaddr, cgroup or container, and every holder) or json (one object per line)")
 	f.BoolVar(&o.summary, "summary", false, "print only the number of sockets in each state")
-	f.BoolVar(&o.verbose, "verbose", false, "print the verifier's full log if the kernel rejects a program, and the namespaces read")
+	f.BoolVar(&o.verbose, "verbose", false, "print the verifier's full log if the kernel rejects a program, the namespaces read, and where socket cgroups are resolved")
 	return cmd
 }
 
@@ -135,6 +147,9 @@ func runLs(o *lsOptions, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer t.Close()
+	// -o wide and JSON name each socket's cgroup: say so when the host
+	// has no cgroup2 mount to name them from.
+	cgroupNotes(stderr, t, o.output != outTable && !o.summary, o.verbose)
 	snap, err := t.Snapshot(tracer.SnapshotOptions{Netns: netns})
 	if err != nil {
 		return err
@@ -245,14 +260,22 @@ func nameCell(s string) lsCell {
 	return lsCell{string(b), w}
 }
 
+// cgroupCell is the socket's cgroup as trace's CGROUP column shows it
+// (appendCgroupLabel): its container, else its path, else its id, "-"
+// when it has none (a timewait socket).
+func cgroupCell(s *model.SocketInfo) lsCell {
+	b, w := appendCgroupLabel(nil, s.Cgroup, s.CgroupID)
+	return lsCell{string(b), w}
+}
+
 // writeLsTable prints the sockets in aligned columns: every row is known
 // before the first is printed, so each column is as wide as its widest cell.
 func writeLsTable(w io.Writer, socks []model.SocketInfo, wide bool) {
 	header := []string{"STATE", "LOCAL", "REMOTE", "PID", "COMM", "NETNS"}
 	right := []bool{false, false, false, true, false, true}
 	if wide {
-		header = append(header, "KIND", "UID", "INODE", "SKADDR", "HOLDERS")
-		right = append(right, false, true, true, false, false)
+		header = append(header, "KIND", "UID", "INODE", "SKADDR", "CGROUP", "HOLDERS")
+		right = append(right, false, true, true, false, false, false)
 	}
 	rows := make([][]lsCell, 0, len(socks)+1)
 	hdr := make([]lsCell, len(header))
@@ -278,7 +301,7 @@ func writeLsTable(w io.Writer, socks []model.SocketInfo, wide bool) {
 				holders = plainCell("-")
 			}
 			row = append(row, plainCell(s.Kind.String()), plainCell(strconv.FormatUint(uint64(s.Uid), 10)),
-				plainCell(strconv.FormatUint(s.Inode, 10)), plainCell("0x"+strconv.FormatUint(s.Skaddr, 16)), holders)
+				plainCell(strconv.FormatUint(s.Inode, 10)), plainCell("0x"+strconv.FormatUint(s.Skaddr, 16)), cgroupCell(s), holders)
 		}
 		rows = append(rows, row)
 	}
@@ -332,20 +355,29 @@ func writeLsSummary(w io.Writer, socks []model.SocketInfo) {
 
 // lsJSON is one socket of ls -o json.
 type lsJSON struct {
-	State   string         `json:"state"`
-	Kind    string         `json:"kind"`
-	Family  string         `json:"family"`
-	Saddr   string         `json:"saddr"`
-	Sport   uint16         `json:"sport"`
-	Daddr   string         `json:"daddr"`
-	Dport   uint16         `json:"dport"`
-	Netns   uint32         `json:"netns"`
-	Skaddr  string         `json:"skaddr"`
-	Uid     uint32         `json:"uid"`
-	Inode   uint64         `json:"inode"`
-	Pid     uint32         `json:"pid"`
-	Comm    string         `json:"comm"`
-	Holders []model.Holder `json:"holders"`
+	State  string `json:"state"`
+	Kind   string `json:"kind"`
+	Family string `json:"family"`
+	Saddr  string `json:"saddr"`
+	Sport  uint16 `json:"sport"`
+	Daddr  string `json:"daddr"`
+	Dport  uint16 `json:"dport"`
+	Netns  uint32 `json:"netns"`
+	// The socket's own cgroup, as in trace's record: its id (absent when
+	// the kernel recorded none: a timewait socket), its path (absent when
+	// not resolved), the container and pod the path names (absent when
+	// none).
+	CgroupID         uint64         `json:"cgroup_id,omitempty"`
+	Cgroup           string         `json:"cgroup,omitempty"`
+	Container        string         `json:"container,omitempty"`
+	ContainerRuntime string         `json:"container_runtime,omitempty"`
+	PodUID           string         `json:"pod_uid,omitempty"`
+	Skaddr           string         `json:"skaddr"`
+	Uid              uint32         `json:"uid"`
+	Inode            uint64         `json:"inode"`
+	Pid              uint32         `json:"pid"`
+	Comm             string         `json:"comm"`
+	Holders          []model.Holder `json:"holders"`
 }
 
 func appendLsJSON(buf []byte, s *model.SocketInfo) []byte {
@@ -353,7 +385,10 @@ func appendLsJSON(buf []byte, s *model.SocketInfo) []byte {
 		State: s.State.String(), Kind: s.Kind.String(), Family: s.Family.String(),
 		Saddr: s.Saddr.String(), Sport: s.Sport, Daddr: s.Daddr.String(), Dport: s.Dport,
 		Netns: s.Netns, Skaddr: "0x" + strconv.FormatUint(s.Skaddr, 16), Uid: s.Uid, Inode: s.Inode,
-		Holders: s.Holders,
+		Holders: s.Holders, CgroupID: s.CgroupID,
+	}
+	if cg := s.Cgroup; cg != nil {
+		j.Cgroup, j.Container, j.ContainerRuntime, j.PodUID = cg.Path, cg.Container.ID, cg.Container.Runtime, cg.Container.PodUID
 	}
 	if j.Holders == nil {
 		j.Holders = []model.Holder{}

@@ -300,15 +300,22 @@ func (p *tablePrinter) appendLine(buf []byte, e *model.Event, v *model.Verdict) 
 	return append(trimRight(buf), '\n')
 }
 
-// appendCgroup writes the socket's cgroup, left-aligned in the CGROUP
-// column and one space: its container ("docker:4f797c539e6c",
+// appendCgroup writes the socket's cgroup (appendCgroupLabel),
+// left-aligned in the CGROUP column and one space.
+func (p *tablePrinter) appendCgroup(buf []byte, e *model.Event) []byte {
+	buf, n := appendCgroupLabel(buf, e.Cgroup, e.CgroupID)
+	return fill(buf, p.fit(&p.cgroup, n)-n+1)
+}
+
+// appendCgroupLabel writes what a table's CGROUP cell shows of a socket's
+// cgroup (cg: what its id resolved to, nil when not) and returns its width
+// on a terminal: its container ("docker:4f797c539e6c",
 // "systemd:nginx.service"), else its path, else its id ("id:5309") when it
 // was not resolved, "-" when the kernel recorded none. Escaped by
 // termsafe: a cgroup is named by whoever made it. Built from its parts,
-// without a string per event.
-func (p *tablePrinter) appendCgroup(buf []byte, e *model.Event) []byte {
+// without a string per event. trace's and ls's tables share it.
+func appendCgroupLabel(buf []byte, cg *model.CgroupInfo, id uint64) ([]byte, int) {
 	n, w := 0, 0
-	cg := e.Cgroup
 	switch {
 	case cg != nil && cg.Container.ID != "":
 		rt := cg.Container.Runtime
@@ -325,16 +332,16 @@ func (p *tablePrinter) appendCgroup(buf []byte, e *model.Event) []byte {
 		n = 4 + w
 	case cg != nil && cg.Path != "":
 		buf, n = termsafe.Append(buf, cg.Path)
-	case e.CgroupID != 0:
+	case id != 0:
 		start := len(buf)
 		buf = append(buf, "id:"...)
-		buf = strconv.AppendUint(buf, e.CgroupID, 10)
+		buf = strconv.AppendUint(buf, id, 10)
 		n = len(buf) - start
 	default:
 		buf = append(buf, '-')
 		n = 1
 	}
-	return fill(buf, p.fit(&p.cgroup, n)-n+1)
+	return buf, n
 }
 
 // appendNum writes v right-aligned in column c.

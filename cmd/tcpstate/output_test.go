@@ -185,8 +185,14 @@ func fields(line string) []field {
 // reasons and "-" cells have no spaces, so fields split cleanly.
 func checkAligned(t *testing.T, header string, lines []string) {
 	t.Helper()
+	checkColumns(t, header, lines, map[string]bool{"PID": true, "MS": true, "CPU_PID": true})
+}
+
+// checkColumns is checkAligned for a table whose right-aligned columns are
+// right (ls's).
+func checkColumns(t *testing.T, header string, lines []string, right map[string]bool) {
+	t.Helper()
 	names := fields(header)
-	right := map[string]bool{"PID": true, "MS": true, "CPU_PID": true}
 	for _, line := range lines {
 		cols := fields(line)
 		for k, name := range names {
