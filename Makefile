@@ -8,6 +8,8 @@ BENCHFLAGS ?=
 KERNELS  ?= 6.1 6.12
 HOST     ?= 1
 KERNELFLAGS ?=
+# sudo for a user, nothing for root (who may have no sudo: Debian installs none).
+SUDO     ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # What --version prints: the release (a git tag, else devel) and the commit.
 VERSION  ?= $(shell git describe --tags --dirty 2>/dev/null || echo devel)
 COMMIT   ?= $(shell git describe --always --dirty --abbrev=40 --match=NONE 2>/dev/null)
@@ -30,8 +32,8 @@ check-generate: generate ## fail if the committed BPF objects do not match their
 	@git diff --exit-code -- tracer/ || { echo "committed BPF objects differ from bpf/ source: run 'make generate' and commit" >&2; exit 1; }
 	@test -z "$$(git status --porcelain -- tracer/)" || { git status --porcelain -- tracer/; echo "untracked generated files: run 'make generate' and commit" >&2; exit 1; }
 
-test: ## all tests; the privileged ones run the test binaries as root through sudo
-	$(GO) test -exec sudo -count=1 ./...
+test: ## all tests; the privileged ones run the test binaries as root (through sudo unless you are root)
+	$(GO) test -exec "$(SUDO)" -count=1 ./...
 
 test-unit: ## only what needs no root (privileged tests skip)
 	$(GO) test -count=1 ./...

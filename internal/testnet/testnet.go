@@ -87,7 +87,7 @@ func RequireRoot(t testing.TB) {
 	if len(missing) == 0 {
 		return
 	}
-	msg := fmt.Sprintf("needs root (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN): run go test -exec sudo ./... (this process lacks %s)",
+	msg := fmt.Sprintf("needs root (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN): run go test -exec sudo ./... as a user, go test ./... as root (this process lacks %s)",
 		strings.Join(missing, ", "))
 	if os.Getenv("CI") == "true" {
 		t.Fatal(msg + "; CI=true, so this is a failure, not a skip")
