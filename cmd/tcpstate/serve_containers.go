@@ -127,7 +127,7 @@ func newContainerLabels(src containerSource, names cgroupNamer, max int) *contai
 			"host (a cgroup that names no container), unknown (not resolved: removed before a scrape named it), other (past --label-container-max); pod_uid for Kubernetes.",
 		lv, nil)
 	c.d.opened = prometheus.NewDesc("tcpstate_container_sockets_opened_total",
-		"TCP sockets born (connect, listen, a connection accepted) by the container of their cgroup, as tcpstate_container_transitions_total labels them.",
+		"TCP sockets born (connect(), or a connection accepted: a listener's child; listeners are not counted) by the container of their cgroup, as tcpstate_container_transitions_total labels them.",
 		lv, nil)
 	c.d.uncounted = prometheus.NewDesc("tcpstate_container_uncounted_transitions_total",
 		"Transitions not counted by container because the kernel's per-cgroup map was full (they are in tcpstate_transitions_total).", nil, nil)

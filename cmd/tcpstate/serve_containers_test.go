@@ -1,6 +1,9 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"io"
 	"maps"
 	"slices"
 	"strings"
@@ -10,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tcpstate/tcpstate/model"
+	"github.com/tcpstate/tcpstate/tracer"
 )
 
 // fakeCgroups is a kernel per-cgroup map and a resolver: ids to counts,
@@ -253,5 +257,18 @@ func TestContainerLabelFor(t *testing.T) {
 		if len(name) > maxContainerLabel {
 			t.Errorf("%q: label of %d bytes", c.path, len(name))
 		}
+	}
+}
+
+// On a host without cgroup2 --label-container is refused before anything
+// is loaded, as --cgroup is: the host is at fault, exit status 1, one line.
+func TestServeLabelContainerNoCgroup2(t *testing.T) {
+	o := &serveOptions{listen: defaultServeListen, stuck: newStuckFlag(), snapEvery: defaultSnapshotEvery, model: model.DefaultModelName,
+		containerMax: defaultLabelContainerMax, labelContainers: true,
+		findCgroupFS: func() (tracer.CgroupFS, error) { return tracer.CgroupFS{V1: []string{"/sys/fs/cgroup/cpu"}}, nil }}
+	err := runServe(context.Background(), o, io.Discard)
+	var usage *usageError
+	if err == nil || errors.As(err, &usage) || !errors.Is(err, tracer.ErrNoCgroup2) || !strings.HasPrefix(err.Error(), "--label-container: no cgroup2 file system is mounted") {
+		t.Errorf("runServe: %v; want --label-container: %v, not a usage error", err, tracer.ErrNoCgroup2)
 	}
 }
