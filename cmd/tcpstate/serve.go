@@ -107,8 +107,8 @@ RUNTIME:ID with 12 hex digits (podman:4f797c539e6c, containerd:..., cri-o:...),
 systemd:UNIT for a service, pod:UID for a pod's own cgroup, with pod_uid
 set under Kubernetes. Three values are not containers: host (a cgroup that
 names none: login sessions, the root cgroup), unknown (a cgroup removed
-before a scrape could resolve it) and other (the containers past
---label-container-max, default 256). A container keeps its value from its
+before a scrape could resolve it, or none recorded: Linux before 5.15)
+and other (the containers past --label-container-max, default 256). A container keeps its value from its
 first scrape; when it has no cgroup left its series stay 10 minutes, then
 go and free the slot. The kernel counts at most 1024 cgroups: what does
 not fit is tcpstate_container_uncounted_transitions_total, and scrapes

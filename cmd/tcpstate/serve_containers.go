@@ -25,7 +25,7 @@ import (
 //	host     a cgroup that names no container or service (a login session,
 //	         the root cgroup: the host's own processes, kernel sockets)
 //	unknown  a cgroup that could not be resolved: removed before a scrape
-//	         named it (or no cgroup recorded by the kernel)
+//	         named it, or none recorded (id 0: Linux before 5.15)
 //	other    the containers past --label-container-max
 //
 // Bounded: at most max container values, each given at first sight and
@@ -124,7 +124,7 @@ func newContainerLabels(src containerSource, names cgroupNamer, max int) *contai
 	lv := []string{"container", "pod_uid"}
 	c.d.transitions = prometheus.NewDesc("tcpstate_container_transitions_total",
 		"TCP state transitions by the container of the socket's own cgroup (its creator's; --label-container): RUNTIME:ID as trace -o wide's CGROUP column shows it, "+
-			"host (a cgroup that names no container), unknown (not resolved: removed before a scrape named it), other (past --label-container-max); pod_uid for Kubernetes.",
+			"host (a cgroup that names no container), unknown (not resolved: removed before a scrape named it, or none recorded), other (past --label-container-max); pod_uid for Kubernetes.",
 		lv, nil)
 	c.d.opened = prometheus.NewDesc("tcpstate_container_sockets_opened_total",
 		"TCP sockets born (connect(), or a connection accepted: a listener's child; listeners are not counted) by the container of their cgroup, as tcpstate_container_transitions_total labels them.",
