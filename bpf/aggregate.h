@@ -2,7 +2,8 @@
 /*
  * In-kernel aggregation (mode_aggregate, tcpstate stats): counts by edge,
  * log2 histograms of time in state, closes by their facts (cause.h), and
- * counts per service port and per owner. No event crosses to user space.
+ * counts per service port, per owner and per socket cgroup. No event
+ * crosses to user space.
  * The meaning of every count is in model (analytics.go, cause.go).
  */
 #ifndef TCPSTATE_AGGREGATE_H
@@ -95,12 +96,12 @@ static __always_inline void aggregate(__u8 old, __u8 new, __u16 flags, __u64 dur
 		__u32 *slot = bpf_map_lookup_elem(&port_label, &port);
 		add(&port_matrix, (slot ? *slot : 0) * NUM_STATES * NUM_STATES + old * NUM_STATES + new);
 	}
-	/* Per owner and per cgroup: maps keyed by what comes and goes; serve
-	 * turns them off (count_owners). */
-	if (!count_owners)
-		return;
-	count_cgroup(cgroup, born);
-	if (!(flags & EVF_OWNER_KNOWN))
+	/* Per cgroup and per owner: maps keyed by what comes and goes; serve
+	 * turns both off, or counts per cgroup for --label-container
+	 * (count_cgroups, count_owners). */
+	if (count_cgroups)
+		count_cgroup(cgroup, born);
+	if (!count_owners || !(flags & EVF_OWNER_KNOWN))
 		return;
 	struct owner_count *oc = bpf_map_lookup_elem(&pid_counts, &pid);
 	if (!oc) {

@@ -53,10 +53,15 @@ const volatile __u8 want_cpu_task = 1;
  * syscall tracepoints): look for the owner it recorded. */
 __u8 accept_owner = 0; /* set by user space after attaching */
 
-/* Count per owner and per socket cgroup (stats' tables). serve exports
- * neither and turns this off: a long-running exporter must not fill maps
- * keyed by pids or cgroups that come and go (aggregate.h). */
+/* Count per owner (stats' table). serve exports no owners and turns this
+ * off: a long-running exporter must not fill a map keyed by pids that come
+ * and go (aggregate.h). */
 const volatile __u8 count_owners = 1;
+
+/* Count per socket cgroup (cgroup_counts: stats' table, serve
+ * --label-container, which prunes the cgroups that are gone). Off in serve
+ * otherwise. */
+const volatile __u8 count_cgroups = 1;
 
 /* Count each transition per edge and service port slot (port_matrix,
  * serve --port-label): the slot of the ports in port_label, 0 for the rest. */

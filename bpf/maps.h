@@ -286,7 +286,9 @@ struct {
 } port_counts SEC(".maps");
 
 /* Per socket cgroup; bounded: what does not fit is counted in
- * CNT_CGROUP_OTHER. aggregate() inserts and updates. */
+ * CNT_CGROUP_OTHER. aggregate() inserts and updates; serve
+ * --label-container deletes the entries of cgroups that are gone (the next
+ * transition of such a cgroup's socket inserts it again, from 0). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1024); /* 1 when not aggregating */

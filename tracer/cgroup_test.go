@@ -392,3 +392,53 @@ func BenchmarkCgroupWalk1000(b *testing.B) {
 	}
 	b.ReportMetric(float64(n), "cgroups")
 }
+
+// Alive, where ids are resolved by walks: a cgroup is there while its
+// path's inode is its id; removed, or replaced by another of the same
+// path, it is gone; an id never seen is gone; id 0 and a host without
+// cgroup2 have nothing known gone.
+func TestCgroupResolverAlive(t *testing.T) {
+	fs, ids := fakeTree(t, "/system.slice/nginx.service", "/a")
+	r := NewCgroupResolver(fs, 0, time.Second)
+	defer r.Close()
+	now := time.Unix(1000, 0)
+	r.now = func() time.Time { return now }
+	svc := ids["/system.slice/nginx.service"]
+	if !r.Alive(svc) || !r.Alive(ids["/a"]) {
+		t.Fatal("a cgroup that is there is not alive")
+	}
+	// The service restarted: the same path, a new cgroup (made while the
+	// old directory is still there, so that the file system cannot give
+	// it the old one's inode; cgroupfs never reuses an id).
+	dir := filepath.Join(fs.Mount, "system.slice", "nginx.service")
+	if err := os.Rename(dir, dir+".old"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(dir + ".old"); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(2 * time.Second)
+	if r.Alive(svc) || !r.Alive(st.Ino) {
+		t.Errorf("restarted: the old id alive %v, the new %v; want false, true", r.Alive(svc), r.Alive(st.Ino))
+	}
+	if err := os.RemoveAll(filepath.Join(fs.Mount, "a")); err != nil {
+		t.Fatal(err)
+	}
+	if r.Alive(ids["/a"]) {
+		t.Error("a removed cgroup is alive")
+	}
+	now = now.Add(2 * time.Second)
+	if r.Alive(st.Ino + 1000) {
+		t.Error("an id no cgroup has is alive")
+	}
+	if !r.Alive(0) || !NewCgroupResolver(CgroupFS{}, 0, 0).Alive(svc) {
+		t.Error("id 0, or a host without cgroup2: nothing is known gone")
+	}
+}

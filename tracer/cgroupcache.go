@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"errors"
 	"sync"
 	"time"
 
@@ -145,6 +146,43 @@ func (r *CgroupResolver) Lookup(id uint64) *model.CgroupInfo {
 	info := r.miss(id, e)
 	r.mu.Unlock()
 	return info
+}
+
+// Alive reports whether the cgroup with this id is there now (not
+// removed): by its handle where the kernel resolves them, else by the
+// inode of its path, resolved as Lookup does (at most one walk of the
+// tree per period). An id that cannot be resolved is taken as gone; on a
+// host without cgroup2, and for id 0, nothing is known to be gone (true).
+func (r *CgroupResolver) Alive(id uint64) bool {
+	if r == nil || id == 0 || r.fs.Mount == "" {
+		return true
+	}
+	r.mu.Lock()
+	byHandle := r.mountFD >= 0
+	var err error
+	if byHandle {
+		_, err = r.fs.pathByID(r.mountFD, id)
+	}
+	r.mu.Unlock()
+	switch {
+	case !byHandle || handleUnsupported(err):
+		// Resolve the path, below.
+	case err == nil:
+		return true
+	case errors.Is(err, unix.ESTALE) || errors.Is(err, unix.ENOENT):
+		return false
+	default:
+		return true // cannot tell
+	}
+	info := r.Lookup(id)
+	if info == nil || info.Path == "" {
+		return false
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(r.fs.file(info.Path), &st); err != nil {
+		return !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENOTDIR)
+	}
+	return st.Ino == id
 }
 
 // touch makes e the most recently used.

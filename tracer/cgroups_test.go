@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -622,4 +623,96 @@ func TestContainerRescanRuns(t *testing.T) {
 	if len(notes) != 2 || !strings.Contains(notes[0], "no cgroup names it now") || !strings.Contains(notes[1], "following the new cgroup "+cg.Path) {
 		t.Errorf("notes %q: want one saying the container has no cgroup yet, then one naming %s", notes, cg.Path)
 	}
+}
+
+// TestTotalsCountCgroups: serve's totals count per cgroup only when asked
+// (--label-container); TakeCgroupCount empties a cgroup's entry, which the
+// next transition makes again from 0; Alive sees a removed cgroup gone.
+func TestTotalsCountCgroups(t *testing.T) {
+	t.Parallel()
+	ns := testnet.New(t)
+	top := testnet.NewCgroup(t)
+	srvCg, cliCg := top.Sub("server"), top.Sub("client")
+	srv, cli := ns.StartProc(t), ns.StartProc(t)
+	must(t, srvCg.Add(srv.Pid()))
+	must(t, cliCg.Add(cli.Pid()))
+	ss := tracetest.StartAll(t,
+		tracer.Options{Mode: tracer.ModeAggregate, Totals: true, CountCgroups: true},
+		tracer.Options{Mode: tracer.ModeAggregate, Totals: true})
+	v4, _ := loopback(4)
+	fd := mustFD(t)
+	conn := func(port uint16) {
+		ap := netip.AddrPortFrom(v4, port)
+		l := fd(srv.Listen(ap))
+		c := fd(cli.Connect(ap))
+		k := fd(srv.Accept(l))
+		must(t, cli.Close(c))
+		must(t, srv.ReadEOF(k))
+		must(t, srv.Close(k))
+		must(t, srv.Close(l))
+	}
+	read := func(tr *tracer.Tracer) map[uint64]model.Count {
+		got := map[uint64]model.Count{}
+		uncounted, err := tr.ReadCgroupCounts(func(id uint64, c model.Count) { got[id] = c })
+		must(t, err)
+		if uncounted != 0 {
+			t.Errorf("%d transitions not counted per cgroup", uncounted)
+		}
+		return got
+	}
+	// Wait for the 12 (the peer's last ACK may come after the calls).
+	wait := func(tr *tracer.Tracer, srvWant, cliWant uint64) map[uint64]model.Count {
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			got := read(tr)
+			if got[srvCg.ID].Transitions >= srvWant && got[cliCg.ID].Transitions >= cliWant || time.Now().After(deadline) {
+				return got
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	conn(ns.Port(0))
+	counting, plain := ss[0].Tracer(), ss[1].Tracer()
+	got := wait(counting, 7, 5)
+	if got[srvCg.ID] != (model.Count{Transitions: 7, Opened: 1}) || got[cliCg.ID] != (model.Count{Transitions: 5, Opened: 1}) {
+		t.Errorf("counts %+v: want server 7 (1 opened), client 5 (1 opened)", got)
+	}
+	if n := len(read(plain)); n != 0 {
+		t.Errorf("totals without CountCgroups counted %d cgroups", n)
+	}
+	c, ok, err := counting.TakeCgroupCount(srvCg.ID)
+	must(t, err)
+	if !ok || c != (model.Count{Transitions: 7, Opened: 1}) {
+		t.Errorf("taken %+v, %v: want the server's 7", c, ok)
+	}
+	if _, ok := read(counting)[srvCg.ID]; ok {
+		t.Error("a taken entry is still there")
+	}
+	if _, ok, _ := counting.TakeCgroupCount(srvCg.ID); ok {
+		t.Error("an entry was taken twice")
+	}
+	// Counted again from 0.
+	conn(ns.Port(1))
+	got = wait(counting, 7, 10)
+	if got[srvCg.ID] != (model.Count{Transitions: 7, Opened: 1}) || got[cliCg.ID] != (model.Count{Transitions: 10, Opened: 2}) {
+		t.Errorf("counts %+v: want server 7 again, client 10", got)
+	}
+
+	// Alive, by file handle (root): a cgroup there, then removed.
+	r := counting.Cgroups()
+	if !r.Stats().ByHandle {
+		t.Error("root resolves no cgroup ids by handle")
+	}
+	dir := top.Dir + "/gone"
+	must(t, os.Mkdir(dir, 0o755))
+	var st syscall.Stat_t
+	must(t, syscall.Stat(dir, &st))
+	if !r.Alive(st.Ino) || !r.Alive(srvCg.ID) {
+		t.Error("a cgroup that is there is not alive")
+	}
+	must(t, os.Remove(dir))
+	if r.Alive(st.Ino) {
+		t.Error("a removed cgroup is alive")
+	}
+	tracetest.StopAll(ss)
 }

@@ -112,6 +112,11 @@ type Options struct {
 	// the rest (Tracer.PortMatrices); at most MaxLabelPorts.
 	Totals     bool
 	LabelPorts []uint16
+	// CountCgroups, with Totals, counts per socket cgroup after all (serve
+	// --label-container): the cgroup_counts map, MaxCgroups entries, read
+	// with ReadCgroupCounts; the caller keeps it from filling with cgroups
+	// that are gone (TakeCgroupCount). Costs a hash lookup per transition.
+	CountCgroups bool
 
 	// Clock is where wall-clock times come from (default SystemClock):
 	// the read loop takes the offset between its two clocks again at

@@ -367,6 +367,7 @@ const (
 	tcpstateVarAcceptOwner         = "accept_owner"
 	tcpstateVarAsNumber            = "as_number"
 	tcpstateVarCgroupGen           = "cgroup_gen"
+	tcpstateVarCountCgroups        = "count_cgroups"
 	tcpstateVarCountOwners         = "count_owners"
 	tcpstateVarCountersMapId       = "counters_map_id"
 	tcpstateVarEdgeMask            = "edge_mask"
@@ -503,6 +504,7 @@ type tcpstateVariableSpecs struct {
 	AcceptOwner        *ebpf.VariableSpec `ebpf:"accept_owner"`
 	AsNumber           *ebpf.VariableSpec `ebpf:"as_number"`
 	CgroupGen          *ebpf.VariableSpec `ebpf:"cgroup_gen"`
+	CountCgroups       *ebpf.VariableSpec `ebpf:"count_cgroups"`
 	CountOwners        *ebpf.VariableSpec `ebpf:"count_owners"`
 	CountersMapId      *ebpf.VariableSpec `ebpf:"counters_map_id"`
 	EdgeMask           *ebpf.VariableSpec `ebpf:"edge_mask"`
@@ -625,6 +627,7 @@ type tcpstateVariables struct {
 	AcceptOwner        *ebpf.Variable `ebpf:"accept_owner"`
 	AsNumber           *ebpf.Variable `ebpf:"as_number"`
 	CgroupGen          *ebpf.Variable `ebpf:"cgroup_gen"`
+	CountCgroups       *ebpf.Variable `ebpf:"count_cgroups"`
 	CountOwners        *ebpf.Variable `ebpf:"count_owners"`
 	CountersMapId      *ebpf.Variable `ebpf:"counters_map_id"`
 	EdgeMask           *ebpf.Variable `ebpf:"edge_mask"`

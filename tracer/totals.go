@@ -41,9 +41,14 @@ func configureTotals(s *tcpstateSpecs, o *Options) error {
 		if err := s.CountOwners.Set(uint8(0)); err != nil {
 			return fmt.Errorf("setting count_owners: %w", err)
 		}
+		if err := s.CountCgroups.Set(b2u(o.CountCgroups)); err != nil {
+			return fmt.Errorf("setting count_cgroups: %w", err)
+		}
 		s.PortCounts.MaxEntries = 1
 		s.PidCounts.MaxEntries = 1
-		s.CgroupCounts.MaxEntries = 1
+		if !o.CountCgroups {
+			s.CgroupCounts.MaxEntries = 1
+		}
 	}
 	return nil
 }

@@ -154,6 +154,14 @@ func discoverTcpstate(ctx context.Context, bin string) ([]config, []string, erro
 			cfg.Label += " (scraped every 1 s)"
 		}
 		out = append(out, cfg)
+		// Counting by container costs the kernel side a hash lookup per
+		// transition: measured apart.
+		if cfg.Scrape && hasFlag(h, "label-container") {
+			lc := cfg
+			lc.ID, lc.Label = c+"-label-container", "tcpstate "+c+" --label-container (scraped every 1 s)"
+			lc.Argv = append([]string{bin, c}, "--label-container")
+			out = append(out, lc)
+		}
 	}
 	return out, notes, nil
 }

@@ -98,6 +98,8 @@ type serveCollector struct {
 
 	mu sync.Mutex // one reading at a time: tt's buffers are reused
 	tt tracer.Totals
+	// containers: --label-container (nil without it).
+	containers *containerLabels
 
 	snapMu      sync.Mutex
 	snapAt      time.Time
@@ -196,6 +198,9 @@ func (c *serveCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.NewInvalidMetric(d.transitions, err)
 	} else {
 		c.collectTotals(ch, counter)
+	}
+	if c.containers != nil {
+		c.containers.collect(ch)
 	}
 	kc, err := c.src.Counters()
 	if err != nil {

@@ -44,6 +44,9 @@ func TestServeBadInput(t *testing.T) {
 		{[]string{"--port-label", "443,http"}, `--port-label "http": a port is a number`},
 		{[]string{"--port-label", "443,8080,443"}, "--port-label 443: given twice"},
 		{[]string{"--snapshot-interval", "10ms"}, "--snapshot-interval 10ms: must be at least 1s"},
+		{[]string{"--label-container", "--label-container-max", "0"}, "--label-container-max 0: must be from 1 to 1024"},
+		{[]string{"--label-container", "--label-container-max", "1025"}, "--label-container-max 1025: must be from 1 to 1024"},
+		{[]string{"--label-container-max", "10"}, "--label-container-max needs --label-container"},
 	} {
 		cmd := exec.Command(bin, append([]string{"serve"}, c.args...)...)
 		var stderr bytes.Buffer
@@ -184,6 +187,10 @@ func TestServeExposition(t *testing.T) {
 		if !strings.Contains(text, want+"\n") && !strings.Contains(text, want) {
 			t.Errorf("exposition lacks %q", want)
 		}
+	}
+	// Without --label-container: no container series at all.
+	if strings.Contains(text, "tcpstate_container_") {
+		t.Errorf("container series without --label-container:\n%s", grepLines(text, "tcpstate_container_"))
 	}
 	if strings.Contains(text, `program="snap_tcp"`) {
 		t.Errorf("an iterator that never ran has series:\n%s", grepLines(text, "snap_tcp"))
