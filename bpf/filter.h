@@ -2,7 +2,8 @@
 /*
  * The filters, in the kernel, and sticky: once a socket matches, all its
  * later events pass. The semantics are model.Filter's (model/filter.go);
- * tracer/filters.go fills port_filter and pid_filter from it.
+ * tracer/load.go fills port_filter, pid_filter, netns_filter and
+ * cgroup_filter from it (fillFilters; AddCgroups adds cgroup slots later).
  *
  * Events a socket makes before its port or owner is known (CLOSE->SYN_SENT
  * has no source port yet, a child's events come before accept() names its

@@ -7,9 +7,11 @@ import (
 	"time"
 )
 
-// Outcome is how a socket's life ended, as the BPF program classifies it at
-// ->CLOSE from its last transition, its path and the kernel's socket error
-// (enum outcome in bpf/tcpstate.bpf.c; the numbers must match).
+// Outcome is how a socket's life ended, in the coarse classes stats has
+// always shown. User space derives it from the close's facts
+// (CloseFacts.Outcome, from the same definition as Cause); the kernel keeps
+// no outcome of its own since f782e35 (it counts closes by their facts, the
+// closes map), so these numbers are Go's alone: JSON names the outcomes.
 type Outcome uint8
 
 // The outcomes.

@@ -192,7 +192,7 @@ func (m *Model) Missing(from, to State) uint64 {
 
 // linuxEdges: every TCP transition Linux emits (kernel 6.18, measured and read
 // in net/ipv4/tcp.c, tcp_input.c, tcp_minisocks.c, inet_connection_sock.c,
-// inet_hashtables.c, af_inet.c; see shared/KERNEL-NOTES.md). All of them go
+// inet_hashtables.c, af_inet.c; docs/kernel.md has the table). All of them go
 // through tcp_set_state() or inet_sk_set_state(), which fire the tracepoint
 // even when old == new: that is where the self transitions come from.
 //

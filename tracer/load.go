@@ -51,6 +51,11 @@ type Tracer struct {
 	exactLoss   bool // LossSeq counts recursion misses (find_self ran)
 	features    []Feature
 
+	// resetsNoSocket: handle_send_reset is attached, on the tracepoint
+	// of Linux 6.10 and later, which fires for a reset without a socket
+	// too: CNT_RST_NO_SOCKET counts (Counters.ResetsNoSocket).
+	resetsNoSocket bool
+
 	// tracefs is where tcpstate mounted tracefs itself (for the accept
 	// syscall tracepoints), "" when it found one mounted; Close unmounts
 	// it with unmountTracefs.

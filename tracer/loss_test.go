@@ -20,7 +20,7 @@ import (
 // lost. Reported loss is host-wide, so it only bounds this namespace's.
 // Retried in a fresh namespace: on the project's machines the kernel also
 // skips programs silently when softirq work runs on top of PID 1
-// (KERNEL-NOTES.md), which no counter can see.
+// (docs/kernel.md, "Loss no counter sees"), which no counter can see.
 func TestNoSilentLossUnderLoad(t *testing.T) {
 	loadgen := buildLoadgen(t)
 	const conns = 3000
@@ -83,9 +83,9 @@ func TestNoSilentLossUnderLoad(t *testing.T) {
 //
 // The one loss tolerated is the kernel's: on these machines it silently
 // skips BPF programs when softirq work runs on top of PID 1's threads
-// (KERNEL-NOTES), and no counter sees that. A skipped run must be told
-// from a program that ran and dropped the event without counting it, which
-// must fail. Without a filter the kernel's own count tells them apart: the
+// (docs/kernel.md, "Loss no counter sees"), and no counter sees that. A
+// skipped run must be told from a program that ran and dropped the event
+// without counting it, which must fail. Without a filter the kernel's own count tells them apart: the
 // program delivers every transition it runs for or counts it ring-full, so
 // Transitions must equal delivered + ring-full exactly, and what is
 // missing beyond the counted loss was never run for. With a filter, the

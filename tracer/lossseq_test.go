@@ -136,7 +136,8 @@ func TestLossSequenceExplainsEveryGap(t *testing.T) {
 		}
 		if st.MissingUncounted != 0 {
 			// The kernel also skips programs without a count on these
-			// machines (KERNEL-NOTES): retried, never accepted as normal.
+			// machines (docs/kernel.md, "Loss no counter sees"):
+			// retried, never accepted as normal.
 			p.Errorf("%d gaps with no loss counted between the socket's events: %q", st.Gaps()-st.GapAfterLoss, uncounted)
 		}
 	})

@@ -67,13 +67,13 @@ var programs = []progInfo{
 		Without: "recursion misses are matched to gaps by when they were read (every poll interval), not exactly",
 		needs:   []need{needIterProg, needLoop, needPercpuElem, needRdonlyCast}},
 	{Name: "handle_send_reset", role: optional,
-		What:    "marks a socket that sends a reset, with the reason (tp_btf/tcp_send_reset)",
+		What:    "marks a socket that sends a reset, with the reason, and counts the resets sent for packets that matched no socket (tp_btf/tcp_send_reset)",
 		Needs:   "the tcp:tcp_send_reset tracepoint with its reason argument (Linux 6.10)",
-		Without: "resets sent have no reason (the older tracepoint marks them)", needs: []need{needResetWhy}},
+		Without: "resets sent have no reason (the older tracepoint marks them), and those for packets that matched no socket are not counted", needs: []need{needResetWhy}},
 	{Name: "handle_send_reset_v1", role: optional,
 		What:    "marks a socket that sends a reset (tp_btf/tcp_send_reset before Linux 6.10)",
 		Needs:   "the tcp:tcp_send_reset tracepoint (Linux 4.16)",
-		Without: "resets sent are inferred from how a socket closed, and have no reason", needs: []need{needResetV1}},
+		Without: "resets sent are inferred from how a socket closed, and have no reason; those for packets that matched no socket are not counted", needs: []need{needResetV1}},
 	{Name: "handle_receive_reset", role: optional,
 		What:    "marks a socket that receives a reset (tp_btf/tcp_receive_reset)",
 		Needs:   "the tcp:tcp_receive_reset tracepoint (Linux 4.16)",
@@ -272,8 +272,9 @@ func (t *Tracer) attachSyscalls() error {
 }
 
 // attachResets attaches the reset tracepoints that mark sockets for their
-// close cause: the send hook of the kernel's signature (with a reason from
-// 6.10), and the receive hook.
+// close cause: the send hook of the kernel's signature (with a reason, and
+// a NULL socket for a reset that answers no socket, from 6.10), and the
+// receive hook.
 func (t *Tracer) attachResets() {
 	const name = "reset marks"
 	var active []string
@@ -295,7 +296,9 @@ func (t *Tracer) attachResets() {
 		active = append(active, prog)
 		return nil
 	}
-	if err := attach("handle_send_reset"); err != nil {
+	err := attach("handle_send_reset")
+	t.resetsNoSocket = err == nil
+	if err != nil {
 		if err1 := attach("handle_send_reset_v1"); err1 != nil {
 			missing = append(missing, loss{programInfo("handle_send_reset_v1").Without + ": " + err.Error(), err1})
 		} else {

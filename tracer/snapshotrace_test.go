@@ -93,7 +93,8 @@ func churn(ns *testnet.NS, lfd int, ap netip.AddrPort, stop <-chan struct{}) (in
 // attach on, none lost and none twice, and every socket's life is one
 // consistent chain: the tracker gives no record an unknown, gap or illegal
 // verdict, the first record of a socket older than the tracer included.
-// Retried (testnet.Retry) for the kernel's silent skips (KERNEL-NOTES).
+// Retried (testnet.Retry) for the kernel's silent skips (docs/kernel.md,
+// "Loss no counter sees").
 func TestSnapshotRace(t *testing.T) {
 	t.Parallel()
 	testnet.Retry(t, func(p *testnet.Problems) {

@@ -107,6 +107,14 @@ type Counters struct {
 	GapsAfterLoss uint64 `json:"gaps_after_loss"`
 	GapMissing    uint64 `json:"gap_missing"`
 
+	// ResetsNoSocket counts the resets the kernel sent, host-wide, for
+	// packets that matched no socket (a SYN to a port nothing listens on,
+	// a segment of a connection long gone): there is no socket to give
+	// them to, so they are no close's cause. nil where the kernel cannot
+	// count them (JSON: the key is absent): before Linux 6.10
+	// tcp:tcp_send_reset fires only for full sockets.
+	ResetsNoSocket *uint64 `json:"resets_no_socket,omitempty"`
+
 	// LossSeq is the kernel's loss sequence: every event counted lost, the
 	// recursion misses included where Tracer.ExactLoss says so (without
 	// them otherwise). Every event carries the value it saw.
@@ -151,6 +159,10 @@ func (t *Tracer) Counters() (Counters, error) {
 	c.Gaps = per[tcpstateCounterCNT_GAP]
 	c.GapsAfterLoss = per[tcpstateCounterCNT_GAP_AFTER_LOSS]
 	c.GapMissing = per[tcpstateCounterCNT_GAP_MISSING]
+	if t.resetsNoSocket {
+		n := per[tcpstateCounterCNT_RST_NO_SOCKET]
+		c.ResetsNoSocket = &n
+	}
 	if err := t.vars.LossSeq.Get(&c.LossSeq); err != nil {
 		return c, fmt.Errorf("reading the loss sequence: %w", err)
 	}

@@ -87,6 +87,7 @@ Metrics (labels bounded: no address, pid or per-port label unless asked):
   tcpstate_stuck_sockets{state}                      against --stuck
   tcpstate_events_lost_total{cause}
   tcpstate_events_missing_total{found_by}            gap, snapshot
+  tcpstate_resets_no_socket_total                    Linux 6.10+
   tcpstate_bpf_program_runs_total{program}, tcpstate_bpf_program_run_seconds_total{program}
                                                      while kernel.bpf_stats_enabled is 1
   tcpstate_bpf_programs_attached, tcpstate_build_info{version,commit,...}

@@ -112,7 +112,7 @@ type serveCollector struct {
 
 	d struct {
 		transitions, anomalies, sockets, stateDur, handshake, lifetime, closes, stuck,
-		lost, missing, progRunSec, progRuns, progMisses, progsAttached, statsEnabled,
+		lost, missing, resetsNoSocket, progRunSec, progRuns, progMisses, progsAttached, statsEnabled,
 		build, start, snapTime, snapDur, snapErrors, snapNetns *prometheus.Desc
 	}
 }
@@ -157,6 +157,9 @@ func newServeCollector(src serveSource, m *model.Model, thresholds map[model.Sta
 	d.missing = prometheus.NewDesc("tcpstate_events_missing_total",
 		"Transitions known missing that no loss counter explains (the fewest the model needs), found_by gap (a socket's next transition) or snapshot (reconciliation: a socket whose state is not the one last seen).",
 		[]string{"found_by"}, nil)
+	d.resetsNoSocket = prometheus.NewDesc("tcpstate_resets_no_socket_total",
+		"Resets the kernel sent for packets that matched no socket (a SYN to a port nothing listens on, a segment of a connection long gone), host-wide: no socket's close cause. Absent on kernels before 6.10, which do not show them to BPF programs.",
+		nil, nil)
 	d.progRunSec = prometheus.NewDesc("tcpstate_bpf_program_run_seconds_total",
 		"Time the kernel spent running each BPF program (counted only while kernel.bpf_stats_enabled is 1).", []string{"program"}, nil)
 	d.progRuns = prometheus.NewDesc("tcpstate_bpf_program_runs_total",
@@ -211,6 +214,9 @@ func (c *serveCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		counter(d.anomalies, float64(kc.Gaps), c.model.Name(), "gap")
 		counter(d.missing, float64(kc.GapMissing), "gap")
+		if n := kc.ResetsNoSocket; n != nil {
+			counter(d.resetsNoSocket, float64(*n))
+		}
 	}
 	progs, err := c.src.Programs()
 	if err != nil {

@@ -101,6 +101,9 @@ func writeStatsTable(w io.Writer, r *statsReport, top int) error {
 			fmt.Fprintf(w, "reconciliation: %s\n", fmtReconciliation(rec, r.SnapshotSockets, ""))
 			writeOutOfStep(w, rec)
 		}
+		if c := r.Kernel; c != nil {
+			fmt.Fprintf(w, "resets:         %s\n", fmtResetsNoSocket(c))
+		}
 	} else {
 		fmt.Fprintf(w, "--- interval %d %s -> %s (%s): %d transitions counted, %d illegal under model %s; lost %d of them; recursion misses %d host-wide ---\n",
 			r.Seq, r.Start.Format("15:04:05"), r.End.Format("15:04:05"), fmtSeconds(span), total, ill, r.Model.Name(), r.LostFiltered, r.LostHostWide)

@@ -432,6 +432,7 @@ func (s *traceSummary) write(w io.Writer) {
 	writeOutOfStep(w, &s.Reconciliation)
 	fmt.Fprintf(w, "  owners:          named by accept %d (hook %s), accept records not kept %d\n",
 		c.Accepts, s.AcceptHook, c.AcceptNoSpace)
+	fmt.Fprintf(w, "  resets:          %s\n", fmtResetsNoSocket(&c))
 	k := s.Check
 	fmt.Fprintf(w, "  checks:          model %s: ok %d, unknown %d (first seen mid-life), illegal %d, gap %d (%d after counted loss)\n",
 		s.Model, k.OK, k.Unknown, k.Illegal, k.Gaps(), k.GapAfterLoss)
@@ -467,6 +468,16 @@ func fmtLost(c *tracer.Counters, rescue bool, indent string) string {
 	return fmt.Sprintf("%d of the events that passed the filters (ring buffer full %d, held-back queue full %d, no held-back queue %d, owner never learnt %d)\n"+
 		"%srecursion misses %d host-wide, filters or not: the kernel does not say whose (%s)",
 		c.LostFiltered(), c.RingbufFull, c.HeldOverflow, c.HeldNoSpace, c.UndecidedClosed, indent, c.RecursionMisses, rescued)
+}
+
+// fmtResetsNoSocket says how many resets the kernel sent for packets that
+// matched no socket: host-wide, never a loss, and no socket's close cause.
+// Kernels before 6.10 do not show them to the programs: "not counted", not 0.
+func fmtResetsNoSocket(c *tracer.Counters) string {
+	if c.ResetsNoSocket == nil {
+		return "sent for packets that matched no socket: not counted on this kernel (Linux 6.10 and later show them)"
+	}
+	return fmt.Sprintf("%d sent for packets that matched no socket, host-wide, filters or not (no socket: no close cause)", *c.ResetsNoSocket)
 }
 
 // fmtMissing says what is known missing without any count.

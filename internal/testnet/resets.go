@@ -47,6 +47,7 @@ type ResetOracle struct {
 	lo, hi uint16
 	once   sync.Once
 	rs     []Reset
+	all    []Reset // every reset of the machine, the block's included
 	err    error
 }
 
@@ -112,44 +113,50 @@ var resetRE = regexp.MustCompile(`^\s*(.+)-(\d+)\s+\[(\d+)\]\s+\S+\s+(\d+\.\d+):
 // sent between two ports of the namespace's block, in time order. It fails
 // if the instance's buffer overflowed.
 func (o *ResetOracle) Resets() ([]Reset, error) {
-	o.once.Do(func() { o.rs, o.err = o.read() })
+	o.once.Do(func() { o.rs, o.all, o.err = o.read() })
 	return o.rs, o.err
 }
 
-func (o *ResetOracle) read() ([]Reset, error) {
+// All stops the recording as Resets does and returns every reset the
+// machine sent meanwhile, whatever its ports: what a host-wide count (the
+// tracer's Counters.ResetsNoSocket) saw at most while the instance recorded.
+func (o *ResetOracle) All() ([]Reset, error) {
+	o.once.Do(func() { o.rs, o.all, o.err = o.read() })
+	return o.all, o.err
+}
+
+func (o *ResetOracle) read() (block, all []Reset, err error) {
 	if err := o.write("tracing_on", "0"); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	b, err := os.ReadFile(filepath.Join(o.dir, "trace"))
 	if err != nil {
-		return nil, fmt.Errorf("reading tracefs trace: %w", err)
+		return nil, nil, fmt.Errorf("reading tracefs trace: %w", err)
 	}
 	in := func(p uint16) bool { return p >= o.lo && p <= o.hi }
-	var out []Reset
 	for _, line := range strings.Split(string(b), "\n") {
 		if m := countRE.FindStringSubmatch(line); m != nil && m[1] != m[2] {
-			return nil, fmt.Errorf("the tracefs instance lost resets: %s", strings.TrimSpace(line))
+			return nil, nil, fmt.Errorf("the tracefs instance lost resets: %s", strings.TrimSpace(line))
 		}
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
 		m := resetRE.FindStringSubmatch(line)
 		if m == nil {
-			return nil, fmt.Errorf("unexpected tracefs line %q", line)
+			return nil, nil, fmt.Errorf("unexpected tracefs line %q", line)
 		}
-		src, err1 := netip.ParseAddrPort(m[6])
-		dst, err2 := netip.ParseAddrPort(m[7])
-		if err1 != nil || err2 != nil {
-			continue // a family the tests do not use
-		}
-		if !in(src.Port()) || !in(dst.Port()) {
-			continue
-		}
-		out = append(out, Reset{
+		// Addresses of a family the tests do not use stay zero.
+		src, _ := netip.ParseAddrPort(m[6])
+		dst, _ := netip.ParseAddrPort(m[7])
+		r := Reset{
 			Time: m[4], Task: strings.TrimSpace(m[1]) + "-" + m[2],
 			NoSocket: strings.Trim(m[5], "0") == "" || m[5] == "(null)",
 			Src:      src, Dst: dst, State: m[8], Reason: m[9],
-		})
+		}
+		all = append(all, r)
+		if src.IsValid() && dst.IsValid() && in(src.Port()) && in(dst.Port()) {
+			block = append(block, r)
+		}
 	}
-	return out, nil
+	return block, all, nil
 }

@@ -27,8 +27,9 @@ func (p *Problems) Fatalf(format string, a ...any) {
 // (by the attempt's own doing) in a fresh namespace. The figures such tests
 // check are exact, but the kernel may skip the program for a nested event
 // under load (a recursion miss, counted) or, on the project's machines,
-// silently when softirq work runs on top of PID 1 (KERNEL-NOTES.md): an exact
-// test must not depend on one lucky run. A real bug fails every attempt.
+// silently when softirq work runs on top of PID 1 (docs/kernel.md, "Loss no
+// counter sees"): an exact test must not depend on one lucky run. A real bug
+// fails every attempt.
 // Setup failures (t.Fatal inside attempt) end the test at once.
 func Retry(t testing.TB, attempt func(p *Problems)) {
 	t.Helper()

@@ -173,7 +173,7 @@ func CheckSocket(t Reporter, l *Life, w SockWant) {
 		// remembers, and no illegal edge or gap on a normal connection.
 		// One exception: a socket born at the address of an earlier one
 		// whose ->CLOSE the program missed (recursion misses under load,
-		// or the silent skips of KERNEL-NOTES) finds that one's entry: the
+		// or the silent skips docs/kernel.md describes) finds that one's entry: the
 		// birth then reports its last state, flagged as a gap, which is
 		// right.
 		var last model.State

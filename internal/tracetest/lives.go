@@ -11,7 +11,7 @@ import (
 // Edge is how the tests spell a transition: "CLOSE>SYN_SENT".
 func Edge(old, nw model.State) string { return old.String() + ">" + nw.String() }
 
-// Expected transitions per socket role (KERNEL-NOTES, "Transitions Linux
+// Expected transitions per socket role (docs/kernel.md, "Transitions Linux
 // really emits"). TIME_WAIT never appears: the full socket goes
 // FIN_WAIT2->CLOSE when the timewait socket takes over, and a passively
 // opened socket is born LISTEN>SYN_RECV on its own skaddr. Callers combine
