@@ -237,6 +237,13 @@ func TestSnapshotRace(t *testing.T) {
 		if (len(diffs) > 0 || len(bad) > 0) && c.Lost() > 0 {
 			p.Errorf("NOTE: the kernel counted %d lost events meanwhile: %+v", c.Lost(), c)
 		}
+		if len(oevs) > 0 && len(evs) > 0 {
+			// The two clocks the attach is judged by: the kernel's record
+			// (tracefs, trace_clock mono) and tcpstate's (bpf_ktime_get_ns)
+			// against CLOCK_MONOTONIC read here.
+			t.Logf("CLOCK_MONOTONIC: attach from %d to %d ns; the kernel's record from %d to %d ns; tcpstate's from %d to %d ns",
+				before, attached, oevs[0].Ns, oevs[len(oevs)-1].Ns, evs[0].TsNs, evs[len(evs)-1].TsNs)
+		}
 		snap := s.Tracer().StartSnapshot()
 		t.Logf("%d connections, %d transitions in the kernel's record, %d of them after the tracer attached; tcpstate delivered %d, %d sockets straddled the attach; the start snapshot took %v (%d sockets, %d seeded); verdicts %v",
 			made, len(oevs), after, len(evs), straddling, snap.End.Sub(snap.Start).Round(time.Microsecond), len(snap.Sockets), snap.Seeded, verdicts)

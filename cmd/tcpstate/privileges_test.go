@@ -169,10 +169,7 @@ func checkWarnings(t *testing.T, what, stderr string, want, maybe []string) {
 // The README quotes every warning, and its privileges table names every
 // capability the test measures (and those found not needed).
 func TestPrivilegeWarningsDocumented(t *testing.T) {
-	b, err := os.ReadFile("../../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := readREADME(t)
 	readme := strings.Join(strings.Fields(string(b)), " ")
 	for _, w := range privWarnings {
 		if !strings.Contains(readme, w.text) {

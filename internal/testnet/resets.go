@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -30,7 +31,7 @@ type Reset struct {
 	NoSocket bool
 	Src, Dst netip.AddrPort
 	State    string // the sending socket's state, "TCP_CLOSE" ("UNKNOWN" without a socket)
-	Reason   string // enum sk_rst_reason without SK_RST_REASON_: "TCP_STATE", "NO_SOCKET", ...
+	Reason   string // enum sk_rst_reason without SK_RST_REASON_: "TCP_STATE", "NO_SOCKET", ...; "" before Linux 6.10
 }
 
 func (r Reset) String() string {
@@ -100,6 +101,13 @@ func (ns *NS) ResetOracle(t testing.TB) *ResetOracle {
 	return o
 }
 
+// HasReasons says whether this kernel's tcp_send_reset reports a reason
+// (Linux 6.10 and later).
+func (o *ResetOracle) HasReasons() bool {
+	b, err := os.ReadFile(filepath.Join(o.dir, "events/tcp/tcp_send_reset/format"))
+	return err == nil && strings.Contains(string(b), " reason;")
+}
+
 func (o *ResetOracle) write(file, value string) error {
 	if err := os.WriteFile(filepath.Join(o.dir, file), []byte(value), 0); err != nil {
 		return fmt.Errorf("writing %q to tracefs %s: %w", value, file, err)
@@ -107,7 +115,11 @@ func (o *ResetOracle) write(file, value string) error {
 	return nil
 }
 
-var resetRE = regexp.MustCompile(`^\s*(.+)-(\d+)\s+\[(\d+)\]\s+\S+\s+(\d+\.\d+): tcp_send_reset: skbaddr=\S+ skaddr=(\S+) src=(\S+) dest=(\S+) state=(\S+) reason=(\S+)$`)
+// A tcp_send_reset line. Its fields differ by kernel: 6.10 and later
+// print skbaddr, skaddr, src, dest, state and reason (and fire without a
+// socket too); before, family, sport, dport, saddr, daddr, saddrv6,
+// daddrv6 and state (only for a reset a socket sends).
+var resetRE = regexp.MustCompile(`^\s*(.+)-(\d+)\s+\[(\d+)\]\s+\S+\s+(\d+\.\d+): tcp_send_reset: (.*)$`)
 
 // Resets stops the recording (on the first call) and returns the resets
 // sent between two ports of the namespace's block, in time order. It fails
@@ -145,13 +157,38 @@ func (o *ResetOracle) read() (block, all []Reset, err error) {
 		if m == nil {
 			return nil, nil, fmt.Errorf("unexpected tracefs line %q", line)
 		}
+		f := map[string]string{}
+		for _, kv := range fieldRE.FindAllStringSubmatch(m[5], -1) {
+			f[kv[1]] = kv[2]
+		}
+		if f["state"] == "" {
+			return nil, nil, fmt.Errorf("unexpected tracefs line %q", line)
+		}
 		// Addresses of a family the tests do not use stay zero.
-		src, _ := netip.ParseAddrPort(m[6])
-		dst, _ := netip.ParseAddrPort(m[7])
+		var src, dst netip.AddrPort
+		if _, ok := f["src"]; ok { // 6.10 and later
+			src, _ = netip.ParseAddrPort(f["src"])
+			dst, _ = netip.ParseAddrPort(f["dest"])
+		} else {
+			sa, da := f["saddr"], f["daddr"]
+			if f["family"] == "AF_INET6" {
+				sa, da = f["saddrv6"], f["daddrv6"]
+			}
+			sp, _ := strconv.ParseUint(f["sport"], 10, 16)
+			dp, _ := strconv.ParseUint(f["dport"], 10, 16)
+			if a, err := netip.ParseAddr(sa); err == nil {
+				src = netip.AddrPortFrom(a, uint16(sp))
+			}
+			if a, err := netip.ParseAddr(da); err == nil {
+				dst = netip.AddrPortFrom(a, uint16(dp))
+			}
+		}
+		skaddr, hasSk := f["skaddr"]
 		r := Reset{
 			Time: m[4], Task: strings.TrimSpace(m[1]) + "-" + m[2],
-			NoSocket: strings.Trim(m[5], "0") == "" || m[5] == "(null)",
-			Src:      src, Dst: dst, State: m[8], Reason: m[9],
+			// Before 6.10 the event fires only for a socket's reset.
+			NoSocket: hasSk && (strings.Trim(skaddr, "0x") == "" || skaddr == "(null)"),
+			Src:      src, Dst: dst, State: f["state"], Reason: f["reason"],
 		}
 		all = append(all, r)
 		if src.IsValid() && dst.IsValid() && in(src.Port()) && in(dst.Port()) {
