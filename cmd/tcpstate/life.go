@@ -63,7 +63,10 @@ taken at start: its duration counts from then (">=" in the table,
 
 The filters are trace's and run in the kernel; --state keeps the
 connections that closed from that state. Listeners are left out unless
---listeners.
+--listeners. -o wide adds each connection's network namespace (NETNS)
+and cgroup (CGROUP: the container its path names, as docker:ID,
+podman:ID, systemd:UNIT, ..., else the path; 'tcpstate trace --help'
+says whose cgroup a socket has); JSON names them too.
 
 The summary on stderr (and --summary-json) separates what was
 delivered (closes, and the lines printed), what the kernel counted lost
@@ -89,14 +92,18 @@ Exit status: 0 success, a signal, or standard output closed or blocked;
 
 JSON (-o json): one object per connection: time (its close, RFC 3339),
 pid, comm (its owner), family, saddr, sport, daddr, dport, netns,
-duration_ns (null when unknown), duration_at_least, bytes_acked,
-bytes_received, retransmits, srtt_us (the four null for a listener),
-cause, cause_detail (fin's side or timeout's timer, "" when none), error
-(the socket error's name, "" when none), reset_reason (the kernel's
-reason for a reset it sent, Linux 6.10+, "" when none).`,
+cgroup_id, cgroup, container, container_runtime, pod_uid (as in trace's
+record: each omitted when not known), duration_ns (null when unknown),
+duration_at_least, bytes_acked, bytes_received, retransmits, srtt_us
+(the four null for a listener), cause, cause_detail (fin's side or
+timeout's timer, "" when none), error (the socket error's name, "" when
+none), reset_reason (the kernel's reason for a reset it sent, Linux
+6.10+, "" when none).`,
 		Example: `  sudo tcpstate life
   sudo tcpstate life --port 443 -o json
-  sudo tcpstate life --pid 1234 --duration 1m --summary-json life.json`,
+  sudo tcpstate life --pid 1234 --duration 1m --summary-json life.json
+  sudo tcpstate life --container 4f797c539e6c -o wide
+  sudo tcpstate life --cgroup /system.slice --netns /run/netns/blue`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runLife(cmd.Context(), o, cmd.OutOrStdout(), cmd.ErrOrStderr())
@@ -106,7 +113,7 @@ reason for a reset it sent, Linux 6.10+, "" when none).`,
 	o.filterFlags.closing = true // --state and --pid worded for closes
 	o.filterFlags.register(f)
 	o.kernel.register(f)
-	choiceVarP(f, &o.output, "output", "o", outTable, []string{outTable, outJSON}, "output: table or json (one object per connection)")
+	choiceVarP(f, &o.output, "output", "o", outTable, []string{outTable, outWide, outJSON}, "output: table, wide (adds the network namespace and the cgroup or container) or json (one object per connection)")
 	f.Uint64Var(&o.count, "count", 0, "stop after this many connections (0: no limit)")
 	f.DurationVar(&o.duration, "duration", 0, "stop after this long, e.g. 30s or 5m (0: until interrupted)")
 	f.BoolVar(&o.listeners, "listeners", false, "also print listening sockets when they close")
@@ -152,6 +159,7 @@ func runLife(ctx context.Context, o *lifeOptions, stdout, stderr io.Writer) erro
 	if o.kernel.verbose {
 		printFeatures(stderr, t)
 	}
+	cgroupNotes(stderr, t, o.output != outTable, false)
 
 	// As trace: ctx is done at SIGINT, SIGTERM or SIGHUP; the run also
 	// ends at --count, --duration and when standard output ends. After a
@@ -167,6 +175,9 @@ func runLife(ctx context.Context, o *lifeOptions, stdout, stderr io.Writer) erro
 		out: newAsyncOut(stdout, 64<<10, endRun), buf: outBuf{b: make([]byte, 0, 64<<10)}, giveUp: giveUp,
 		mode: o.output, tracker: tracker, listeners: o.listeners, limit: o.count,
 	}
+	if o.output != outTable {
+		h.cgroups = t.Cgroups() // -o wide and JSON name each connection's cgroup
+	}
 	// The connections open at the start, that life will look for at the
 	// end (not with --state or --pid: see lifeReconcileNote).
 	note := lifeReconcileNote(len(topts.States) > 0, len(topts.Pids) > 0, t.StartSnapshot() != nil)
@@ -176,7 +187,7 @@ func runLife(ctx context.Context, o *lifeOptions, stdout, stderr io.Writer) erro
 		h.openAtStart = len(h.open)
 	}
 	if o.output != outJSON && !o.noHeader {
-		h.buf.b = appendLifeHeader(h.buf.b)
+		h.buf.b = appendLifeHeader(h.buf.b, o.output == outWide)
 	}
 	h.Flush()
 	fmt.Fprintln(stderr, "tcpstate: printing one line per connection as it closes; Ctrl-C to stop")
@@ -321,7 +332,8 @@ type lifeHandler struct {
 	buf     outBuf
 	giveUp  <-chan struct{}
 	mode    string
-	tracker *model.Tracker // checks each close against the kernel's record (sparse)
+	cgroups *tracer.CgroupResolver // resolves each connection's cgroup, where the output shows it
+	tracker *model.Tracker         // checks each close against the kernel's record (sparse)
 	// open: the connections open at the start not closed yet (nil: not
 	// followed); openAtStart how many there were.
 	open        openConns
@@ -354,10 +366,13 @@ func (h *lifeHandler) Event(e *model.Event) error {
 	if h.limit > 0 && h.printed >= h.limit {
 		return nil // past --count: taken, not printed
 	}
+	if h.cgroups != nil {
+		e.Cgroup = h.cgroups.Lookup(e.CgroupID)
+	}
 	if h.mode == outJSON {
 		h.buf.b = appendLifeJSON(h.buf.b, e)
 	} else {
-		h.buf.b = appendLifeLine(h.buf.b, e)
+		h.buf.b = appendLifeLine(h.buf.b, e, h.mode == outWide)
 	}
 	h.buf.lines++
 	h.printed++
@@ -483,15 +498,17 @@ func (s *lifeSummary) fmtClosesMissing() string {
 
 // The table: fixed columns wide enough for IPv4; IPv6 lines are longer
 // (each line is whole and readable on its own; life prints no running
-// header).
+// header), and so are -o wide's whose cgroup is a path longer than a
+// container's name.
 const (
-	lifeTimeW = 15 // 15:04:05.000000
-	lifePidW  = 7
-	lifeAddrW = 21
-	lifeCommW = 16
+	lifeTimeW   = 15 // 15:04:05.000000
+	lifePidW    = 7
+	lifeAddrW   = 21
+	lifeCommW   = 16
+	lifeCgroupW = 24 // docker:4f797c539e6c, systemd:nginx.service (cgSteps[0])
 )
 
-func appendLifeHeader(buf []byte) []byte {
+func appendLifeHeader(buf []byte, wide bool) []byte {
 	buf = pad(buf, "TIME", lifeTimeW)
 	buf = padLeft(buf, "PID", lifePidW)
 	buf = append(buf, ' ')
@@ -503,11 +520,16 @@ func appendLifeHeader(buf []byte) []byte {
 	buf = padLeft(buf, "RX_BYTES", 12)
 	buf = padLeft(buf, "RETRANS", 8)
 	buf = padLeft(buf, "RTT_MS", 9)
-	buf = append(buf, "  CAUSE\n"...)
+	buf = append(buf, "  "...)
+	if wide {
+		buf = pad(buf, "NETNS", netnsW)
+		buf = pad(buf, "CGROUP", lifeCgroupW)
+	}
+	buf = append(buf, "CAUSE\n"...)
 	return buf
 }
 
-func appendLifeLine(buf []byte, e *model.Event) []byte {
+func appendLifeLine(buf []byte, e *model.Event, wide bool) []byte {
 	buf = e.Time.AppendFormat(buf, "15:04:05.000000")
 	buf = append(buf, ' ')
 	if e.OwnerKnown() {
@@ -547,6 +569,18 @@ func appendLifeLine(buf []byte, e *model.Event) []byte {
 		buf = padLeft(buf, "-", 9)
 	}
 	buf = append(buf, "  "...)
+	if wide {
+		if e.Netns != 0 {
+			start := len(buf)
+			buf = strconv.AppendUint(buf, uint64(e.Netns), 10)
+			buf = fill(buf, netnsW-(len(buf)-start)+1)
+		} else {
+			buf = pad(buf, "-", netnsW)
+		}
+		var n int
+		buf, n = appendCgroupLabel(buf, e.Cgroup, e.CgroupID)
+		buf = fill(buf, lifeCgroupW-n+1)
+	}
 	buf = append(buf, e.CloseFacts.Cause().String()...)
 	if e.CloseErr != 0 {
 		buf = append(buf, ' ', '(')
@@ -580,6 +614,7 @@ func appendLifeJSON(buf []byte, e *model.Event) []byte {
 	buf = strconv.AppendUint(buf, uint64(e.Dport), 10)
 	buf = append(buf, `,"netns":`...)
 	buf = strconv.AppendUint(buf, uint64(e.Netns), 10)
+	buf = model.AppendCgroupKeys(buf, e)
 	buf = append(buf, `,"duration_ns":`...)
 	if e.AgeNs != 0 {
 		buf = strconv.AppendUint(buf, e.AgeNs, 10)

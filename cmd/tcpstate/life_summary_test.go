@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"net/netip"
 	"reflect"
@@ -144,6 +145,58 @@ func TestLifeHandler(t *testing.T) {
 	}
 }
 
+// TestLifeJSONCgroup: life's JSON names a connection's cgroup with the
+// record's keys, written as the record writes them (omitted when not
+// known), and -o wide shows the namespace and the container.
+func TestLifeJSONCgroup(t *testing.T) {
+	id := strings.Repeat("ab12", 16)
+	e := model.Event{Old: model.Established, New: model.Close, Family: model.AFInet, Saddr: netip.MustParseAddr("10.0.0.1"),
+		Daddr: netip.MustParseAddr("10.0.0.2"), Sport: 8080, Dport: 40000, Netns: 4026532001, Time: time.Unix(1e9, 0).UTC(),
+		CgroupID: 5309, Cgroup: model.NewCgroupInfo("/machine.slice/libpod-" + id + ".scope")}
+	line := appendLifeJSON(nil, &e)
+	var v map[string]any
+	if err := json.Unmarshal(line, &v); err != nil {
+		t.Fatalf("%v\n%s", err, line)
+	}
+	if v["cgroup_id"] != 5309.0 || v["cgroup"] != "/machine.slice/libpod-"+id+".scope" || v["container"] != id ||
+		v["container_runtime"] != "podman" || v["netns"] != 4026532001.0 {
+		t.Errorf("life's JSON does not name the cgroup:\n%s", line)
+	}
+	rec := string(model.AppendJSON(nil, &e, nil))
+	keys := `"cgroup_id":5309,"cgroup":"/machine.slice/libpod-` + id + `.scope","container":"` + id + `","container_runtime":"podman"`
+	if !strings.Contains(string(line), keys) || !strings.Contains(rec, keys) {
+		t.Errorf("cgroup keys differ from the record's:\n life:   %s record: %s", line, rec)
+	}
+	e.CgroupID, e.Cgroup = 0, nil
+	if line := string(appendLifeJSON(nil, &e)); strings.Contains(line, "cgroup") || strings.Contains(line, "container") {
+		t.Errorf("no cgroup known, yet: %s", line)
+	}
+
+	e.CgroupID, e.Cgroup = 5309, model.NewCgroupInfo("/machine.slice/libpod-"+id+".scope")
+	head := string(appendLifeHeader(nil, true))
+	wide := string(appendLifeLine(nil, &e, true))
+	if !strings.Contains(wide, " 4026532001 podman:"+id[:12]+" ") {
+		t.Errorf("-o wide without the namespace and the container:\n%s", wide)
+	}
+	for _, col := range []string{"NETNS", "CGROUP", "CAUSE"} {
+		hi, li := strings.Index(head, col), 0
+		switch col {
+		case "NETNS":
+			li = strings.Index(wide, "4026532001")
+		case "CGROUP":
+			li = strings.Index(wide, "podman:")
+		case "CAUSE":
+			li = strings.Index(wide, e.CloseFacts.Cause().String())
+		}
+		if hi != li {
+			t.Errorf("%s at column %d of the header, its cell at %d:\n%s%s", col, hi, li, head, wide)
+		}
+	}
+	if plain := string(appendLifeHeader(nil, false)); strings.Contains(plain, "NETNS") || strings.Contains(string(appendLifeLine(nil, &e, false)), "podman") {
+		t.Errorf("the plain table has -o wide's columns:\n%s", plain)
+	}
+}
+
 // TestLifeSummary: the summary says delivered, lost by cause (the
 // recursion misses apart, host-wide) and missing, never a bare "lost 0";
 // it says what life cannot know; and without the start's connections
@@ -181,10 +234,10 @@ func TestLifeSummary(t *testing.T) {
 }
 
 // TestLifeAllocatesNothing: a close, checked, struck off the open
-// connections, formatted and handed to the writer, allocates nothing,
-// in every output mode.
+// connections, formatted with its cgroup and handed to the writer,
+// allocates nothing, in every output mode.
 func TestLifeAllocatesNothing(t *testing.T) {
-	for _, mode := range []string{outTable, outJSON} {
+	for _, mode := range []string{outTable, outWide, outJSON} {
 		giveUp := make(chan struct{})
 		h := &lifeHandler{
 			out: newAsyncOut(io.Discard, 64<<10, nil), buf: outBuf{b: make([]byte, 0, 64<<10)}, giveUp: giveUp, mode: mode,

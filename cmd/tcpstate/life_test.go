@@ -26,6 +26,11 @@ type lifeRecord struct {
 	Daddr           string    `json:"daddr"`
 	Dport           uint16    `json:"dport"`
 	Netns           uint32    `json:"netns"`
+	CgroupID        uint64    `json:"cgroup_id"`
+	Cgroup          string    `json:"cgroup"`
+	Container       string    `json:"container"`
+	Runtime         string    `json:"container_runtime"`
+	PodUID          string    `json:"pod_uid"`
 	DurationNs      *uint64   `json:"duration_ns"`
 	DurationAtLeast bool      `json:"duration_at_least"`
 	BytesAcked      *uint64   `json:"bytes_acked"`
