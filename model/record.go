@@ -149,15 +149,7 @@ func (c *RecordEncoder) Append(buf []byte, e *Event, v *Verdict) []byte {
 		buf = append(buf, `,"netns":`...)
 		buf = strconv.AppendUint(buf, uint64(e.Netns), 10)
 	}
-	if e.CgroupID != 0 {
-		buf = append(buf, `,"cgroup_id":`...)
-		buf = strconv.AppendUint(buf, e.CgroupID, 10)
-	}
-	if cg := e.Cgroup; cg != nil && cg.enc != "" {
-		buf = append(buf, cg.enc...)
-	} else if cg != nil {
-		buf = appendCgroup(buf, cg)
-	}
+	buf = AppendCgroupKeys(buf, e)
 	if e.Flags&FlagHeld != 0 {
 		buf = append(buf, `,"held":true`...)
 	}
@@ -235,6 +227,23 @@ func AppendCounts(buf []byte, e *Event) []byte {
 	buf = strconv.AppendUint(buf, uint64(e.TotalRetrans), 10)
 	buf = append(buf, `,"srtt_us":`...)
 	return strconv.AppendUint(buf, uint64(e.SrttUs), 10)
+}
+
+// AppendCgroupKeys appends the record's cgroup members of e (each after a
+// comma): cgroup_id (omitted when 0) and what it resolved to, cgroup,
+// container, container_runtime and pod_uid (each omitted when not known).
+// tcpstate life's lines write them as the record does.
+func AppendCgroupKeys(buf []byte, e *Event) []byte {
+	if e.CgroupID != 0 {
+		buf = append(buf, `,"cgroup_id":`...)
+		buf = strconv.AppendUint(buf, e.CgroupID, 10)
+	}
+	if cg := e.Cgroup; cg != nil && cg.enc != "" {
+		buf = append(buf, cg.enc...)
+	} else if cg != nil {
+		buf = appendCgroup(buf, cg)
+	}
+	return buf
 }
 
 // appendCgroup appends what is known of a socket's cgroup.

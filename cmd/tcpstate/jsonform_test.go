@@ -50,6 +50,7 @@ func TestOneJSONForm(t *testing.T) {
 	docs := map[string]any{
 		"trace --summary-json": traceSummary{Transitions: 9, Check: tr.Stats(), Stuck: socketDocs(stuck), Reconciliation: rec},
 		"stats --summary-json": statsSummary{Transitions: 9, Reconciliation: rec},
+		"life --summary-json":  lifeSummary{Transitions: 9, Check: tr.Stats(), Reconciliation: rec},
 		"stats -o json":        newStatsDoc(sampleReport(true)),
 	}
 	for what, d := range docs {

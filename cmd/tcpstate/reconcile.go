@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"io"
+	"iter"
 	"slices"
 	"strconv"
 
@@ -23,6 +24,13 @@ import (
 //     alive, last seen before the snapshot began, that the snapshot finds
 //     in another state, or no longer finds: a transition the programs may
 //     have handled was never delivered (or they never ran for it).
+//   - life's side: life receives only closes, so what it believes of a
+//     socket is only that it is alive: the connections open at its start
+//     (the start snapshot's) whose close has not arrived. One the snapshot
+//     no longer finds closed without its close delivered: its line is
+//     missing. A connection opened during the run is not known to life
+//     before its close, so one whose close the programs never ran for
+//     leaves nothing to find.
 //
 // Whether such a transition was counted lost cannot be said for sure (the
 // kernel does not say whose loss it counted), but when the loss sequence
@@ -71,14 +79,26 @@ type outOfStepDoc struct {
 	info   *model.SocketInfo
 }
 
+// beliefs is what a run believes of the sockets it follows: trace's
+// tracker, or the connections life saw open at its start.
+type beliefs interface {
+	Lookup(skaddr uint64) (model.TrackedSocket, bool)
+	Sockets() iter.Seq[model.TrackedSocket]
+}
+
 // reconcileInput is what the reconciliation compares.
 type reconcileInput struct {
 	snap    *tracer.Snapshot
 	model   *model.Model
-	tracker *model.Tracker // nil or skipped: kernel side only
+	tracker beliefs // nil or skipped: kernel side only
 	// trackerSide: compare the tracker's beliefs (it saw every delivered
 	// transition of the sockets it follows, up to the snapshot).
 	trackerSide bool
+	// aliveOnly: the beliefs say only that a socket is alive, not its
+	// state (life: it receives only closes). A socket the snapshot still
+	// has is in step, whatever its state, as far as they go (the kernel's
+	// own record is still compared); only one gone is out of step.
+	aliveOnly bool
 	// keep selects the snapshot's sockets the run is about (its filters).
 	keep func(s *model.SocketInfo) bool
 	// lossSeq is the kernel's loss sequence after the snapshot; lost every
@@ -124,7 +144,7 @@ func reconcile(in reconcileInput) reconcileDoc {
 		believed := o.Tracked
 		var ts model.TrackedSocket
 		known := false
-		if in.tracker != nil {
+		if in.tracker != nil && !in.aliveOnly {
 			ts, known = in.tracker.Lookup(o.Socket.Skaddr)
 		}
 		if known && d.TrackerSide {
@@ -165,6 +185,9 @@ func reconcile(in reconcileInput) reconcileDoc {
 				// A timewait or request socket at the same address is
 				// another object: the full socket is gone.
 				if s.Kind == model.KindFull || s.Kind == 0 {
+					if in.aliveOnly {
+						continue // alive, as believed
+					}
 					actual = s.State
 					sd := newSocketDoc(s)
 					o.Socket, o.info, o.KernelSaw = &sd, s, s.State.String()

@@ -92,7 +92,8 @@ func connectionsFrom(t *testing.T, ns *testnet.NS, port uint16, first, n int) {
 }
 
 // TestStops: every way a run is told to end leaves a clean end: within
-// 2 s, the summary on stderr, --summary-json written, exit status 0.
+// 2 s, the summary on stderr, --summary-json written, exit status 0; for
+// trace, stats and life.
 func TestStops(t *testing.T) {
 	testnet.RequireRoot(t)
 	bin := buildBinary(t, t.TempDir())
@@ -113,6 +114,26 @@ func TestStops(t *testing.T) {
 			}
 			if s := readStopSummary(t, summary); s.Output != "complete" || s.NotWritten != 0 || s.Printed != 12 {
 				t.Errorf("%v: --summary-json %+v, want the 12 transitions printed, output complete", sig, s)
+			}
+		})
+	}
+	// life, the same (before: SIGTERM and SIGHUP killed it without a
+	// summary or --summary-json).
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP} {
+		t.Run("life "+sig.String(), func(t *testing.T) {
+			t.Parallel()
+			ns := testnet.New(t)
+			summary := filepath.Join(t.TempDir(), "summary.json")
+			p := startTcpstate(t, lifeAttached, nil, bin, "life", "-o", "json", "--port", strconv.Itoa(int(ns.Port(0))), "--summary-json", summary)
+			connections(t, ns, ns.Port(0), 1)
+			time.Sleep(100 * time.Millisecond)
+			stopWithin(t, p, sig)
+			if !strings.Contains(p.stderr.String(), "\ntcpstate life summary\n") {
+				t.Errorf("%v: no summary on stderr:\n%s", sig, p.stderr)
+			}
+			// Two connections, and the listener's close, not printed.
+			if s := readStopSummary(t, summary); s.Output != "complete" || s.NotWritten != 0 || s.Printed != 2 || s.Events == nil || *s.Events != 3 {
+				t.Errorf("%v: --summary-json %+v, want 3 closes, the 2 connections printed, output complete", sig, s)
 			}
 		})
 	}
@@ -178,10 +199,37 @@ func TestStops(t *testing.T) {
 		}
 	})
 
+	// life's output blocked the same way (before: life wrote from its
+	// read loop, and a stop waited on the reader for ever).
+	t.Run("blocked stdout life", func(t *testing.T) {
+		t.Parallel()
+		ns := testnet.New(t)
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close() // never read
+		summary := filepath.Join(t.TempDir(), "summary.json")
+		p := startTcpstate(t, lifeAttached, w, bin, "life", "-o", "json", "--port", strconv.Itoa(int(ns.Port(0))), "--summary-json", summary)
+		w.Close()
+		// 150 connections, 300 lines of about 330 bytes: more than the
+		// pipe holds.
+		connections(t, ns, ns.Port(0), 150)
+		time.Sleep(200 * time.Millisecond)
+		stopWithin(t, p, syscall.SIGTERM)
+		if !strings.Contains(p.stderr.String(), "\ntcpstate life summary\n") || !strings.Contains(p.stderr.String(), "not written: standard output was blocked") {
+			t.Errorf("the summary does not say output was blocked:\n%s", p.stderr)
+		}
+		s := readStopSummary(t, summary)
+		if s.Output != "blocked" || s.NotWritten == 0 || s.Events == nil || *s.Events != 301 {
+			t.Errorf("--summary-json %+v: want 301 closes, some not written, output blocked", s)
+		}
+	})
+
 	// Standard output is closed by its reader (| head -n 5): the end of
 	// output, a clean stop by itself (before: killed by SIGPIPE, status
 	// 141, no summary, no file).
-	for _, command := range []string{"trace", "stats"} {
+	for _, command := range []string{"trace", "stats", "life"} {
 		t.Run("closed stdout "+command, func(t *testing.T) {
 			t.Parallel()
 			ns := testnet.New(t)
@@ -192,8 +240,11 @@ func TestStops(t *testing.T) {
 			summary := filepath.Join(t.TempDir(), "summary.json")
 			args := []string{bin, command, "-o", "json", "--port", strconv.Itoa(int(ns.Port(0))), "--summary-json", summary}
 			ready := attachedLine
-			if command == "stats" {
+			switch command {
+			case "stats":
 				args, ready = append(args, "--interval", "100ms"), statsAttachedLine
+			case "life":
+				ready = lifeAttached
 			}
 			p := startTcpstate(t, ready, w, args...)
 			w.Close()
@@ -218,7 +269,7 @@ func TestStops(t *testing.T) {
 				t.Errorf("exit status %d after its output was closed, want 0\nstderr:\n%s", code, p.stderr)
 			}
 			note := "not written: standard output was closed by its reader"
-			if command == "trace" && !strings.Contains(p.stderr.String(), "\ntcpstate summary\n") {
+			if heading := map[string]string{"trace": "\ntcpstate summary\n", "life": "\ntcpstate life summary\n"}[command]; heading != "" && !strings.Contains(p.stderr.String(), heading) {
 				t.Errorf("no summary on stderr:\n%s", p.stderr)
 			}
 			if !strings.Contains(p.stderr.String(), note) {
