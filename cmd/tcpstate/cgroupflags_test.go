@@ -5,8 +5,10 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -28,11 +30,14 @@ func TestNetnsFlag(t *testing.T) {
 		t.Skip(err)
 	}
 	own := uint32(st.Ino)
-	o, err := applyFilters(t, &filterFlags{netns: []string{"4026531840", "net:[4026531841]", "/proc/self/ns/net", "4026531840"}})
+	// Two inodes that are not this process's own namespace (on a freshly
+	// booted guest that is 4026531840, the first one the kernel hands out).
+	a, b := own+1000, own+1001
+	o, err := applyFilters(t, &filterFlags{netns: []string{strconv.Itoa(int(a)), fmt.Sprintf("net:[%d]", b), "/proc/self/ns/net", strconv.Itoa(int(a))}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []uint32{4026531840, 4026531841, own}; len(o.Netns) != 3 || o.Netns[0] != want[0] || o.Netns[1] != want[1] || o.Netns[2] != want[2] {
+	if want := []uint32{a, b, own}; len(o.Netns) != 3 || o.Netns[0] != want[0] || o.Netns[1] != want[1] || o.Netns[2] != want[2] {
 		t.Errorf("--netns resolved to %v, want %v (each once)", o.Netns, want)
 	}
 	for _, bad := range []string{"/etc/passwd", "0", "/nonexistent/ns"} {

@@ -2,11 +2,13 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -33,7 +35,14 @@ func TestTimeNamespace(t *testing.T) {
 	ns := testnet.New(t)
 	port := ns.Port(0)
 	ap := testnet.Addr(4, port)
-	inNS := []string{unshare, "-T", "--monotonic", "86400", bin}
+	// --fork: tcpstate is born in the time namespace. Without it, unshare
+	// execs tcpstate in its own process, which on Linux 6.1 may not create
+	// threads (clone(CLONE_THREAD) fails with EINVAL while the process's
+	// time namespace differs from its children's: the Go runtime died at
+	// start in Debian's 6.1 guest), which 6.18 allows.
+	// unshare ignores SIGINT and SIGTERM while it waits: signals go to its
+	// child, whose exit status it returns.
+	inNS := []string{unshare, "-T", "--fork", "--monotonic", "86400", bin}
 
 	summary := filepath.Join(t.TempDir(), "summary.json")
 	p := startTcpstate(t, attachedLine, nil, append(inNS, "trace", "-o", "json", "--port", strconv.Itoa(int(port)),
@@ -57,7 +66,7 @@ func TestTimeNamespace(t *testing.T) {
 		}
 	}()
 	time.Sleep(800 * time.Millisecond)
-	if err := p.cmd.Process.Signal(os.Interrupt); err != nil {
+	if err := syscall.Kill(childOf(t, p.cmd.Process.Pid), syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
 	if code := p.wait(10 * time.Second); code != 0 {
@@ -118,6 +127,24 @@ func TestTimeNamespace(t *testing.T) {
 			t.Errorf("stats: stuck %+v: want ESTABLISHED since before the start, about 1s (a lower bound)", so)
 		}
 	}
+}
+
+// childOf is the only child of process pid (unshare --fork's).
+func childOf(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 1 {
+		t.Fatalf("process %d has children %q, want one", pid, f)
+	}
+	child, err := strconv.Atoi(f[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return child
 }
 
 // e2eSocket is the socket form of the JSON documents, as the end-to-end
