@@ -56,6 +56,11 @@ The owner is the socket's first holder in pid order (a master before its
 workers, unless pids wrapped between them); -o wide and JSON list every
 holder. ls needs no tracefs and leaves nothing behind.
 
+ls shows no time in state: the kernel keeps no record of when a socket
+entered its state, so only a tracer that saw the transition knows it
+(trace --stuck and stats list the sockets stuck in a state, with that
+time, or "at least" that long for the sockets older than the tracer).
+
 A socket's cgroup is the cgroup v2 its creator was in (a request
 socket's: its listener's, which the connection will have); -o wide shows
 it as trace does: the container its path names (docker:ID, podman:ID,
