@@ -45,6 +45,34 @@ type asyncOut struct {
 	once    sync.Once
 	mu      sync.Mutex
 	err     error // the first write error
+	// late: a window of stopGrace that opens the first time output is
+	// handed over after giveUp already closed (the end of the run took
+	// longer than stopGrace to compute: a final snapshot on a slow
+	// machine). Without it a healthy standard output would be reported
+	// blocked; with it a blocked one costs stopGrace once more, at most.
+	lateOnce sync.Once
+	late     chan struct{}
+	// stuck: a handover already gave up waiting for the writer, which is
+	// blocked: no late window then.
+	stuck bool
+}
+
+// deadline is giveUp, or the late window if giveUp closed before the
+// output was even handed over.
+func (a *asyncOut) deadline(giveUp <-chan struct{}) <-chan struct{} {
+	select {
+	case <-giveUp:
+	default:
+		return giveUp
+	}
+	if a.stuck {
+		return giveUp
+	}
+	a.lateOnce.Do(func() {
+		a.late = make(chan struct{})
+		time.AfterFunc(stopGrace, func() { close(a.late) })
+	})
+	return a.late
 }
 
 func newAsyncOut(w io.Writer, size int, onFail func()) *asyncOut {
@@ -82,7 +110,8 @@ func (a *asyncOut) swap(cur *outBuf, giveUp <-chan struct{}) bool {
 		a.work <- *cur
 		*cur = b
 		return true
-	case <-giveUp:
+	case <-a.deadline(giveUp):
+		a.stuck = true
 		return false
 	}
 }
@@ -100,7 +129,8 @@ func (a *asyncOut) finish(cur *outBuf, giveUp <-chan struct{}) bool {
 	case b := <-a.free:
 		a.free <- b
 		return true
-	case <-giveUp:
+	case <-a.deadline(giveUp):
+		a.stuck = true
 		return false
 	}
 }
