@@ -45,7 +45,7 @@ fuzz: ## a short run of every fuzz target (FUZZTIME: inputs, as Nx, or a duratio
 	$(GO) test -run=NONE -fuzz=FuzzParseRecordAndCheck -fuzztime=$(FUZZTIME) -fuzzminimizetime=1s ./model
 	$(GO) test -run=NONE -fuzz=FuzzAppend -fuzztime=$(FUZZTIME) -fuzzminimizetime=1s ./internal/termsafe
 
-bench: ## load benchmark: loopback TCP loads of 4 and 16 clients with no tracer, each tcpstate mode and bpftrace, the syscall tax, a 10M-transition run (root; 6-8 min idle, more on a busy host; BENCHFLAGS="--long 0")
+bench: ## load benchmark: loopback TCP loads of 4 and 16 clients with no tracer, each tcpstate mode and bpftrace, the syscall tax, a 10M-transition run (root; ~16 min idle, more on a busy host; BENCHFLAGS="--long 0")
 	$(GO) run ./bench/runner $(BENCHFLAGS)
 
 latency: ## how long an event takes to reach trace's output on an idle host (root)
