@@ -1,9 +1,11 @@
 package tracer
 
 import (
+	"errors"
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,6 +20,9 @@ import (
 func TestEveryCounterRead(t *testing.T) {
 	fset := token.NewFileSet()
 	gen, err := parser.ParseFile(fset, "tcpstate_bpfel.go", nil, 0)
+	if errors.Is(err, fs.ErrNotExist) && os.Getenv("TCPSTATE_TEST_SLOWDOWN") != "" {
+		t.Skip("no source here: this test binary runs outside the repository (a make test-kernels guest); the host's run reads it")
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
