@@ -430,8 +430,14 @@ func (s *traceSummary) write(w io.Writer) {
 	fmt.Fprintf(w, "  missing:         %s\n", fmtMissing(s.Missing, s.MissingGaps, &s.Reconciliation, s.MissingEstimate))
 	fmt.Fprintf(w, "  reconciliation:  %s\n", fmtReconciliation(&s.Reconciliation, s.snapshotSockets, s.reconcileNote))
 	writeOutOfStep(w, &s.Reconciliation)
-	fmt.Fprintf(w, "  owners:          named by accept %d (hook %s), accept records not kept %d\n",
-		c.Accepts, s.AcceptHook, c.AcceptNoSpace)
+	noState := ""
+	if c.NoState > 0 {
+		// Their events were delivered, but with no owner, state or
+		// time remembered: the kernel could not allocate their storage.
+		noState = fmt.Sprintf("; %d sockets had no per-socket state (the kernel's socket option memory was exhausted: their owners, durations and checks are unknown)", c.NoState)
+	}
+	fmt.Fprintf(w, "  owners:          named by accept %d (hook %s), accept records not kept %d%s\n",
+		c.Accepts, s.AcceptHook, c.AcceptNoSpace, noState)
 	fmt.Fprintf(w, "  resets:          %s\n", fmtResetsNoSocket(&c))
 	k := s.Check
 	fmt.Fprintf(w, "  checks:          model %s: ok %d, unknown %d (first seen mid-life), illegal %d, gap %d (%d after counted loss)\n",
