@@ -455,16 +455,23 @@ func TestCounters(t *testing.T) {
 // accepted socket is the listener's owner's (inherited) until accept()
 // names the child, and the child's from then on. If the tracer starts after
 // listen(), the snapshot it takes at start names the listener's owner (its
-// first holder), and the child inherits it just the same.
+// first holder), and the child inherits it just the same, also when the
+// kernel chose the listener's port (listen() without bind()).
 func TestAcceptInAnotherProcess(t *testing.T) {
 	t.Parallel()
 	testnet.RequireRoot(t)
-	for _, late := range []bool{false, true} {
-		name := "listener-traced"
-		if late {
-			name = "listener-older-than-tracer"
-		}
-		t.Run(name, func(t *testing.T) {
+	for _, c := range []struct {
+		name       string
+		late, auto bool
+	}{
+		{"listener-traced", false, false},
+		{"listener-older-than-tracer", true, false},
+		// listen() without bind(): the kernel picks the port (autobind),
+		// which only the snapshot can tell the tracer.
+		{"autobound-listener-older-than-tracer", true, true},
+	} {
+		late := c.late
+		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			ns := testnet.New(t)
 			// The oracle starts with the tracer.
@@ -476,7 +483,26 @@ func TestAcceptInAnotherProcess(t *testing.T) {
 			addr, family := loopback(6)
 			port := ns.Port(0)
 			ap := netip.AddrPortFrom(addr, port)
-			lfd, err := ns.Listen(ap)
+			var lfd int
+			var err error
+			if c.auto {
+				if lfd, err = ns.Socket(ap); err == nil {
+					err = ns.Do(func() error { return unix.Listen(lfd, 16) })
+				}
+				var la netip.AddrPort
+				if err == nil {
+					la, err = ns.LocalAddr(lfd)
+				}
+				if err == nil {
+					port = la.Port()
+					ap = netip.AddrPortFrom(addr, port)
+					if lo, hi := ns.PortRange(); port < lo || port > hi {
+						t.Fatalf("autobound port %d outside the namespace's block %d-%d", port, lo, hi)
+					}
+				}
+			} else {
+				lfd, err = ns.Listen(ap)
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
