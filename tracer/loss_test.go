@@ -177,6 +177,27 @@ func TestPidFilterNoSilentLossUnderLoad(t *testing.T) {
 			t.Logf("load: %d connections at %.0f/s; this run took %v", res.Connections, res.ConnPerSec, time.Since(begin).Round(time.Millisecond))
 		})
 	})
+	// The same with the rescue program, which runs nested in the main
+	// one on the same CPU: the counters stay exact (they are atomic; a
+	// run of 2026-11 counted 199,976 handled against 200,002 delivered
+	// with per-CPU increments).
+	t.Run("rescue-nested", func(t *testing.T) {
+		testnet.Retry(t, func(p *testnet.Problems) {
+			l := startLoad(t, p, loadgen, conns, clients)
+			defer l.kill()
+			s := tracetest.Start(t, tracer.Options{RescueNested: true})
+			defer s.Stop()
+			l.Go(p)
+			res := l.wait(p)
+			checkLoad(p, res, conns)
+			evs := s.Stop()
+			c := s.Counters
+			exactAccounting(t, "--rescue-nested", evs, c)
+			checkSockets(t, "rescue-nested", evs, res, conns)
+			t.Logf("--rescue-nested: %d events, %d transitions handled host-wide, %d rescued, %d recursion misses left",
+				len(evs), c.Transitions, c.Rescued, c.RecursionMisses)
+		})
+	})
 	t.Run("default", func(t *testing.T) {
 		testnet.Retry(t, func(p *testnet.Problems) {
 			begin := time.Now()
