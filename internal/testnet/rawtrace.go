@@ -287,8 +287,10 @@ func decodeRaw(r rawRecord, id int, fields map[string]traceField) (e OracleEvent
 		return e, false, err
 	}
 	e = OracleEvent{
-		CPU:      r.cpu,
-		Time:     traceTime(r.ts),
+		CPU:  r.cpu,
+		Time: traceTime(r.ts),
+		// As the text view's Ns: its Time, microseconds, in ns.
+		Ns:       (r.ts + 500) / 1000 * 1000,
 		TaskPid:  int(int32(num("common_pid"))),
 		Skaddr:   num("skaddr"),
 		Old:      model.State(num("oldstate")),
