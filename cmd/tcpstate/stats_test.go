@@ -974,7 +974,10 @@ func TestStatsCommandEscapesNames(t *testing.T) {
 		}
 		return fd
 	}
-	wait := runStatsCLI(t, "--port", fmtU(uint64(port)), "--interval", "0", "--duration", "1500ms", "--stuck", "CLOSE_WAIT=200ms")
+	// The connection is made after the attach and must sit in CLOSE_WAIT
+	// past the threshold before the run ends: on an emulated CPU making it
+	// takes longer (testnet.Scaled).
+	wait := runStatsCLI(t, "--port", fmtU(uint64(port)), "--interval", "0", "--duration", testnet.Scaled(1500*time.Millisecond).String(), "--stuck", "CLOSE_WAIT=200ms")
 	server := testnet.Addr(4, port)
 	lfd := must(ns.Listen(server))
 	c := must(ns.Connect(server))
