@@ -169,10 +169,26 @@ func liveSockets(t *testing.T, retry *testnet.Problems, conns, backlog, pairs in
 
 	// Before the last transition: every socket is listed, live, with its
 	// owner.
+	cBefore, err := s.Tracer().Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
 	socks, err := s.Tracer().Sockets()
 	if err != nil {
 		t.Fatal(err)
 	}
+	cAfter, err := s.Tracer().Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The kernel's walk of the storage map resumes each read at a bucket
+	// and a count of entries to skip in it (iter/bpf_sk_storage_map):
+	// sockets of other namespaces that get or lose storage meanwhile in
+	// the same bucket make it repeat an entry (Sockets drops the repeat)
+	// or skip one (docs/kernel.md). The test's own sockets do not change;
+	// a miss while the host's did proves nothing about the tracer.
+	// (Births counted, or any transition: a close frees storage too.)
+	churn := cAfter.Sockets - cBefore.Sockets + cAfter.Transitions - cBefore.Transitions
 	listed := map[uint64]bool{}
 	byState := map[model.State]int{}
 	for _, si := range socks {
@@ -199,6 +215,9 @@ func liveSockets(t *testing.T, retry *testnet.Problems, conns, backlog, pairs in
 		}
 	}
 	if want := 2*conns + pairs; len(listed) != want || byState[model.Established] != 2*conns || byState[model.Listen] != pairs {
+		if short := want - len(listed); short > 0 && short <= 10 && churn > 0 {
+			retry.Fatalf("Sockets lists %d sockets of the namespace (%v), want %d, while the host's sockets changed (%d births and transitions meanwhile): the kernel's walk skipped entries of a bucket that changed", len(listed), byState, want, churn)
+		}
 		found.Errorf("Sockets lists %d sockets of the namespace (%v), want %d: %d established, %d listening", len(listed), byState, want, 2*conns, pairs)
 	}
 	listedAt := time.Now()
