@@ -57,6 +57,19 @@ struct {
 	__type(value, __u32);
 } busy SEC(".maps");
 
+/* This CPU's miss counter as handle_set_state last read it, at the end of
+ * its last run. The kernel counts a skip while the program is active, and
+ * it still is for a few instructions after the last read (until the
+ * trampoline returns): a skip there shows at the start of this CPU's next
+ * run, as the difference from this value. No skip can happen between two
+ * runs (the program is not active then). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} miss_seen SEC(".maps");
+
 /* Every TCP state change. tp_btf rather than the classic tracepoint: it
  * hands us the struct sock itself as a pointer the verifier trusts (socket
  * storage and plain loads need it), it needs only CAP_BPF + CAP_PERFMON and
@@ -66,6 +79,9 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 {
 	__u64 missed = my_misses();
 	__u32 zero = 0;
+	__u64 *seen = bpf_map_lookup_elem(&miss_seen, &zero);
+	if (seen && missed > *seen) /* skipped after the last run's last read */
+		__sync_fetch_and_add(&loss_seq, missed - *seen);
 	__u32 *b = NULL;
 	__u64 rescued = 0;
 	if (rescue_nested) {
@@ -84,9 +100,12 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 		rescued = v ? *v - rescued : 0; /* nested runs the rescue program handled */
 	}
 	/* Transitions the kernel skipped while this run was going on. */
-	__u64 skipped = my_misses() - missed;
+	__u64 now = my_misses();
+	__u64 skipped = now - missed;
 	if (skipped > rescued)
 		__sync_fetch_and_add(&loss_seq, skipped - rescued);
+	if (seen)
+		*seen = now;
 	return 0;
 }
 

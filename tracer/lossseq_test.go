@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -116,8 +117,15 @@ func TestLossSequenceExplainsEveryGap(t *testing.T) {
 		if c.RingbufFull == 0 {
 			p.Fatalf("a one-page ring did not overflow (counters %+v): the test proves nothing", c)
 		}
-		if c.LossSeq != c.Lost() {
+		// A skip in the last instant of a run, after its last read of the
+		// miss counter, joins the sequence at the start of that CPU's next
+		// run (bpf/tcpstate.bpf.c, miss_seen); after a CPU's very last run
+		// there is none. Seen in a 6.12 guest: 2 to 6 of 44 before the
+		// next run caught them up.
+		if c.LossSeq > c.Lost() || c.Lost()-c.LossSeq > uint64(runtime.NumCPU()) {
 			p.Errorf("loss sequence %d, counted losses %d (%+v): a counted loss is missing from the sequence, or the reverse", c.LossSeq, c.Lost(), c)
+		} else if c.LossSeq != c.Lost() {
+			t.Logf("loss sequence %d, counted losses %d: %d skipped after a CPU's last run", c.LossSeq, c.Lost(), c.Lost()-c.LossSeq)
 		}
 		tr := model.NewTracker(m, 0)
 		tr.SetNoLossReports(true) // exact: every counted loss is in LossSeq

@@ -342,6 +342,7 @@ const (
 	tcpstateMapHists               = "hists"
 	tcpstateMapMatrix              = "matrix"
 	tcpstateMapMissAddr            = "miss_addr"
+	tcpstateMapMissSeen            = "miss_seen"
 	tcpstateMapNetnsFilter         = "netns_filter"
 	tcpstateMapPidCounts           = "pid_counts"
 	tcpstateMapPidFilter           = "pid_filter"
@@ -486,6 +487,7 @@ type tcpstateMapSpecs struct {
 	Hists        *ebpf.MapSpec `ebpf:"hists"`
 	Matrix       *ebpf.MapSpec `ebpf:"matrix"`
 	MissAddr     *ebpf.MapSpec `ebpf:"miss_addr"`
+	MissSeen     *ebpf.MapSpec `ebpf:"miss_seen"`
 	NetnsFilter  *ebpf.MapSpec `ebpf:"netns_filter"`
 	PidCounts    *ebpf.MapSpec `ebpf:"pid_counts"`
 	PidFilter    *ebpf.MapSpec `ebpf:"pid_filter"`
@@ -582,6 +584,7 @@ type tcpstateMaps struct {
 	Hists        *ebpf.Map `ebpf:"hists"`
 	Matrix       *ebpf.Map `ebpf:"matrix"`
 	MissAddr     *ebpf.Map `ebpf:"miss_addr"`
+	MissSeen     *ebpf.Map `ebpf:"miss_seen"`
 	NetnsFilter  *ebpf.Map `ebpf:"netns_filter"`
 	PidCounts    *ebpf.Map `ebpf:"pid_counts"`
 	PidFilter    *ebpf.Map `ebpf:"pid_filter"`
@@ -608,6 +611,7 @@ func (m *tcpstateMaps) Close() error {
 		m.Hists,
 		m.Matrix,
 		m.MissAddr,
+		m.MissSeen,
 		m.NetnsFilter,
 		m.PidCounts,
 		m.PidFilter,
