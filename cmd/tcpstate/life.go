@@ -196,23 +196,10 @@ func runLife(ctx context.Context, o *lifeOptions, stdout, stderr io.Writer) erro
 		runCtx, cancel = context.WithTimeout(runCtx, o.duration)
 		defer cancel()
 	}
-	runErr := t.Run(runCtx, h)
-	// The reconciliation's snapshot, while the programs still run (as
-	// trace's); then stop new events and deliver what is still in the
-	// ring, so that the summary agrees with the output and every close
-	// that arrived is known to the reconciliation (past --count, taken
-	// but not printed).
-	snap, snapErr := t.Snapshot(tracer.SnapshotOptions{})
-	detachErr := t.Detach()
-	h.draining = true
-	if runErr == nil {
-		runErr = t.Drain(h)
-	}
-	finished := h.out.finish(&h.buf, giveUp)
-	end := h.out.end(finished)
-	if end == outputFailed && runErr == nil {
-		runErr = fmt.Errorf("writing output: %w", h.out.Err())
-	}
+	// As trace ends: every close that arrived is known to the
+	// reconciliation.
+	r := finishRun(runCtx, t, h, &h.draining, h.out, &h.buf, giveUp)
+	runErr, detachErr, snap, snapErr, end := r.runErr, r.detachErr, r.snap, r.snapErr, r.end
 
 	var sum bytes.Buffer
 	c, cErr := t.Counters()

@@ -294,24 +294,8 @@ func runTrace(ctx context.Context, o *traceOptions, stdout, stderr io.Writer) er
 		runCtx, cancel = context.WithTimeout(runCtx, o.duration)
 		defer cancel()
 	}
-	runErr := t.Run(runCtx, h)
-	// The reconciliation's snapshot, while the programs still run: a
-	// transition that happens meanwhile reaches the tracker (its event is
-	// in the ring), so a socket it concerns is not judged.
-	snap, snapErr := t.Snapshot(tracer.SnapshotOptions{})
-	// Stop new events, then deliver what is still in the ring, so the
-	// summary counts agree with the output and the tracker believes what
-	// the kernel last said (past --count, checked but not printed).
-	detachErr := t.Detach()
-	h.draining = true
-	if runErr == nil {
-		runErr = t.Drain(h)
-	}
-	finished := h.out.finish(&h.buf, giveUp)
-	end := h.out.end(finished)
-	if end == outputFailed && runErr == nil {
-		runErr = fmt.Errorf("writing output: %w", h.out.Err())
-	}
+	r := finishRun(runCtx, t, h, &h.draining, h.out, &h.buf, giveUp)
+	runErr, detachErr, snap, snapErr, end := r.runErr, r.detachErr, r.snap, r.snapErr, r.end
 	// The summary goes to stderr in one write, after the file: neither
 	// waits on a reader that stopped reading.
 	var sum bytes.Buffer
@@ -460,6 +444,38 @@ func fmtOutputEnd(end outputEnd, n uint64, one, many string) string {
 		why = "writing standard output failed"
 	}
 	return fmt.Sprintf("; %s not written: %s", plural(n, one, many), why)
+}
+
+// runEnd is what finishRun did: the run's error (or the output's), the
+// detach's, the reconciliation's snapshot and how the output ended.
+type runEnd struct {
+	runErr, detachErr error
+	snap              *tracer.Snapshot
+	snapErr           error
+	end               outputEnd
+}
+
+// finishRun runs h until runCtx ends, then ends the run as trace and life
+// do: the reconciliation's snapshot while the programs still run (a
+// transition meanwhile reaches h, its event is in the ring, so a socket
+// it concerns is not judged); then no new events, and what is still in
+// the ring delivered (with *draining set: past --count, checked but not
+// printed), so the summary agrees with the output; then the output
+// written, until giveUp.
+func finishRun(runCtx context.Context, t *tracer.Tracer, h tracer.Handler, draining *bool, out *asyncOut, buf *outBuf, giveUp <-chan struct{}) runEnd {
+	var r runEnd
+	r.runErr = t.Run(runCtx, h)
+	r.snap, r.snapErr = t.Snapshot(tracer.SnapshotOptions{})
+	r.detachErr = t.Detach()
+	*draining = true
+	if r.runErr == nil {
+		r.runErr = t.Drain(h)
+	}
+	r.end = out.end(out.finish(buf, giveUp))
+	if r.end == outputFailed && r.runErr == nil {
+		r.runErr = fmt.Errorf("writing output: %w", out.Err())
+	}
+	return r
 }
 
 // fmtLost says what the kernel counted lost: the events that had passed
