@@ -154,18 +154,7 @@ func NewOracleSize(t testing.TB, filter string, kb int) *Oracle {
 	o.raw = !o.hasFieldsOption()
 	t.Cleanup(func() {
 		o.write("events/sock/inet_sock_set_state/enable", "0")
-		// rmdir answers EBUSY while a reader (another test's stale-
-		// instance sweep, say) still has one of its files open.
-		var err error
-		for range 50 {
-			if err = os.Remove(o.dir); !errors.Is(err, unix.EBUSY) {
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		if err != nil {
-			t.Errorf("testnet: removing tracefs instance %s: %v", o.dir, err)
-		}
+		removeInstance(t, o.dir)
 	})
 	ev := "events/sock/inet_sock_set_state/"
 	for _, w := range [][2]string{
@@ -180,6 +169,22 @@ func NewOracleSize(t testing.TB, filter string, kb int) *Oracle {
 		}
 	}
 	return o
+}
+
+// removeInstance removes a tracefs instance the test made. rmdir answers
+// EBUSY while a reader (another test's stale-instance sweep, say) still has
+// one of its files open: it is tried again, for a second at most.
+func removeInstance(t testing.TB, dir string) {
+	var err error
+	for range 50 {
+		if err = os.Remove(dir); !errors.Is(err, unix.EBUSY) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Errorf("testnet: removing tracefs instance %s: %v", dir, err)
+	}
 }
 
 func (o *Oracle) write(file, value string) error {

@@ -1,7 +1,6 @@
 package testnet
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -11,7 +10,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -76,16 +74,7 @@ func (ns *NS) ResetOracle(t testing.TB) *ResetOracle {
 	}
 	t.Cleanup(func() {
 		o.write("events/tcp/tcp_send_reset/enable", "0")
-		var err error
-		for range 50 {
-			if err = os.Remove(o.dir); !errors.Is(err, unix.EBUSY) {
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		if err != nil {
-			t.Errorf("testnet: removing tracefs instance %s: %v", o.dir, err)
-		}
+		removeInstance(t, o.dir)
 	})
 	for _, w := range [][2]string{
 		// Every reset of the machine lands here (see above): room for
