@@ -37,16 +37,23 @@ func readStopSummary(t *testing.T, path string) stopSummary {
 	return s
 }
 
-// stopWithin signals p and waits: it must exit with status 0 within 2 s.
+// stopWithin signals p and waits: it must exit with status 0 within 2 s,
+// the README's promise. Of those 2 s, 1 is stopGrace, wall-clock time the
+// run gives blocked output; the other is work (the reconciliation snapshot,
+// detaching, the last drain), which an emulated guest of the kernel matrix
+// does testnet.Slowdown times slower: there the bound is 1 s plus 1 s
+// scaled (a 6.12 guest, 13 runs stopping at once on 2 emulated CPUs, took
+// 2.21 s).
 func stopWithin(t *testing.T, p *traceProc, sig syscall.Signal) {
 	t.Helper()
+	limit := stopGrace + testnet.Scaled(2*time.Second-stopGrace)
 	start := time.Now()
 	if err := p.cmd.Process.Signal(sig); err != nil {
 		t.Fatal(err)
 	}
 	code := p.wait(20 * time.Second)
-	if took := time.Since(start); took > 2*time.Second {
-		t.Errorf("%v: the run ended %v after the signal, want at most 2s", sig, took.Round(time.Millisecond))
+	if took := time.Since(start); took > limit {
+		t.Errorf("%v: the run ended %v after the signal, want at most %v", sig, took.Round(time.Millisecond), limit)
 	}
 	if code != 0 {
 		t.Errorf("%v: exit status %d, want 0\nstderr:\n%s", sig, code, p.stderr)
