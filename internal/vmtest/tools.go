@@ -10,10 +10,12 @@ import (
 // GuestTools are the host programs the tests run (ss and nsenter are the
 // snapshot tests' oracle, ip adds addresses, sh, grep, umount and unshare
 // run the tracefs test's script, ln plants the symlinks of the output-file
-// tests). AddTools copies them, with the shared
+// tests, setpriv and prlimit drop privileges for the least-privilege test,
+// which reads its capability sets with cat, nohup starts a run with SIGHUP
+// ignored). AddTools copies them, with the shared
 // libraries ldd names, into the guest at their host paths; a test whose
 // tool is missing skips (testnet.NeedTools).
-var GuestTools = []string{"sh", "grep", "umount", "unshare", "nsenter", "ss", "ip", "ln"}
+var GuestTools = []string{"sh", "grep", "umount", "unshare", "nsenter", "ss", "ip", "ln", "setpriv", "prlimit", "cat", "nohup"}
 
 // AddTools copies each tool found on the host's PATH into r, and the
 // libraries and loader it links. It returns the tools it did not find.
