@@ -76,6 +76,12 @@ time. Each snapshot also reconciles: a socket whose state is not the one
 the kernel last saw missed transitions; the snapshot corrects it and counts
 them (tcpstate_events_missing_total{found_by="snapshot"}).
 
+Clients are bounded: at most 32 connections (one that sends no request
+within 5 s is dropped, an answer not taken within 30 s is abandoned) and 4
+scrapes gathering at once (a fifth is answered 503 at once, saying so). A
+client that stops reading holds its connection, not a gathering slot. After
+SIGTERM the scrapes in flight get 5 s to finish.
+
 Metrics (labels bounded: no address, pid or per-port label unless asked):
   tcpstate_transitions_total{old_state,new_state}   [port with --port-label]
   tcpstate_anomalies_total{model,kind}               kind illegal or gap
