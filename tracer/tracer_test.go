@@ -384,70 +384,78 @@ func TestLinger0Reset(t *testing.T) {
 // TestCounters: after Detach, Summary's SocketsTracked is exactly the
 // number of socket incarnations the tracer delivered events for, wherever
 // they were (a ->CLOSE of a socket never seen before makes no entry),
-// SocketsLive the ones not closed yet, and nothing is lost. The family
-// filter drops other families' sockets before the program counts them, so
-// the counts are exact while only this test's kind of traffic passes: IPv6
-// (machine-wide, other tests' included).
+// SocketsLive the ones not closed yet, and nothing that passed the filter
+// is lost. The family filter drops other families' sockets before the
+// program counts them, so the counts are exact while only this test's kind
+// of traffic passes: IPv6 (machine-wide, other tests' included). Recursion
+// misses are the host's (other tests' loads; a 6.1 guest counted 6 beside
+// TestSnapshotRace): logged, and an attempt that lost one of its own
+// transitions to one is retried.
 func TestCounters(t *testing.T) {
 	t.Parallel()
-	ns := testnet.New(t)
-	srv := ns.StartProc(t)
-	s := tracetest.Start(t, tracer.Options{Filter: model.Filter{Family: model.AFInet6}})
-	const conns = 5
-	for i := range conns {
-		connection(t, srv, ns, testnet.Addr(6, ns.Port(i)), i%2 == 1)
-	}
-	s.WaitCloses(ns.Inode(), 3*conns)
-	evs := s.Stop()
-	c := s.Counters
+	testnet.Retry(t, func(p *testnet.Problems) {
+		ns := testnet.New(t)
+		srv := ns.StartProc(t)
+		s := tracetest.Start(t, tracer.Options{Filter: model.Filter{Family: model.AFInet6}})
+		const conns = 5
+		for i := range conns {
+			connection(t, srv, ns, testnet.Addr(6, ns.Port(i)), i%2 == 1)
+		}
+		s.WaitCloses(ns.Inode(), 3*conns)
+		evs := s.Stop()
+		c := s.Counters
 
-	if n := len(tracetest.Lives(evs, ns.Inode())); n != 3*conns {
-		t.Errorf("%d sockets in the namespace, want %d", n, 3*conns)
-	}
-	open := map[uint64]bool{}
-	var tracked, live uint64
-	for _, e := range evs {
-		if !open[e.Skaddr] && e.New != model.Close {
-			tracked++
-			open[e.Skaddr] = true
-			live++
+		if n := len(tracetest.Lives(evs, ns.Inode())); n != 3*conns {
+			p.Errorf("%d sockets in the namespace, want %d (recursion misses host-wide: %d)", n, 3*conns, c.RecursionMisses)
 		}
-		if e.New == model.Close && open[e.Skaddr] {
-			delete(open, e.Skaddr)
-			live--
+		open := map[uint64]bool{}
+		var tracked, live uint64
+		for _, e := range evs {
+			if !open[e.Skaddr] && e.New != model.Close {
+				tracked++
+				open[e.Skaddr] = true
+				live++
+			}
+			if e.New == model.Close && open[e.Skaddr] {
+				delete(open, e.Skaddr)
+				live--
+			}
 		}
-	}
-	if c.Sockets != tracked {
-		t.Errorf("Sockets %d, want %d (socket incarnations in the event stream)", c.Sockets, tracked)
-	}
-	// The start snapshot seeded the sockets that already existed: those of
-	// the family that made no event since are live too.
-	seen := map[uint64]bool{}
-	for _, e := range evs {
-		seen[e.Skaddr] = true
-	}
-	for _, so := range s.Tracer().StartSnapshot().Sockets {
-		if so.Family == model.AFInet6 && so.Kind == model.KindFull && so.State != model.Close && !seen[so.Skaddr] {
-			live++
+		if c.Sockets != tracked {
+			p.Errorf("Sockets %d, want %d (socket incarnations in the event stream)", c.Sockets, tracked)
 		}
-	}
-	if c.SocketsLive != live {
-		t.Errorf("SocketsLive %d, want %d (incarnations not closed yet, and the older sockets the start snapshot seeded)", c.SocketsLive, live)
-	}
-	if c.Accepts < conns {
-		t.Errorf("Accepts %d, want at least the test's %d", c.Accepts, conns)
-	}
-	if c.ProgRuns != 0 && c.ProgRuns < uint64(len(evs)) { // counted only with kernel.bpf_stats_enabled
-		t.Errorf("ProgRuns %d, less than the %d events delivered", c.ProgRuns, len(evs))
-	}
-	if c.Lost() != 0 || c.HeldNoSpace != 0 || c.RingbufFull != 0 || c.HeldOverflow != 0 || c.AcceptNoSpace != 0 {
-		t.Errorf("counters %+v: want no loss and no eviction on this light load", c)
-	}
-	for _, e := range evs {
-		if e.Family != model.AFInet6 {
-			t.Fatalf("the IPv6 filter let through %s", tracetest.FmtEvent(&e))
+		// The start snapshot seeded the sockets that already existed: those of
+		// the family that made no event since are live too.
+		seen := map[uint64]bool{}
+		for _, e := range evs {
+			seen[e.Skaddr] = true
 		}
-	}
+		for _, so := range s.Tracer().StartSnapshot().Sockets {
+			if so.Family == model.AFInet6 && so.Kind == model.KindFull && so.State != model.Close && !seen[so.Skaddr] {
+				live++
+			}
+		}
+		if c.SocketsLive != live {
+			p.Errorf("SocketsLive %d, want %d (incarnations not closed yet, and the older sockets the start snapshot seeded)", c.SocketsLive, live)
+		}
+		if c.Accepts < conns {
+			p.Errorf("Accepts %d, want at least the test's %d", c.Accepts, conns)
+		}
+		if c.ProgRuns != 0 && c.ProgRuns < uint64(len(evs)) { // counted only with kernel.bpf_stats_enabled
+			p.Errorf("ProgRuns %d, less than the %d events delivered", c.ProgRuns, len(evs))
+		}
+		if c.LostFiltered() != 0 || c.AcceptNoSpace != 0 {
+			p.Errorf("counters %+v: want no loss and no eviction on this light load", c)
+		}
+		if c.RecursionMisses != 0 {
+			t.Logf("the kernel skipped %d nested runs (recursion misses) host-wide", c.RecursionMisses)
+		}
+		for _, e := range evs {
+			if e.Family != model.AFInet6 {
+				t.Fatalf("the IPv6 filter let through %s", tracetest.FmtEvent(&e))
+			}
+		}
+	})
 }
 
 // TestAcceptInAnotherProcess: the test process listens, a helper child
