@@ -38,7 +38,7 @@ test: ## all tests; the privileged ones run the test binaries as root (through s
 test-unit: ## only what needs no root (privileged tests skip)
 	$(GO) test -count=1 ./...
 
-test-kernels: ## the privileged tests on the host kernel and in qemu (TCG) guests of Debian's 6.1 and 6.12 kernels, one table (root; ~18 min for 6.1, ~12 for 6.12; KERNELS="6.12", HOST=0, KERNELFLAGS="-run TestX")
+test-kernels: ## the privileged tests on the host kernel and in qemu (TCG) guests of Debian's 6.1 and 6.12 kernels, one table (root; ~22 min for 6.1, ~17 for 6.12; KERNELS="6.12", HOST=0, KERNELFLAGS="-run TestX")
 	GO=$(GO) $(GO) run ./internal/vmtest/run -kernels "$(KERNELS)" -host=$(HOST) $(KERNELFLAGS)
 
 fuzz: ## a short run of every fuzz target (FUZZTIME: inputs, as Nx, or a duration)

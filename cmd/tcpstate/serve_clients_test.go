@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -115,6 +116,12 @@ func scrapeIn(t *testing.T, url string, limit time.Duration) (int, string, time.
 // stuck clients still connected.
 func TestServeHostileClients(t *testing.T) {
 	testnet.RequireRoot(t)
+	if testnet.Slowdown() > 1 {
+		// Measured in the 6.1 guest: 1,357 answers of 200 in 200 s, while
+		// each client needs about 100 of them to be blocked, and the 30 s
+		// write timeout drops the first before the fifth is blocked.
+		t.Skip("serve's bounds on its clients are user space's, the same on every kernel, and timed against its 30 s write timeout, which an emulated CPU cannot meet: the host's run checks them")
+	}
 	t.Parallel()
 	bin := buildBinary(t, t.TempDir())
 	ns := testnet.New(t)
@@ -151,7 +158,10 @@ func TestServeHostileClients(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the clients that never read are not stuck in serve: %v scrapes in flight (want 9: theirs and this one)", v)
+			_, lport, _ := net.SplitHostPort(srv.addr)
+			ss, _ := exec.Command("ss", "-tnmi", "state", "established", "( sport = :"+lport+" )").CombinedOutput()
+			t.Fatalf("the clients that never read are not stuck in serve: %v scrapes in flight (want 9: theirs and this one)\n%s\nss:\n%s",
+				v, grepLines(body, "promhttp_metric_handler_requests"), ss)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
