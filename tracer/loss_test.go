@@ -183,16 +183,7 @@ func TestPidFilterNoSilentLossUnderLoad(t *testing.T) {
 	// with per-CPU increments).
 	t.Run("rescue-nested", func(t *testing.T) {
 		testnet.Retry(t, func(p *testnet.Problems) {
-			l := startLoad(t, p, loadgen, conns, clients)
-			defer l.kill()
-			s := tracetest.Start(t, tracer.Options{RescueNested: true})
-			defer s.Stop()
-			l.Go(p)
-			res := l.wait(p)
-			checkLoad(p, res, conns)
-			evs := s.Stop()
-			c := s.Counters
-			exactAccounting(t, "--rescue-nested", evs, c)
+			evs, c, res := tracedLoad(t, p, loadgen, conns, clients, "--rescue-nested", tracer.Options{RescueNested: true})
 			checkSockets(t, "rescue-nested", evs, res, conns)
 			t.Logf("--rescue-nested: %d events, %d transitions handled host-wide, %d rescued, %d recursion misses left",
 				len(evs), c.Transitions, c.Rescued, c.RecursionMisses)
@@ -201,16 +192,7 @@ func TestPidFilterNoSilentLossUnderLoad(t *testing.T) {
 	t.Run("default", func(t *testing.T) {
 		testnet.Retry(t, func(p *testnet.Problems) {
 			begin := time.Now()
-			l := startLoad(t, p, loadgen, conns, clients)
-			defer l.kill()
-			s := tracetest.Start(t, tracer.Options{})
-			defer s.Stop()
-			l.Go(p)
-			res := l.wait(p)
-			checkLoad(p, res, conns)
-			evs := s.Stop()
-			c := s.Counters
-			exactAccounting(t, "default options", evs, c)
+			evs, c, res := tracedLoad(t, p, loadgen, conns, clients, "default options", tracer.Options{})
 			expected := res.Expected - 1
 			delivered := uint64(countKeys(evs, res.Netns).total())
 			if delivered > expected {
@@ -225,6 +207,23 @@ func TestPidFilterNoSilentLossUnderLoad(t *testing.T) {
 			t.Logf("load: %d connections at %.0f/s; this run took %v", res.Connections, res.ConnPerSec, time.Since(begin).Round(time.Millisecond))
 		})
 	})
+}
+
+// tracedLoad runs the load under one tracer with opts, checks that the
+// load made what it should and that the tracer's counters account for
+// every transition it handled (exactAccounting, as name), and returns the
+// events, the counters and the load's result.
+func tracedLoad(t *testing.T, p *testnet.Problems, loadgen string, conns, clients int, name string, opts tracer.Options) ([]model.Event, tracer.Counters, loadResult) {
+	l := startLoad(t, p, loadgen, conns, clients)
+	defer l.kill()
+	s := tracetest.Start(t, opts)
+	defer s.Stop()
+	l.Go(p)
+	res := l.wait(p)
+	checkLoad(p, res, conns)
+	evs := s.Stop()
+	exactAccounting(t, name, evs, s.Counters)
+	return evs, s.Counters, res
 }
 
 // checkLoad ends the attempt unless the load made what it should.

@@ -282,19 +282,10 @@ func TestServeHostileClients(t *testing.T) {
 // procStatusKiB reads one "kB" field of /proc/PID/status.
 func procStatusKiB(t *testing.T, pid int, field string) int {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	v := procStatusField(pid, field)
+	n, err := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(v, "kB")))
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("/proc/%d/status %s %q: %v", pid, field, v, err)
 	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, field+":"); ok {
-			n, err := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
-			if err != nil {
-				t.Fatalf("/proc/%d/status %s: %v", pid, field, err)
-			}
-			return n
-		}
-	}
-	t.Fatalf("/proc/%d/status has no %s", pid, field)
-	return 0
+	return n
 }

@@ -434,15 +434,21 @@ func children(pid int) []uint32 {
 	return out
 }
 
-func ppid(pid uint32) uint32 {
+// procStatusField is one field of /proc/PID/status, trimmed; "" when the
+// process or the field is not there.
+func procStatusField(pid int, field string) string {
 	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "PPid:"); ok {
-			n, _ := strconv.ParseUint(strings.TrimSpace(v), 10, 32)
-			return uint32(n)
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			return strings.TrimSpace(v)
 		}
 	}
-	return 0
+	return ""
+}
+
+func ppid(pid uint32) uint32 {
+	n, _ := strconv.ParseUint(procStatusField(int(pid), "PPid"), 10, 32)
+	return uint32(n)
 }
 
 func comm(pid uint32) string {
